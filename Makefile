@@ -1,0 +1,63 @@
+# aim-engine. `make setup` brings every tool from nothing into .tools/ (ignored, cached, idempotent).
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+TOOLS   := $(CURDIR)/.tools
+VENV    := $(TOOLS)/venv
+PY      := $(VENV)/bin/python
+BIN     := $(VENV)/bin
+PYTHON3 ?= python3
+PIP_VERSION := 25.3
+# The venv is rebuilt when pyproject.toml changes (its hash names the stamp).
+STAMP   := $(VENV)/.stamp-$(shell sha256sum pyproject.toml 2>/dev/null | cut -c1-16)
+EXAMPLE_CLUSTER := examples/cluster-mixed.json
+
+.PHONY: help setup test unit lint validate demo bench clean
+
+help:
+	@echo "make demo      select and explain a recipe on the bundled example cluster"
+	@echo "make test      lint, catalog validation and the test suite"
+	@echo "make setup     install the virtualenv and pinned tools into .tools/ (run by the others)"
+	@echo "make lint      ruff + mypy --strict on the core"
+	@echo "make bench     selection benchmark (prints figures)"
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@echo ">> setting up $(VENV)"
+	@mkdir -p $(TOOLS)
+	@test -x $(PY) || $(PYTHON3) -m venv $(VENV)
+	@$(PY) -m pip install --quiet --disable-pip-version-check --upgrade "pip==$(PIP_VERSION)"
+	@$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	@rm -f $(VENV)/.stamp-*
+	@touch $@
+	@echo ">> setup done"
+
+lint: setup
+	$(BIN)/ruff check recipe-selector tests tools
+	$(BIN)/mypy
+
+validate: setup
+	$(BIN)/aim-recipes validate
+
+unit: setup
+	$(BIN)/pytest -q
+
+test: lint validate unit
+
+demo: setup
+	@echo "== GPU inventory of $(EXAMPLE_CLUSTER) =="
+	@$(BIN)/aim-recipes detect --cluster $(EXAMPLE_CLUSTER)
+	@echo
+	@echo "== aim-recipes select --model Qwen/Qwen3-32B --explain =="
+	@$(BIN)/aim-recipes select --model Qwen/Qwen3-32B --cluster $(EXAMPLE_CLUSTER) --explain
+	@echo
+	@echo "== an override the cluster cannot honour is refused: --precision fp8 --gpu-type A100 =="
+	@$(BIN)/aim-recipes select --model Qwen/Qwen3-32B --cluster $(EXAMPLE_CLUSTER) --precision fp8 --gpu-type A100; \
+	  echo "(exit code $$?: 1 means no recipe fits)"
+
+bench: setup
+	$(PY) tools/bench_selection.py
+
+clean:
+	rm -rf $(TOOLS) .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -1,0 +1,548 @@
+"""aim-recipes: list, show, validate, detect, select, estimate, metrics.
+
+Exit codes: 0 success; 1 no recipe fits, or validation failed; 2 usage or system error.
+No traceback is shown for a user error; set AIM_DEBUG=1 to see one for a system error."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from . import __version__
+from .catalog import (
+    Bundle,
+    load_bundle,
+    load_model_config,
+    load_recipe_file,
+    parse_yaml_documents,
+    recipe_documents,
+    typed_recipe,
+)
+from .errors import AimError, InputError
+from .inventory import DEFAULT_TOLERATED_TAINTS, Inventory, build_inventory, split_list
+from .lint import lint_recipes
+from .metrics import METRICS_KEY, SelectionCollector, updated_counts
+from .models import ModelProfile
+from .perf import estimate_for_recipe
+from .recipe import Recipe
+from .render import (
+    explanation,
+    helm_values,
+    inventory_dict,
+    inventory_table,
+    lint_table,
+    recipes_table,
+    selection_dict,
+    to_json,
+    to_yaml,
+    vllm_command,
+)
+from .selection import Request, Selection, select
+
+log = logging.getLogger("aim_engine")
+EXIT_OK, EXIT_NOT_FOUND, EXIT_ERROR = 0, 1, 2
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.print_usage(sys.stderr)
+        sys.stderr.write(f"{self.prog}: error: {message}\n")
+        raise SystemExit(EXIT_ERROR)
+
+
+class _JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        out = {
+            "ts": round(record.created, 3),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        for key in ("recipe_id", "result", "level_name", "model", "namespace", "configmap"):
+            if hasattr(record, key):
+                out[key] = getattr(record, key)
+        return json.dumps(out)
+
+
+def _setup_logging(level: str, fmt: str) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_JsonFormatter() if fmt == "json" else logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    logging.getLogger("kubernetes").setLevel(logging.WARNING)
+    logging.getLogger("urllib3").setLevel(logging.WARNING)
+
+
+def _positive(value: str) -> int:
+    try:
+        n = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not an integer") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"{value} must be at least 1")
+    return n
+
+
+def _label(value: str) -> tuple[str, str]:
+    key, sep, val = value.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"{value!r}: expected KEY=VALUE")
+    return key, val
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="aim-recipes", description="Recipe catalog and selector for vLLM on AMD Instinct and NVIDIA GPUs.")
+    p.add_argument("--version", action="version", version=f"aim-recipes {__version__}")
+    p.add_argument("--catalog", type=Path, help="recipes directory (default: $AIM_RECIPES_DIR or the bundled catalog)")
+    p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    p.add_argument("--log-format", default="text", choices=["text", "json"])
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    ls = sub.add_parser("list", help="list catalog recipes")
+    ls.add_argument("--model", help="only recipes for this model")
+    ls.add_argument("--hardware", help="only recipes for this GPU product")
+    ls.add_argument("-o", "--output", choices=["table", "json", "yaml"], default="table")
+
+    show = sub.add_parser("show", help="show one recipe, its vLLM command line and memory plan")
+    show.add_argument("recipe_id")
+    show.add_argument("-o", "--output", choices=["yaml", "json"], default="yaml")
+
+    val = sub.add_parser("validate", help="schema and semantic lint of the catalog or of recipe files/ConfigMaps")
+    val.add_argument(
+        "paths", nargs="*", type=Path, help="recipe files (YAML/JSON, recipes, lists or ConfigMaps); none: the bundled catalog"
+    )
+    val.add_argument(
+        "--model-config",
+        action="append",
+        default=[],
+        metavar="MODEL=PATH",
+        type=_label,
+        help="config.json for a model not in the bundled table",
+    )
+    val.add_argument("-o", "--output", choices=["table", "json"], default="table")
+
+    det = sub.add_parser("detect", help="GPU inventory of the live cluster or a snapshot")
+    _cluster_args(det)
+    det.add_argument("-o", "--output", choices=["table", "json", "yaml"], default="table")
+
+    s = sub.add_parser("select", help="select a recipe for a model on a cluster")
+    s.add_argument("--model", help="Hugging Face model id, e.g. Qwen/Qwen3-32B (default: the pinned recipe's model)")
+    _cluster_args(s)
+    s.add_argument("--gpu-count", type=_positive, help="explicit GPU count (never changed by the selector)")
+    s.add_argument("--precision", help="explicit precision: fp16, bf16, fp8, int8, int4, mxfp4")
+    s.add_argument("--backend", help="explicit backend (vllm)")
+    s.add_argument("--gpu-type", help="explicit GPU product, e.g. MI300X or H100")
+    s.add_argument("--max-model-len", type=_positive, help="explicit context length the recipe must serve")
+    s.add_argument(
+        "--min-context", type=_positive, default=4096, help="shortest context the tertiary level may reduce to (default 4096)"
+    )
+    s.add_argument("--recipe-file", type=Path, help="pin a custom recipe from a file (recipe, list or ConfigMap)")
+    s.add_argument("--recipe-id", help="which recipe of --recipe-file to pin, when it holds several")
+    s.add_argument("--recipe-configmap", help="pin the custom recipe in this ConfigMap (key recipe.yaml), read in --namespace")
+    s.add_argument("--model-config", type=Path, help="the model's config.json, for models not in the bundled table")
+    s.add_argument("--no-default", action="store_true", help="never fall back to a generic (default-level) recipe")
+    s.add_argument("--explain", action="store_true", help="say why this recipe, why not each other, and what would make it fit")
+    s.add_argument("-o", "--output", choices=["table", "json", "yaml", "values"], default="table")
+    s.add_argument("--write-configmap", metavar="NAME", help="hook mode: write the selection to this ConfigMap in --namespace")
+    s.add_argument("--release", help="Helm release name, for labels (hook mode)")
+
+    est = sub.add_parser("estimate", help="recompute a recipe's estimated figures (method aim-engine-roofline-v1)")
+    est.add_argument("recipe_id")
+
+    met = sub.add_parser("metrics", help="print aim_recipe_selection_total from selection ConfigMaps (Prometheus text)")
+    met.add_argument("files", nargs="*", type=Path, help="ConfigMap JSON/YAML files; none: read the live cluster")
+    met.add_argument("--namespace", help="namespace to read (live); default all")
+    met.add_argument("--kubeconfig")
+    met.add_argument("--context")
+    return p
+
+
+def _cluster_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--cluster", type=Path, help="snapshot: output of `kubectl get nodes,pods -A -o json`; default: the live cluster"
+    )
+    p.add_argument("--kubeconfig", help="kubeconfig for the live cluster (default: in-cluster, then $KUBECONFIG)")
+    p.add_argument("--context", help="kubeconfig context")
+    p.add_argument("--namespace", help="namespace for ConfigMaps (default: the pod's own namespace)")
+    p.add_argument(
+        "--reclaim-label",
+        action="append",
+        type=_label,
+        default=[],
+        metavar="KEY=VALUE",
+        help="pods with these labels do not count as using GPUs (the release's own workload, replaced by an upgrade)",
+    )
+    p.add_argument("--ignore-usage", action="store_true", help="count allocatable GPUs, not free ones")
+    p.add_argument("--tolerate-taint", action="append", default=[], metavar="KEY", help="a taint key the workload tolerates")
+
+
+def _bundle(args: argparse.Namespace) -> Bundle:
+    root = args.catalog or (Path(os.environ["AIM_RECIPES_DIR"]) if os.environ.get("AIM_RECIPES_DIR") else None)
+    return load_bundle(root)
+
+
+def _kube(args: argparse.Namespace) -> Any:
+    from .kube import Kube
+
+    return Kube.connect(kubeconfig=args.kubeconfig, context=args.context)
+
+
+def _inventory(args: argparse.Namespace, bundle: Bundle, kube: Any | None) -> Inventory:
+    from .catalog import load_json
+
+    if args.cluster is not None:
+        nodes, pods = split_list(load_json(args.cluster))
+    else:
+        assert kube is not None
+        nodes, pods = kube.nodes(), kube.pods()
+    return build_inventory(
+        bundle.hardware,
+        nodes,
+        pods,
+        reclaim_selector=dict(args.reclaim_label) or None,
+        tolerated_taints=DEFAULT_TOLERATED_TAINTS | frozenset(args.tolerate_taint),
+        ignore_usage=args.ignore_usage,
+    )
+
+
+def _namespace(args: argparse.Namespace) -> str:
+    from .kube import own_namespace
+
+    ns = args.namespace or own_namespace()
+    if not ns:
+        raise InputError("--namespace is required outside a pod")
+    return str(ns)
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    bundle = _bundle(args)
+    recipes = [
+        r
+        for r in bundle.recipes
+        if (not args.model or r.model_key == args.model.lower())
+        and (not args.hardware or r.hardware.upper() == args.hardware.upper())
+    ]
+    if args.output == "json":
+        sys.stdout.write(to_json([r.to_seed() for r in recipes]))
+    elif args.output == "yaml":
+        sys.stdout.write(to_yaml([r.to_seed() for r in recipes]))
+    else:
+        sys.stdout.write(recipes_table(recipes))
+    return EXIT_OK
+
+
+def _find(bundle: Bundle, recipe_id: str) -> Recipe:
+    for r in bundle.recipes:
+        if r.recipe_id == recipe_id:
+            return r
+    close = sorted(r.recipe_id for r in bundle.recipes if recipe_id.split("-", maxsplit=1)[0] in r.recipe_id)[:5]
+    raise InputError(
+        f"no recipe {recipe_id!r} in the catalog"
+        + (f"; similar: {', '.join(close)}" if close else "")
+        + " (aim-recipes list shows all)"
+    )
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    from .compat import static_findings
+
+    bundle = _bundle(args)
+    recipe = _find(bundle, args.recipe_id)
+    model = bundle.models.get(recipe.huggingface_id)
+    findings, plan = static_findings(recipe, model=model, catalog=bundle.hardware, registry=bundle.registry)
+    doc: dict[str, Any] = {"recipe": recipe.to_seed(), "vllm_command": vllm_command(recipe)}
+    if plan is not None:
+        doc["memory_per_gpu_gib"] = {
+            "budget": round(float(plan.budget) / 2**30, 1),
+            "weights": round(float(plan.weights) / 2**30, 1),
+            "activations": round(float(plan.activations) / 2**30, 2),
+            "runtime": round(float(plan.overhead) / 2**30, 1),
+            "kv_cache": round(float(plan.kv_budget) / 2**30, 1),
+            "full_length_sequences": plan.concurrent_sequences,
+        }
+    doc["findings"] = [f.as_dict() for f in findings]
+    sys.stdout.write(to_json(doc) if args.output == "json" else to_yaml(doc))
+    return EXIT_OK
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    bundle = _bundle(args)
+    models = bundle.model_map()
+    for model_id, path in args.model_config:
+        profile = load_model_config(model_id, Path(path))
+        models[profile.id.lower()] = profile
+    if args.paths:
+        recipes: list[Recipe] = []
+        errors: list[str] = []
+        for path in args.paths:
+            try:
+                recipes.extend(load_recipe_file(bundle, path))
+            except InputError as err:
+                errors.append(str(err))
+        strict = False
+    else:
+        recipes, errors, strict = list(bundle.recipes), [], True
+    issues = lint_recipes(recipes, models=models, catalog=bundle.hardware, registry=bundle.registry, strict=strict)
+    n_err = len(errors) + sum(1 for i in issues if i.severity == "error")
+    if args.output == "json":
+        sys.stdout.write(
+            to_json(
+                {"recipes": len(recipes), "valid": n_err == 0, "schema_errors": errors, "issues": [i.as_dict() for i in issues]}
+            )
+        )
+    else:
+        for e in errors:
+            sys.stdout.write(f"error: {e}\n")
+        if issues:
+            sys.stdout.write(lint_table(issues))
+        what = "bundled catalog" if strict else ", ".join(map(str, args.paths))
+        sys.stdout.write(
+            f"{len(recipes)} recipe(s) checked in {what}: {n_err} error(s), "
+            f"{sum(1 for i in issues if i.severity == 'warning')} warning(s)\n"
+        )
+    return EXIT_OK if n_err == 0 else EXIT_NOT_FOUND
+
+
+def cmd_detect(args: argparse.Namespace) -> int:
+    bundle = _bundle(args)
+    kube = None if args.cluster else _kube(args)
+    inv = _inventory(args, bundle, kube)
+    if args.output == "json":
+        sys.stdout.write(to_json(inventory_dict(inv)))
+    elif args.output == "yaml":
+        sys.stdout.write(to_yaml(inventory_dict(inv)))
+    else:
+        sys.stdout.write(inventory_table(inv))
+    return EXIT_OK
+
+
+def _pinned(args: argparse.Namespace, bundle: Bundle, kube: Any | None) -> Recipe | None:
+    recipes: list[Recipe] = []
+    if args.recipe_file is not None:
+        recipes = load_recipe_file(bundle, args.recipe_file)
+        source = str(args.recipe_file)
+    elif args.recipe_configmap:
+        if kube is None:
+            raise InputError("--recipe-configmap reads the live cluster; with --cluster use --recipe-file")
+        ns = _namespace(args)
+        cm = kube.configmap(ns, args.recipe_configmap)
+        if cm is None:
+            raise InputError(
+                f"custom recipe ConfigMap {ns}/{args.recipe_configmap} not found; create it with a "
+                "recipe.yaml key (kubectl apply -f custom-recipe.yaml -n " + ns + ")"
+            )
+        cm.setdefault("kind", "ConfigMap")
+        source = f"ConfigMap {ns}/{args.recipe_configmap}"
+        recipes = [
+            typed_recipe(bundle.validator, raw, where=where, origin="custom") for where, raw in recipe_documents(cm, where=source)
+        ]
+    else:
+        return None
+    if args.recipe_id:
+        chosen = [r for r in recipes if r.recipe_id == args.recipe_id]
+        if not chosen:
+            raise InputError(f"{source} has no recipe {args.recipe_id!r} (it has {', '.join(r.recipe_id for r in recipes)})")
+        return chosen[0]
+    if len(recipes) > 1:
+        raise InputError(f"{source} holds {len(recipes)} recipes; choose one with --recipe-id")
+    return recipes[0]
+
+
+def cmd_select(args: argparse.Namespace) -> int:
+    started = time.perf_counter()
+    bundle = _bundle(args)
+    live = args.cluster is None
+    kube = _kube(args) if live or args.write_configmap or args.recipe_configmap else None
+    pinned = _pinned(args, bundle, kube)
+    model_id = args.model or (pinned.huggingface_id if pinned else None)
+    if not model_id:
+        raise InputError("--model is required (or pin a recipe with --recipe-file / --recipe-configmap)")
+    extra: ModelProfile | None = load_model_config(model_id, args.model_config) if args.model_config else None
+    inv = _inventory(args, bundle, kube)
+    request = Request(
+        model_id=model_id,
+        gpu_count=args.gpu_count,
+        precision=args.precision.lower() if args.precision else None,
+        backend=args.backend.lower() if args.backend else None,
+        gpu_type=args.gpu_type,
+        max_model_len=args.max_model_len,
+        min_context=args.min_context,
+        custom_recipe=pinned,
+        allow_default=not args.no_default,
+    )
+    sel = select(
+        request=request,
+        recipes=bundle.recipes,
+        models=bundle.model_map(extra),
+        catalog=bundle.hardware,
+        registry=bundle.registry,
+        inventory=inv,
+    )
+    duration = time.perf_counter() - started
+    if args.write_configmap:
+        _write_selection(args, kube, sel, inv, duration)
+    _print_selection(args, sel, inv)
+    return EXIT_OK if sel.ok else EXIT_NOT_FOUND
+
+
+def _print_selection(args: argparse.Namespace, sel: Selection, inv: Inventory) -> None:
+    if args.output == "json":
+        sys.stdout.write(to_json(selection_dict(sel)))
+    elif args.output == "yaml":
+        sys.stdout.write(to_yaml(selection_dict(sel)))
+    elif args.output == "values":
+        if sel.recipe is None:
+            sys.stderr.write(f"aim-recipes: {sel.message}\n")
+        else:
+            sys.stdout.write(helm_values(sel))
+    elif args.explain or args.write_configmap:
+        sys.stdout.write(explanation(sel, inv))
+    elif sel.recipe is not None:
+        sys.stdout.write(f"{sel.recipe.recipe_id} ({sel.level})\n{sel.message}\n")
+    else:
+        sys.stdout.write(f"no recipe selected ({sel.result}): {sel.message}\n")
+    if args.explain and args.output in ("json", "yaml", "values"):
+        sys.stderr.write(explanation(sel, inv))
+
+
+def _write_selection(args: argparse.Namespace, kube: Any, sel: Selection, inv: Inventory, duration: float) -> None:
+    ns = _namespace(args)
+    name = args.write_configmap
+    release = args.release or name.removesuffix("-recipe-config")
+    recipe_id = sel.recipe.recipe_id if sel.recipe else None
+    now = time.time()
+    explain_text = explanation(sel, inv)
+    selection_json = to_json(selection_dict(sel))
+
+    def update(current: dict[str, Any] | None) -> dict[str, str]:
+        data = dict((current or {}).get("data") or {})
+        if sel.recipe is not None:
+            data["recipe.yaml"] = to_yaml(sel.recipe.to_seed())
+            data["selection.json"] = selection_json
+            data["explanation.txt"] = explain_text
+        data["last-attempt.json"] = selection_json
+        data["last-attempt.txt"] = explain_text
+        data[METRICS_KEY] = updated_counts(
+            data, result=sel.result, level=sel.level, duration_seconds=duration, timestamp=now, recipe_id=recipe_id
+        )
+        return data
+
+    labels = {
+        "app.kubernetes.io/name": "aim-engine",
+        "app.kubernetes.io/instance": release,
+        "app.kubernetes.io/component": "recipe-config",
+        "app.kubernetes.io/managed-by": "aim-recipe-selector",
+    }
+    annotations = {"aim-engine.io/selection-result": sel.result, "aim-engine.io/selection-level": sel.level or "none"}
+    if recipe_id:
+        labels["aim-engine.io/recipe-id"] = recipe_id
+        annotations["aim-engine.io/recipe-id"] = recipe_id
+    kube.write_configmap(ns, name, data={}, labels=labels, annotations=annotations, update=update)
+    kube.event(
+        ns, configmap=name, reason="RecipeSelected" if sel.ok else "RecipeNotFound", message=sel.message, warning=not sel.ok
+    )
+    log.info(
+        "wrote selection to configmap %s/%s: %s",
+        ns,
+        name,
+        recipe_id or sel.result,
+        extra={"recipe_id": recipe_id, "result": sel.result, "namespace": ns, "configmap": name},
+    )
+
+
+def cmd_estimate(args: argparse.Namespace) -> int:
+    bundle = _bundle(args)
+    recipe = _find(bundle, args.recipe_id)
+    model = bundle.models.get(recipe.huggingface_id)
+    product = bundle.hardware.require(recipe.hardware)
+    if model is None:
+        raise InputError(f"{recipe.huggingface_id} is not in the bundled model table")
+    conditions = (
+        dict(recipe.performance.conditions)
+        if recipe.performance and recipe.performance.conditions
+        else {"input_tokens": 1024, "output_tokens": 1024, "concurrency": 64}
+    )
+    est = estimate_for_recipe(
+        model,
+        product,
+        precision=recipe.precision,
+        tp=recipe.tp,
+        pp=recipe.pp,
+        nodes=recipe.nodes,
+        kv_cache_dtype=str(recipe.args.get("kv_cache_dtype", "auto")),
+        conditions=conditions,
+    )
+    sys.stdout.write(
+        to_json(
+            {
+                "recipe_id": recipe.recipe_id,
+                "conditions": conditions,
+                "method": "aim-engine-roofline-v1",
+                "expected_tokens_per_second": est.tokens_per_second,
+                "expected_latency_ms": est.latency_ms,
+            }
+        )
+    )
+    return EXIT_OK
+
+
+def cmd_metrics(args: argparse.Namespace) -> int:
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    if args.files:
+        cms: list[dict[str, Any]] = []
+        for path in args.files:
+            from .catalog import read_document_text
+
+            for doc in parse_yaml_documents(read_document_text(path), where=str(path)):
+                cms.extend(doc.get("items", []) if isinstance(doc, dict) and doc.get("kind") == "List" else [doc])
+    else:
+        kube = _kube(args)
+        fn = kube.core.list_namespaced_config_map if args.namespace else kube.core.list_config_map_for_all_namespaces
+        extra = {"namespace": args.namespace} if args.namespace else {}
+        cms = kube._list("list configmaps", fn, label_selector="app.kubernetes.io/component=recipe-config", **extra)
+    registry = CollectorRegistry()
+    registry.register(SelectionCollector(lambda: cms))
+    sys.stdout.write(generate_latest(registry).decode())
+    return EXIT_OK
+
+
+COMMANDS = {
+    "list": cmd_list,
+    "show": cmd_show,
+    "validate": cmd_validate,
+    "detect": cmd_detect,
+    "select": cmd_select,
+    "estimate": cmd_estimate,
+    "metrics": cmd_metrics,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _setup_logging(args.log_level, args.log_format)
+    try:
+        return COMMANDS[args.command](args)
+    except AimError as e:
+        sys.stderr.write(f"aim-recipes: error: {e}\n")
+        return EXIT_ERROR
+    except BrokenPipeError:
+        return EXIT_OK
+    except Exception as e:  # a system error: say it plainly, keep the traceback for AIM_DEBUG
+        if os.environ.get("AIM_DEBUG"):
+            raise
+        sys.stderr.write(f"aim-recipes: internal error: {type(e).__name__}: {e} (set AIM_DEBUG=1 for a traceback)\n")
+        return EXIT_ERROR
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

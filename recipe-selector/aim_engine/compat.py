@@ -1,0 +1,229 @@
+"""The one definition of "this recipe fits this model on this hardware".
+
+The selector (is a recipe feasible here?), `aim-recipes validate` (is a catalog entry sound?) and
+the admission webhook (does this workload agree with its recipe?) all call these rules, so a recipe
+the selector picks is never one the webhook refuses. Every rule yields a Finding with a stable
+reason code, a message that names the value found and the value needed, and the fix."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import Decimal
+
+from .hardware import GpuProduct, HardwareCatalog
+from .memory import MemoryInputs, MemoryPlan, plan_memory
+from .models import ModelProfile
+from .quantity import format_gib
+from .recipe import Recipe
+from .vllm_args import ArgRegistry
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    code: str
+    message: str
+    fix: str = ""
+
+    def as_dict(self) -> dict[str, str]:
+        out = {"code": self.code, "message": self.message}
+        if self.fix:
+            out["fix"] = self.fix
+        return out
+
+
+def memory_inputs(recipe: Recipe, *, max_model_len: int | None = None) -> MemoryInputs:
+    a = recipe.args
+
+    def num(key: str, default: int) -> int:
+        v = a.get(key, default)
+        return int(v) if isinstance(v, int | float) and not isinstance(v, bool) else default
+
+    util = a.get("gpu_memory_utilization", 0.9)
+    return MemoryInputs(
+        tp=max(1, recipe.tp),
+        pp=max(1, recipe.pp),
+        max_model_len=max_model_len or recipe.max_model_len,
+        gpu_memory_utilization=Decimal(str(util))
+        if isinstance(util, int | float) and not isinstance(util, bool)
+        else Decimal("0.9"),
+        kv_cache_dtype=str(a.get("kv_cache_dtype", "auto")),
+        max_num_batched_tokens=num("max_num_batched_tokens", 8192),
+        max_num_seqs=num("max_num_seqs", 256),
+        enforce_eager=a.get("enforce_eager") is True,
+    )
+
+
+def recipe_memory(recipe: Recipe, model: ModelProfile, product: GpuProduct, *, max_model_len: int | None = None) -> MemoryPlan:
+    return plan_memory(model, product, recipe.precision, memory_inputs(recipe, max_model_len=max_model_len))
+
+
+def parallelism_findings(recipe: Recipe, model: ModelProfile | None) -> list[Finding]:
+    out: list[Finding] = []
+    tp, pp, dp = recipe.tp, recipe.pp, recipe.dp
+    if tp * pp * dp != recipe.gpu_count:
+        out.append(
+            Finding(
+                "PARALLELISM_MISMATCH",
+                f"tensor_parallel_size {tp} x pipeline_parallel_size {pp} x data_parallel_size {dp} = {tp * pp * dp}, "
+                f"but gpu_count is {recipe.gpu_count}",
+                f"set gpu_count to {tp * pp * dp} or change the parallel sizes so their product is {recipe.gpu_count}",
+            )
+        )
+    if recipe.nodes < 1 or recipe.gpu_count % recipe.nodes != 0:
+        out.append(
+            Finding(
+                "NODES_UNEVEN",
+                f"gpu_count {recipe.gpu_count} does not split evenly over {recipe.nodes} nodes",
+                "make gpu_count a multiple of nodes",
+            )
+        )
+    if model is not None:
+        if not model.tp_divides(tp):
+            valid = ", ".join(str(t) for t in model.valid_tp_sizes(up_to=max(16, tp)))
+            out.append(
+                Finding(
+                    "TP_INDIVISIBLE",
+                    f"tensor_parallel_size {tp} does not divide {model.id}'s {model.attention_heads} attention heads "
+                    f"({model.kv_heads} KV heads)",
+                    f"use a tensor_parallel_size of {valid}",
+                )
+            )
+        if pp > model.layers:
+            out.append(
+                Finding(
+                    "PP_TOO_LARGE",
+                    f"pipeline_parallel_size {pp} exceeds {model.id}'s {model.layers} layers",
+                    f"use pipeline_parallel_size <= {model.layers}",
+                )
+            )
+        if recipe.args.get("enable_expert_parallel") is True and not model.is_moe:
+            out.append(
+                Finding(
+                    "EXPERT_PARALLEL_DENSE",
+                    f"enable_expert_parallel is set but {model.id} is not a mixture-of-experts model",
+                    "remove enable_expert_parallel",
+                )
+            )
+    return out
+
+
+def precision_findings(recipe: Recipe, product: GpuProduct, catalog: HardwareCatalog) -> list[Finding]:
+    if product.supports(recipe.precision):
+        return []
+    where = ", ".join(catalog.supporting(recipe.precision)) or "no known GPU"
+    runs = ", ".join(sorted(product.native_precisions | product.weight_only_precisions))
+    return [
+        Finding(
+            "PRECISION_UNSUPPORTED",
+            f"{product.name} cannot run {recipe.precision} (it runs {runs})",
+            f"use precision {sorted(product.native_precisions, key=len)[0] if product.native_precisions else 'bf16'} "
+            f"on {product.name}, or run {recipe.precision} on {where}",
+        )
+    ]
+
+
+def arg_findings(recipe: Recipe, registry: ArgRegistry) -> list[Finding]:
+    out: list[Finding] = []
+    for name, value in sorted(recipe.args.items()):
+        canonical = registry.canonical(name)
+        problem = registry.check(canonical, value)
+        if problem:
+            out.append(Finding("INVALID_ARG", problem, "fix or remove the argument (vLLM would refuse to start)"))
+    quant = recipe.args.get("quantization")
+    if quant in ("fp8", "ptpc_fp8") and recipe.precision != "fp8":
+        out.append(
+            Finding(
+                "PRECISION_ARG_MISMATCH",
+                f"quantization={quant} but precision is {recipe.precision}",
+                "set precision: fp8 or remove the quantization argument",
+            )
+        )
+    return out
+
+
+def context_findings(recipe: Recipe, model: ModelProfile, *, max_model_len: int | None = None) -> list[Finding]:
+    length = max_model_len or recipe.max_model_len
+    if length is not None and length > model.max_context:
+        return [
+            Finding(
+                "CONTEXT_EXCEEDS_MODEL",
+                f"max_model_len {length} exceeds {model.id}'s context of {model.max_context} tokens",
+                f"set max_model_len <= {model.max_context}",
+            )
+        ]
+    return []
+
+
+def memory_findings(plan: MemoryPlan, recipe: Recipe, model: ModelProfile, product: GpuProduct) -> list[Finding]:
+    if not plan.weights_fit:
+        need = plan.weights + plan.activations + plan.overhead
+        return [
+            Finding(
+                "INSUFFICIENT_MEMORY",
+                f"insufficient GPU memory: {model.id} at {recipe.precision} needs {format_gib(need)} per GPU before any "
+                f"KV cache on {recipe.gpu_count} x {product.name}, which offer {format_gib(plan.budget)} each",
+                "use more GPUs, a lower precision, or a GPU with more memory",
+            )
+        ]
+    if not plan.fits:
+        return [
+            Finding(
+                "KV_CACHE_TOO_SMALL",
+                f"the KV cache holds {plan.max_model_len_fit} tokens per GPU set, fewer than max_model_len "
+                f"{plan.max_model_len} ({format_gib(plan.kv_per_token * plan.max_model_len)} of KV per GPU needed, "
+                f"{format_gib(plan.kv_budget)} left after weights)",
+                f"set max_model_len <= {plan.max_model_len_fit}, use kv_cache_dtype fp8, or use more GPUs",
+            )
+        ]
+    return []
+
+
+def static_findings(
+    recipe: Recipe,
+    *,
+    model: ModelProfile | None,
+    catalog: HardwareCatalog,
+    registry: ArgRegistry,
+    max_model_len: int | None = None,
+) -> tuple[list[Finding], MemoryPlan | None]:
+    """Every rule that does not depend on the cluster's current usage."""
+    findings: list[Finding] = []
+    product = catalog.get(recipe.hardware)
+    if product is None:
+        known = ", ".join(p.name for p in catalog.products)
+        findings.append(
+            Finding(
+                "UNKNOWN_HARDWARE", f"hardware {recipe.hardware!r} is not a GPU product aim-engine knows", f"use one of {known}"
+            )
+        )
+    findings += arg_findings(recipe, registry)
+    findings += parallelism_findings(recipe, model)
+    if product is not None:
+        findings += precision_findings(recipe, product, catalog)
+        res = product.resource
+        for kind, values in (("requests", recipe.requests), ("limits", recipe.limits)):
+            if res in values and values[res] * max(1, recipe.nodes) != recipe.gpu_count:
+                findings.append(
+                    Finding(
+                        "GPU_RESOURCE_MISMATCH",
+                        f"resources.{kind}[{res}] is {values[res]} per pod, but gpu_count {recipe.gpu_count} over "
+                        f"{recipe.nodes} node(s) needs {recipe.gpu_count // max(1, recipe.nodes)}",
+                        f"set resources.{kind}[{res}] to {recipe.gpu_count // max(1, recipe.nodes)}",
+                    )
+                )
+        wrong = [r for r in catalog.gpu_resources if r != res and (r in recipe.requests or r in recipe.limits)]
+        for r in wrong:
+            findings.append(
+                Finding(
+                    "GPU_VENDOR_MISMATCH",
+                    f"{product.name} is exposed as {res}, but the recipe requests {r}",
+                    f"request {res} instead of {r}",
+                )
+            )
+    plan = None
+    if model is not None:
+        findings += context_findings(recipe, model, max_model_len=max_model_len)
+        if product is not None and not any(f.code in ("TP_INDIVISIBLE", "PARALLELISM_MISMATCH") for f in findings):
+            plan = recipe_memory(recipe, model, product, max_model_len=max_model_len)
+            findings += memory_findings(plan, recipe, model, product)
+    return findings, plan

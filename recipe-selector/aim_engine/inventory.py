@@ -1,0 +1,253 @@
+"""Cluster GPU inventory: per node, which product, how many GPUs allocatable, used and free.
+
+Capacity is per node: allocatable minus the GPUs requested by the node's non-terminated pods.
+Cordoned and NotReady nodes, nodes with untolerated NoSchedule/NoExecute taints and nodes whose
+product is unknown or MIG-partitioned do not count (they are listed with the reason).
+Pure: works on Node and Pod objects as the API server serialises them (dicts)."""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+from .detect import detect_node
+from .errors import InputError
+from .hardware import GpuProduct, HardwareCatalog
+from .quantity import parse_quantity
+
+# Taints GPU operators put on GPU nodes; the workload tolerates them (the chart adds tolerations).
+DEFAULT_TOLERATED_TAINTS: frozenset[str] = frozenset({"nvidia.com/gpu", "amd.com/gpu"})
+
+
+@dataclass(frozen=True, slots=True)
+class NodeGpus:
+    name: str
+    product: GpuProduct | None
+    vendor: str | None
+    resource: str | None
+    allocatable: int
+    used: int
+    source: str
+    usable: bool
+    reason: str = ""
+    notes: tuple[str, ...] = ()
+    labels: Mapping[str, str] = field(default_factory=dict, repr=False)
+
+    @property
+    def free(self) -> int:
+        return max(0, self.allocatable - self.used)
+
+
+@dataclass(frozen=True, slots=True)
+class ProductCapacity:
+    product: GpuProduct
+    nodes: int
+    allocatable: int
+    free: int
+    free_sorted: tuple[int, ...]  # free GPUs of each usable node, ascending
+    allocatable_sorted: tuple[int, ...]
+
+    @property
+    def max_free(self) -> int:
+        return self.free_sorted[-1] if self.free_sorted else 0
+
+    @property
+    def max_allocatable(self) -> int:
+        return self.allocatable_sorted[-1] if self.allocatable_sorted else 0
+
+    def nodes_with_free(self, gpus: int) -> int:
+        return len(self.free_sorted) - bisect.bisect_left(self.free_sorted, gpus)
+
+    def nodes_with_allocatable(self, gpus: int) -> int:
+        return len(self.allocatable_sorted) - bisect.bisect_left(self.allocatable_sorted, gpus)
+
+
+@dataclass(frozen=True, slots=True)
+class Inventory:
+    nodes: tuple[NodeGpus, ...]
+    products: Mapping[str, ProductCapacity]
+
+    def capacity(self, product_name: str) -> ProductCapacity | None:
+        return self.products.get(product_name)
+
+    @property
+    def product_names(self) -> list[str]:
+        return sorted(self.products)
+
+
+def _labels(node: Mapping[str, Any]) -> dict[str, str]:
+    labels = (node.get("metadata") or {}).get("labels") or {}
+    return {str(k): str(v) for k, v in labels.items()}
+
+
+def _is_ready(node: Mapping[str, Any]) -> bool:
+    for cond in (node.get("status") or {}).get("conditions") or []:
+        if cond.get("type") == "Ready":
+            return bool(cond.get("status") == "True")
+    return False
+
+
+def _count(value: object, where: str) -> int:
+    q = parse_quantity(value, field=where)
+    return int(q) if q >= 0 else 0
+
+
+def _pod_gpu_requests(pod: Mapping[str, Any], resources: Iterable[str]) -> dict[str, int]:
+    """Effective GPU request of a pod: max(sum over containers, max over init containers).
+    For extended resources a limit without a request means request = limit."""
+    spec = pod.get("spec") or {}
+    where = f"pod {(pod.get('metadata') or {}).get('namespace')}/{(pod.get('metadata') or {}).get('name')}"
+    totals: dict[str, int] = {}
+    for res in resources:
+
+        def amount(container: Mapping[str, Any], res: str = res) -> int:
+            r = container.get("resources") or {}
+            value = (r.get("requests") or {}).get(res, (r.get("limits") or {}).get(res))
+            return _count(value, f"{where} {res}") if value is not None else 0
+
+        main = sum(amount(c) for c in spec.get("containers") or [])
+        init = max((amount(c) for c in spec.get("initContainers") or []), default=0)
+        total = max(main, init)
+        if total:
+            totals[res] = total
+    return totals
+
+
+def _resource_for(catalog: HardwareCatalog, product: GpuProduct | None, vendor: str | None) -> str | None:
+    if product is not None:
+        return product.resource
+    for name, res in catalog.vendor_resources.items():
+        if name == vendor:
+            return res
+    return None
+
+
+def _matches(labels: Mapping[str, str], selector: Mapping[str, str]) -> bool:
+    return bool(selector) and all(labels.get(k) == v for k, v in selector.items())
+
+
+def build_inventory(
+    catalog: HardwareCatalog,
+    nodes: Sequence[Mapping[str, Any]],
+    pods: Sequence[Mapping[str, Any]],
+    *,
+    reclaim_selector: Mapping[str, str] | None = None,
+    tolerated_taints: frozenset[str] = DEFAULT_TOLERATED_TAINTS,
+    ignore_usage: bool = False,
+) -> Inventory:
+    """Nodes and pods -> inventory. Pods matching `reclaim_selector` (the release's own workload,
+    which an upgrade replaces) do not count as using GPUs; with `ignore_usage` no pod does."""
+    resources = sorted(catalog.gpu_resources)
+    used: dict[str, dict[str, int]] = {}
+    if not ignore_usage:
+        for pod in pods:
+            if not isinstance(pod, Mapping):
+                raise InputError("pod entries must be objects")
+            status = pod.get("status") or {}
+            spec = pod.get("spec") or {}
+            node_name = spec.get("nodeName")
+            if not node_name or status.get("phase") in ("Succeeded", "Failed"):
+                continue
+            meta = pod.get("metadata") or {}
+            if reclaim_selector and _matches(meta.get("labels") or {}, reclaim_selector):
+                continue
+            for res, n in _pod_gpu_requests(pod, resources).items():
+                per_node = used.setdefault(node_name, {})
+                per_node[res] = per_node.get(res, 0) + n
+
+    out: list[NodeGpus] = []
+    for node in nodes:
+        if not isinstance(node, Mapping):
+            raise InputError("node entries must be objects")
+        name = str((node.get("metadata") or {}).get("name") or "")
+        if not name:
+            raise InputError("a node without metadata.name")
+        labels = _labels(node)
+        alloc_raw = (node.get("status") or {}).get("allocatable") or {}
+        gpu_alloc = {res: _count(alloc_raw[res], f"node {name} allocatable {res}") for res in resources if res in alloc_raw}
+        det = detect_node(catalog, labels, gpu_alloc)
+        resource = _resource_for(catalog, det.product, det.vendor)
+        allocatable = gpu_alloc.get(resource, 0) if resource else 0
+        node_used = used.get(name, {}).get(resource, 0) if resource else 0
+        reason = ""
+        spec = node.get("spec") or {}
+        if allocatable == 0 and det.product is None:
+            reason = "no GPUs"
+        elif det.partitioned:
+            reason = "GPUs are MIG partitions"
+        elif det.product is None:
+            reason = "GPU product not recognised"
+        elif allocatable == 0:
+            reason = f"labels say {det.product.name} but {resource} allocatable is 0 (device plugin not running?)"
+        elif spec.get("unschedulable"):
+            reason = "cordoned"
+        elif not _is_ready(node):
+            reason = "NotReady"
+        else:
+            for taint in spec.get("taints") or []:
+                if taint.get("effect") in ("NoSchedule", "NoExecute") and taint.get("key") not in tolerated_taints:
+                    reason = f"taint {taint.get('key')}={taint.get('value', '')}:{taint.get('effect')} not tolerated"
+                    break
+        out.append(
+            NodeGpus(
+                name=name,
+                product=det.product,
+                vendor=det.vendor,
+                resource=resource,
+                allocatable=allocatable,
+                used=node_used,
+                source=det.source,
+                usable=not reason,
+                reason=reason,
+                notes=det.notes,
+                labels=labels,
+            )
+        )
+    out.sort(key=lambda n: n.name)
+
+    grouped: dict[str, list[NodeGpus]] = {}
+    for entry in out:
+        if entry.usable and entry.product is not None:
+            grouped.setdefault(entry.product.name, []).append(entry)
+    products: dict[str, ProductCapacity] = {}
+    for pname, members in grouped.items():
+        products[pname] = ProductCapacity(
+            product=members[0].product,  # type: ignore[arg-type]
+            nodes=len(members),
+            allocatable=sum(m.allocatable for m in members),
+            free=sum(m.free for m in members),
+            free_sorted=tuple(sorted(m.free for m in members)),
+            allocatable_sorted=tuple(sorted(m.allocatable for m in members)),
+        )
+    return Inventory(nodes=tuple(out), products=products)
+
+
+def split_list(doc: Mapping[str, Any]) -> tuple[list[Mapping[str, Any]], list[Mapping[str, Any]]]:
+    """Nodes and pods from `kubectl get nodes,pods -A -o json` (a v1 List, or a NodeList/PodList)."""
+    if not isinstance(doc, Mapping):
+        raise InputError("cluster snapshot: expected a JSON object (kubectl get nodes,pods -A -o json)")
+    kind = doc.get("kind")
+    items = doc.get("items")
+    if kind not in ("List", "NodeList", "PodList") or not isinstance(items, list):
+        raise InputError(
+            f"cluster snapshot: expected kind List with items (kubectl get nodes,pods -A -o json), got kind {kind!r}"
+        )
+    default = {"NodeList": "Node", "PodList": "Pod"}.get(str(kind))
+    nodes: list[Mapping[str, Any]] = []
+    pods: list[Mapping[str, Any]] = []
+    for i, item in enumerate(items):
+        if not isinstance(item, Mapping):
+            raise InputError(f"cluster snapshot: items[{i}] is not an object")
+        item_kind = item.get("kind", default)
+        if item_kind == "Node":
+            nodes.append(item)
+        elif item_kind == "Pod":
+            pods.append(item)
+    return nodes, pods
+
+
+def total_free(inventory: Inventory) -> Decimal:
+    return Decimal(sum(c.free for c in inventory.products.values()))

@@ -1,0 +1,165 @@
+"""Kubernetes I/O for the selector: read nodes, pods and custom-recipe ConfigMaps, write the
+selection ConfigMap, record an Event. A thin layer over the official client; everything it returns
+is plain JSON as the API server serialises it, so the pure core never sees client objects."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from .errors import AimError, InputError
+
+log = logging.getLogger(__name__)
+SA_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+PAGE = 500
+
+
+class KubeError(AimError):
+    """The API server could not be reached or refused a request."""
+
+
+def _api_exception() -> Any:
+    from kubernetes.client.exceptions import ApiException
+
+    return ApiException
+
+
+class Kube:
+    def __init__(self, core: Any) -> None:
+        self.core = core
+
+    @classmethod
+    def connect(cls, *, kubeconfig: str | None = None, context: str | None = None) -> Kube:
+        from kubernetes import client, config
+        from kubernetes.config.config_exception import ConfigException
+
+        try:
+            if kubeconfig is None and context is None and SA_NAMESPACE.exists():
+                config.load_incluster_config()  # type: ignore[no-untyped-call]
+            else:
+                config.load_kube_config(config_file=kubeconfig, context=context)  # type: ignore[no-untyped-call]
+        except (ConfigException, FileNotFoundError, TypeError) as e:
+            raise InputError(
+                f"cannot find cluster credentials ({e}); run in a pod with a service account, set KUBECONFIG, "
+                "or pass --cluster FILE with the output of `kubectl get nodes,pods -A -o json`"
+            ) from e
+        return cls(client.CoreV1Api())
+
+    def _call(self, what: str, fn: Callable[..., Any], **kwargs: Any) -> Any:
+        api_exc = _api_exception()
+        try:
+            return fn(**kwargs)
+        except api_exc as e:
+            raise KubeError(f"{what}: the API server answered {e.status} {e.reason}: {_message(e.body)}") from e
+        except OSError as e:  # connection refused, DNS, TLS
+            raise KubeError(f"{what}: cannot reach the API server ({e})") from e
+
+    def _list(self, what: str, fn: Callable[..., Any], **kwargs: Any) -> list[dict[str, Any]]:
+        items: list[dict[str, Any]] = []
+        token: str | None = None
+        while True:
+            resp = self._call(what, fn, limit=PAGE, _continue=token, _preload_content=False, **kwargs)
+            body = json.loads(resp.data)
+            items.extend(body.get("items") or [])
+            token = (body.get("metadata") or {}).get("continue")
+            if not token:
+                return items
+
+    def nodes(self) -> list[dict[str, Any]]:
+        return self._list("list nodes", self.core.list_node)
+
+    def pods(self) -> list[dict[str, Any]]:
+        return self._list(
+            "list pods", self.core.list_pod_for_all_namespaces, field_selector="status.phase!=Succeeded,status.phase!=Failed"
+        )
+
+    def configmap(self, namespace: str, name: str) -> dict[str, Any] | None:
+        api_exc = _api_exception()
+        try:
+            resp = self.core.read_namespaced_config_map(name, namespace, _preload_content=False)
+        except api_exc as e:
+            if e.status == 404:
+                return None
+            raise KubeError(f"read configmap {namespace}/{name}: {e.status} {e.reason}: {_message(e.body)}") from e
+        except OSError as e:
+            raise KubeError(f"read configmap {namespace}/{name}: cannot reach the API server ({e})") from e
+        return json.loads(resp.data)  # type: ignore[no-any-return]
+
+    def write_configmap(
+        self,
+        namespace: str,
+        name: str,
+        *,
+        data: Mapping[str, str],
+        labels: Mapping[str, str],
+        annotations: Mapping[str, str],
+        update: Callable[[dict[str, Any] | None], dict[str, str]] | None = None,
+    ) -> None:
+        """Create or update, retrying on a write conflict; `update(current)` merges with what is there."""
+        api_exc = _api_exception()
+        for attempt in range(5):
+            current = self.configmap(namespace, name)
+            merged = dict(update(current) if update else data)
+            body: dict[str, Any] = {
+                "apiVersion": "v1",
+                "kind": "ConfigMap",
+                "metadata": {"name": name, "namespace": namespace, "labels": dict(labels), "annotations": dict(annotations)},
+                "data": merged,
+            }
+            try:
+                if current is None:
+                    self.core.create_namespaced_config_map(namespace, body)
+                else:
+                    meta = current.get("metadata") or {}
+                    body["metadata"]["resourceVersion"] = meta.get("resourceVersion")
+                    body["metadata"]["labels"] = {**(meta.get("labels") or {}), **labels}
+                    body["metadata"]["annotations"] = {**(meta.get("annotations") or {}), **annotations}
+                    self.core.replace_namespaced_config_map(name, namespace, body)
+                return
+            except api_exc as e:
+                if e.status in (409,) and attempt < 4:
+                    time.sleep(0.2 * (attempt + 1))
+                    continue
+                raise KubeError(f"write configmap {namespace}/{name}: {e.status} {e.reason}: {_message(e.body)}") from e
+            except OSError as e:
+                raise KubeError(f"write configmap {namespace}/{name}: cannot reach the API server ({e})") from e
+
+    def event(self, namespace: str, *, configmap: str, reason: str, message: str, warning: bool) -> None:
+        """Record an Event on the selection ConfigMap (best effort: a failure is logged, not fatal)."""
+        now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        body = {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {"generateName": f"{configmap}.", "namespace": namespace},
+            "involvedObject": {"apiVersion": "v1", "kind": "ConfigMap", "name": configmap, "namespace": namespace},
+            "reason": reason,
+            "message": message[:1024],
+            "type": "Warning" if warning else "Normal",
+            "source": {"component": "aim-recipe-selector"},
+            "firstTimestamp": now,
+            "lastTimestamp": now,
+            "count": 1,
+        }
+        try:
+            self.core.create_namespaced_event(namespace, body)
+        except Exception as e:
+            log.warning("could not record event %s on configmap %s/%s: %s", reason, namespace, configmap, e)
+
+
+def _message(body: object) -> str:
+    try:
+        return str(json.loads(body).get("message", body))  # type: ignore[arg-type]
+    except (TypeError, ValueError, AttributeError):
+        return str(body)[:300]
+
+
+def own_namespace() -> str | None:
+    try:
+        return SA_NAMESPACE.read_text().strip() or None
+    except OSError:
+        return None

@@ -1,0 +1,193 @@
+"""The recipe: typed form of one catalog entry (the seed's format plus type, priority, nodes,
+env, conditions and provenance), and its serialisation back to the seed's format."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+from .errors import InputError
+from .quantity import parse_quantity
+
+RECIPE_TYPES: tuple[str, ...] = ("optimized", "preview", "unoptimized", "general")
+TYPE_RANK: dict[str, int] = {t: i for i, t in enumerate(RECIPE_TYPES)}
+
+
+@dataclass(frozen=True, slots=True)
+class Performance:
+    tokens_per_second: Decimal
+    latency_ms: Decimal
+    conditions: Mapping[str, Any]
+    provenance: Mapping[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Recipe:
+    recipe_id: str
+    huggingface_id: str
+    hardware: str
+    gpu_count: int
+    precision: str
+    backend: str
+    type: str = "unoptimized"
+    priority: int = 0
+    nodes: int = 1
+    description: str = ""
+    args: Mapping[str, Any] = field(default_factory=dict)
+    env: Mapping[str, str] = field(default_factory=dict)
+    performance: Performance | None = None
+    requests: Mapping[str, Decimal] = field(default_factory=dict)
+    limits: Mapping[str, Decimal] = field(default_factory=dict)
+    raw: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
+    origin: str = "catalog"  # catalog | custom | synthesized
+
+    @property
+    def model_key(self) -> str:
+        return self.huggingface_id.lower()
+
+    @property
+    def tp(self) -> int:
+        return int(self.args.get("tensor_parallel_size", 1))
+
+    @property
+    def pp(self) -> int:
+        return int(self.args.get("pipeline_parallel_size", 1))
+
+    @property
+    def dp(self) -> int:
+        return int(self.args.get("data_parallel_size", 1))
+
+    @property
+    def gpus_per_node(self) -> int:
+        return self.gpu_count // self.nodes if self.nodes else self.gpu_count
+
+    @property
+    def multi_node(self) -> bool:
+        return self.nodes > 1
+
+    @property
+    def max_model_len(self) -> int | None:
+        value = self.args.get("max_model_len")
+        return int(value) if isinstance(value, int) and not isinstance(value, bool) else None
+
+    @property
+    def tokens_per_second_per_gpu(self) -> Decimal:
+        if self.performance is None:
+            return Decimal(0)
+        return self.performance.tokens_per_second / self.gpu_count
+
+    def to_seed(self) -> dict[str, Any]:
+        """The recipe in the seed's recipe.yaml format (with aim-engine's extra keys)."""
+        if self.raw:
+            return dict(self.raw)
+        return recipe_to_dict(self)
+
+
+def _resources(raw: Mapping[str, Any] | None, where: str) -> dict[str, Decimal]:
+    out: dict[str, Decimal] = {}
+    for name, value in (raw or {}).items():
+        out[str(name)] = parse_quantity(value, field=f"{where}.{name}")
+    return out
+
+
+def parse_recipe(raw: Mapping[str, Any], *, origin: str = "catalog", where: str = "recipe") -> Recipe:
+    """Build a Recipe from a mapping that already passed the JSON Schema."""
+    try:
+        config = raw.get("config") or {}
+        perf_raw = raw.get("performance")
+        perf = None
+        if perf_raw:
+            perf = Performance(
+                tokens_per_second=Decimal(str(perf_raw["expected_tokens_per_second"])),
+                latency_ms=Decimal(str(perf_raw["expected_latency_ms"])),
+                conditions=dict(perf_raw.get("conditions") or {}),
+                provenance=dict(perf_raw.get("provenance") or {}),
+            )
+        resources = raw.get("resources") or {}
+        return Recipe(
+            recipe_id=str(raw["recipe_id"]),
+            huggingface_id=str(raw["huggingface_id"]),
+            hardware=str(raw["hardware"]),
+            gpu_count=int(raw["gpu_count"]),
+            precision=str(raw["precision"]),
+            backend=str(raw["backend"]),
+            type=str(raw.get("type", "unoptimized")),
+            priority=int(raw.get("priority", 0)),
+            nodes=int(raw.get("nodes", 1)),
+            description=str(raw.get("description", "")),
+            args=dict(config.get("args") or {}),
+            env={str(k): str(v) for k, v in (config.get("env") or {}).items()},
+            performance=perf,
+            requests=_resources(resources.get("requests"), f"{where}: resources.requests"),
+            limits=_resources(resources.get("limits"), f"{where}: resources.limits"),
+            raw=dict(raw),
+            origin=origin,
+        )
+    except (KeyError, TypeError, ValueError) as e:
+        raise InputError(f"{where}: malformed recipe ({e})") from e
+
+
+def _quantity_str(value: Decimal) -> str:
+    gib = Decimal(2**30)
+    if value >= gib and value % gib == 0:
+        return f"{int(value / gib)}Gi"
+    if value == value.to_integral_value():
+        return str(int(value))
+    return f"{int(value * 1000)}m"
+
+
+def recipe_to_dict(recipe: Recipe) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "recipe_id": recipe.recipe_id,
+        "huggingface_id": recipe.huggingface_id,
+        "hardware": recipe.hardware,
+        "gpu_count": recipe.gpu_count,
+        "precision": recipe.precision,
+        "backend": recipe.backend,
+        "type": recipe.type,
+        "priority": recipe.priority,
+    }
+    if recipe.nodes != 1:
+        out["nodes"] = recipe.nodes
+    if recipe.description:
+        out["description"] = recipe.description
+    config: dict[str, Any] = {"args": dict(recipe.args)}
+    if recipe.env:
+        config["env"] = dict(recipe.env)
+    out["config"] = config
+    if recipe.performance is not None:
+        perf: dict[str, Any] = {
+            "expected_tokens_per_second": _num(recipe.performance.tokens_per_second),
+            "expected_latency_ms": _num(recipe.performance.latency_ms),
+        }
+        if recipe.performance.conditions:
+            perf["conditions"] = dict(recipe.performance.conditions)
+        if recipe.performance.provenance:
+            perf["provenance"] = dict(recipe.performance.provenance)
+        out["performance"] = perf
+    if recipe.requests or recipe.limits:
+        out["resources"] = {
+            "requests": {k: _quantity_str(v) for k, v in recipe.requests.items()},
+            "limits": {k: _quantity_str(v) for k, v in recipe.limits.items()},
+        }
+    return out
+
+
+def _num(value: Decimal) -> int | float:
+    return int(value) if value == value.to_integral_value() else float(value)
+
+
+def with_changes(recipe: Recipe, **changes: Any) -> Recipe:
+    """A copy with fields changed; the raw document is rebuilt from the typed fields."""
+    fields = {name: getattr(recipe, name) for name in recipe.__dataclass_fields__}
+    fields.update(changes)
+    fields["raw"] = {}
+    return Recipe(**fields)
+
+
+def require_mapping(value: object, where: str) -> Mapping[str, Any]:
+    if not isinstance(value, Mapping):
+        raise InputError(f"{where}: expected a mapping, got {type(value).__name__}")
+    return value
