@@ -7,9 +7,10 @@ Levels:
   primary    the best recipe for the hardware this cluster has, and it has free capacity now
   secondary  the best one lacks free capacity; the best recipe that has it (another precision,
              GPU count or GPU product)
-  tertiary   no catalog recipe fits as written; one whose only problem is the KV cache for its
-             context, with max_model_len reduced to what fits (never below min_context, never when
-             the user set max_model_len explicitly)
+  tertiary   no catalog recipe fits as written: the minimal viable configuration derived from the
+             best catalog recipe whose hardware and precision are here, with the fewest GPUs that
+             fit on one node's free capacity and, if needed, a shorter context (never below
+             min_context, never when the user set max_model_len explicitly)
   default    a general recipe from the catalog, else one synthesised from the model analysis
 
 Explicit overrides (gpu_count, precision, backend, gpu_type, max_model_len, a custom recipe) are
@@ -449,14 +450,8 @@ def select(
             ambiguous = ambiguity(with_capacity[0][0], with_capacity)
 
     tertiary_pool: list[tuple[Recipe, MemoryPlan]] = []
-    if chosen is None and model is not None and request.max_model_len is None:
-        for recipe, hard, cap, plan in ordered:
-            if recipe.type == "general" or cap or plan is None:
-                continue
-            if [f.code for f in hard] == ["KV_CACHE_TOO_SMALL"] and plan.max_model_len_fit >= request.min_context:
-                reduced = with_changes(recipe, args={**recipe.args, "max_model_len": plan.max_model_len_fit})
-                product = catalog.require(recipe.hardware)
-                tertiary_pool.append((reduced, recipe_memory(reduced, model, product)))
+    if chosen is None and model is not None:
+        tertiary_pool = _derived_variants(ordered, model=model, request=request, catalog=catalog, inventory=inventory)
         if tertiary_pool:
             chosen, level = tertiary_pool[0], "tertiary"
 
@@ -480,16 +475,7 @@ def select(
         if recipe.recipe_id == chosen_id:
             continue
         if reasons:
-            if level == "tertiary" and any(t[0].recipe_id == recipe.recipe_id for t in tertiary_pool):
-                verdicts[recipe.recipe_id] = Candidate(
-                    recipe,
-                    "eligible",
-                    (*reasons, Finding("OUTRANKED", "also fits with a reduced context, ranked lower")),
-                    "tertiary",
-                    plan,
-                )
-            else:
-                verdicts[recipe.recipe_id] = Candidate(recipe, "rejected", tuple(reasons), None, plan)
+            verdicts[recipe.recipe_id] = Candidate(recipe, "rejected", tuple(reasons), None, plan)
         elif recipe.type == "general":
             verdicts[recipe.recipe_id] = Candidate(
                 recipe,
@@ -545,13 +531,24 @@ def select(
         return Selection(request, model, None, None, "not_found", message, _order(tuple(verdicts.values())), (), hardware)
 
     recipe, plan = chosen
+    overridden = request.max_model_len is not None and recipe.max_model_len != request.max_model_len
+    if overridden:
+        recipe = with_changes(recipe, args={**recipe.args, "max_model_len": request.max_model_len})
     reasons = [Finding("SELECTED", _why(recipe, level or "primary", ideal[0] if ideal else None, plan))]
+    if overridden:
+        reasons.append(
+            Finding(
+                "MAX_MODEL_LEN_OVERRIDE",
+                f"max_model_len set to the requested {request.max_model_len}; memory was checked at that length",
+            )
+        )
     if level == "tertiary":
         reasons.append(
             Finding(
-                "CONTEXT_REDUCED",
-                f"max_model_len reduced to {recipe.max_model_len} so the KV cache fits",
-                "use more GPUs or kv_cache_dtype fp8 for the full context",
+                "DERIVED",
+                f"minimal viable configuration {recipe.description}, max_model_len {recipe.max_model_len}; "
+                "untested, so no expected performance is claimed",
+                "free GPUs for the catalog recipe as written, or add a tested recipe for this configuration",
             )
         )
     if level == "secondary" and ideal is not None:
@@ -587,11 +584,89 @@ def _why(recipe: Recipe, level: str, ideal: Recipe | None, plan: MemoryPlan | No
     prefix = {
         "primary": "best recipe for this cluster's hardware, and capacity is free",
         "secondary": "fallback: an alternative precision, GPU count or product with free capacity",
-        "tertiary": "fallback: minimal viable configuration (reduced context)",
+        "tertiary": "fallback: minimal viable configuration (fewer GPUs or a shorter context)",
         "default": "fallback: generic recipe"
         + (" synthesised from the model analysis" if recipe.origin == "synthesized" else ""),
     }[level]
     return f"{level}: {prefix}; " + "; ".join(parts)
+
+
+def _derived_variants(
+    ordered: Sequence[tuple[Recipe, list[Finding], list[Finding], MemoryPlan | None]],
+    *,
+    model: ModelProfile,
+    request: Request,
+    catalog: HardwareCatalog,
+    inventory: Inventory,
+) -> list[tuple[Recipe, MemoryPlan]]:
+    """Tertiary: keep a catalog recipe's hardware, precision, args and env; change only the GPU
+    count (fewest that fit on one node's free GPUs, or the gpu_count override) and, if needed, the
+    context. Only recipes whose failures are about size (memory, context, capacity, GPU count) qualify."""
+    adaptable = {
+        "KV_CACHE_TOO_SMALL",
+        "INSUFFICIENT_MEMORY",
+        "OVERRIDE_GPU_COUNT",
+        "NO_FREE_CAPACITY",
+        "FRAGMENTED",
+        "NODE_TOO_SMALL",
+        "NOT_ENOUGH_NODES",
+        "PARALLELISM_MISMATCH",
+    }
+    out: list[tuple[tuple[Any, ...], Recipe, MemoryPlan]] = []
+    for recipe, hard, cap, _plan in ordered:
+        if recipe.type == "general" or not (hard or cap):
+            continue
+        if any(f.code not in adaptable for f in (*hard, *cap)):
+            continue
+        product = catalog.get(recipe.hardware)
+        capacity = inventory.capacity(product.name) if product is not None else None
+        if product is None or capacity is None:
+            continue
+        sizes = [request.gpu_count] if request.gpu_count is not None else model.valid_tp_sizes(up_to=capacity.max_free)
+        for n in sizes:
+            if n > capacity.max_free or not model.tp_divides(n):
+                continue
+            args = {
+                k: v
+                for k, v in recipe.args.items()
+                if k not in ("pipeline_parallel_size", "data_parallel_size", "distributed_executor_backend")
+            }
+            args["tensor_parallel_size"] = n
+            if args.get("enable_expert_parallel") and n == 1:
+                args.pop("enable_expert_parallel")
+            length = request.max_model_len or recipe.max_model_len or model.max_context
+            args["max_model_len"] = length
+            probe = with_changes(recipe, gpu_count=n, nodes=1, args=args)
+            plan = recipe_memory(probe, model, product)
+            if not plan.fits:
+                if request.max_model_len is not None or plan.max_model_len_fit < request.min_context:
+                    continue
+                args["max_model_len"] = plan.max_model_len_fit
+                probe = with_changes(recipe, gpu_count=n, nodes=1, args=args)
+                plan = recipe_memory(probe, model, product)
+            suffix = f"-tp{n}" + (
+                "" if args["max_model_len"] == (recipe.max_model_len or model.max_context) else f"-ctx{args['max_model_len']}"
+            )
+            rid = (recipe.recipe_id + suffix)[:63].rstrip("-.")
+            per_node = {product.resource: Decimal(n)}
+            derived = with_changes(
+                recipe,
+                recipe_id=rid,
+                gpu_count=n,
+                nodes=1,
+                args=args,
+                type="unoptimized",
+                priority=0,
+                performance=None,
+                origin="derived",
+                requests={**recipe.requests, **per_node} if recipe.requests else per_node,
+                limits={**recipe.limits, **per_node} if recipe.limits else per_node,
+                description=f"derived from {recipe.recipe_id}; {n} x {product.name}",
+            )
+            out.append(((rank_key(recipe), n, recipe.recipe_id), derived, plan))
+            break  # the fewest GPUs that fit is the minimal viable configuration
+    out.sort(key=lambda o: o[0])
+    return [(r, p) for _, r, p in out]
 
 
 def _outranked(recipe: Recipe, chosen: Recipe | None) -> Finding:
@@ -637,8 +712,8 @@ def _not_found_message(
     overrides = request.overrides
     if overrides:
         lines.append("overrides in force (never relaxed): " + ", ".join(f"{k}={v}" for k, v in overrides.items()))
-    for f in notes:
-        lines.append(f"default: {f.message}" + (f" — {f.fix}" if f.fix else ""))
+    for line in dict.fromkeys(f"default: {f.message}" + (f" — {f.fix}" if f.fix else "") for f in notes):
+        lines.append(line)
     if not request.allow_default:
         lines.append("the default (generic) level is disabled")
     near = [e for e in evaluated if e[1] or e[2]]

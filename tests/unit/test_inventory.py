@@ -1,0 +1,75 @@
+"""Per-node capacity from real-looking Node and Pod objects."""
+
+from __future__ import annotations
+
+import pytest
+from conftest import inventory_of
+from k8s_objects import amd_node, cluster, gfd_node, mixed_cluster, node, pod
+
+from aim_engine.errors import InputError
+from aim_engine.inventory import split_list
+
+
+def test_example_cluster_inventory(bundle):
+    inv = inventory_of(bundle, mixed_cluster())
+    by = {n.name: n for n in inv.nodes}
+    assert by["mi300x-node-0"].free == 2
+    assert by["mi300x-node-2"].reason == "cordoned"
+    assert by["l40s-node-0"].reason == "NotReady"
+    assert by["h100-node-1"].free == 6  # the Succeeded pod's 8 GPUs are not counted; limits-only pod counts 2
+    assert by["h100-node-1"].usable  # the nvidia.com/gpu taint is tolerated
+    assert by["a100-node-0"].product.name == "A100"
+    assert inv.products["MI300X"].free == 10 and inv.products["MI300X"].max_free == 8
+    assert "L40S" not in inv.products
+
+
+def test_init_containers_count_as_max_not_sum(bundle):
+    p = pod("p", "n", gpus=2)
+    p["spec"]["initContainers"] = [{"name": "warm", "resources": {"limits": {"nvidia.com/gpu": "4"}}}]
+    inv = inventory_of(bundle, cluster([gfd_node("n", "H100")], [p]))
+    assert inv.nodes[0].used == 4
+
+
+def test_reclaim_selector_frees_the_releases_own_gpus(bundle):
+    doc = cluster([gfd_node("n", "H100")], [pod("old", "n", gpus=8, labels={"app.kubernetes.io/instance": "aim-engine"})])
+    assert inventory_of(bundle, doc).nodes[0].free == 0
+    assert inventory_of(bundle, doc, reclaim_selector={"app.kubernetes.io/instance": "aim-engine"}).nodes[0].free == 8
+    assert inventory_of(bundle, doc, ignore_usage=True).nodes[0].free == 8
+
+
+def test_untolerated_taint_excludes_a_node(bundle):
+    doc = cluster([gfd_node("n", "H100", taints=[{"key": "dedicated", "value": "team-a", "effect": "NoSchedule"}])])
+    n = inventory_of(bundle, doc).nodes[0]
+    assert not n.usable and "dedicated=team-a:NoSchedule" in n.reason
+    assert inventory_of(bundle, doc, tolerated_taints=frozenset({"dedicated"})).nodes[0].usable
+
+
+def test_product_label_without_allocatable_gpus(bundle):
+    n = inventory_of(bundle, cluster([amd_node("n", "MI300X", gpus=0)])).nodes[0]
+    assert not n.usable and "device plugin" in n.reason
+
+
+def test_pending_pods_without_a_node_do_not_count(bundle):
+    p = pod("pending", "n", gpus=8)
+    del p["spec"]["nodeName"]
+    assert inventory_of(bundle, cluster([gfd_node("n", "H100")], [p])).nodes[0].free == 8
+
+
+def test_bad_quantity_in_a_pod_is_a_clear_error(bundle):
+    p = pod("p", "n", gpus=1)
+    p["spec"]["containers"][0]["resources"]["requests"]["nvidia.com/gpu"] = "lots"
+    with pytest.raises(InputError, match="pod default/p"):
+        inventory_of(bundle, cluster([gfd_node("n", "H100")], [p]))
+
+
+@pytest.mark.parametrize("doc", [{"kind": "Deployment", "items": []}, {"kind": "List"}, [], {"kind": "List", "items": [1]}])
+def test_snapshot_shape_errors(doc):
+    with pytest.raises(InputError, match="snapshot"):
+        split_list(doc)
+
+
+def test_nodelist_and_podlist_items_without_kind(bundle):
+    n = node("x", gpus=8)
+    n.pop("kind")
+    nodes, pods = split_list({"kind": "NodeList", "items": [n]})
+    assert len(nodes) == 1 and pods == []
