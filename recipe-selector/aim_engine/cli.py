@@ -6,6 +6,7 @@ No traceback is shown for a user error; set AIM_DEBUG=1 to see one for a system 
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import logging
 import os
@@ -78,7 +79,7 @@ def _setup_logging(level: str, fmt: str) -> None:
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
     logging.getLogger("kubernetes").setLevel(logging.WARNING)
-    logging.getLogger("urllib3").setLevel(logging.WARNING)
+    logging.getLogger("urllib3").setLevel(logging.ERROR)
 
 
 def _positive(value: str) -> int:
@@ -367,6 +368,9 @@ def cmd_select(args: argparse.Namespace) -> int:
         raise InputError("--model is required (or pin a recipe with --recipe-file / --recipe-configmap)")
     extra: ModelProfile | None = load_model_config(model_id, args.model_config) if args.model_config else None
     inv = _inventory(args, bundle, kube)
+    # The catalog and inventory live until exit: move them out of the cyclic collector's way so a
+    # large cluster or catalog does not pay for repeated full collections during selection.
+    gc.freeze()
     request = Request(
         model_id=model_id,
         gpu_count=args.gpu_count,

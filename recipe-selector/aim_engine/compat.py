@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from decimal import Decimal
+from functools import lru_cache
 
 from .hardware import GpuProduct, HardwareCatalog
 from .memory import MemoryInputs, MemoryPlan, plan_memory
@@ -33,24 +34,47 @@ class Finding:
 
 def memory_inputs(recipe: Recipe, *, max_model_len: int | None = None) -> MemoryInputs:
     a = recipe.args
-
-    def num(key: str, default: int) -> int:
-        v = a.get(key, default)
-        return int(v) if isinstance(v, int | float) and not isinstance(v, bool) else default
-
-    util = a.get("gpu_memory_utilization", 0.9)
-    return MemoryInputs(
+    return _memory_inputs(
         tp=max(1, recipe.tp),
         pp=max(1, recipe.pp),
         max_model_len=max_model_len or recipe.max_model_len,
-        gpu_memory_utilization=Decimal(str(util))
-        if isinstance(util, int | float) and not isinstance(util, bool)
-        else Decimal("0.9"),
-        kv_cache_dtype=str(a.get("kv_cache_dtype", "auto")),
-        max_num_batched_tokens=num("max_num_batched_tokens", 8192),
-        max_num_seqs=num("max_num_seqs", 256),
-        enforce_eager=a.get("enforce_eager") is True,
+        util=_utilization(a.get("gpu_memory_utilization", 0.9)),
+        kv=str(a.get("kv_cache_dtype", "auto")),
+        batched=_int_arg(a.get("max_num_batched_tokens"), 8192),
+        seqs=_int_arg(a.get("max_num_seqs"), 256),
+        eager=a.get("enforce_eager") is True,
     )
+
+
+def _int_arg(value: object, default: int) -> int:
+    return int(value) if isinstance(value, int | float) and not isinstance(value, bool) else default
+
+
+@lru_cache(maxsize=4096)
+def _memory_inputs(
+    *, tp: int, pp: int, max_model_len: int | None, util: Decimal, kv: str, batched: int, seqs: int, eager: bool
+) -> MemoryInputs:
+    return MemoryInputs(
+        tp=tp,
+        pp=pp,
+        max_model_len=max_model_len,
+        gpu_memory_utilization=util,
+        kv_cache_dtype=kv,
+        max_num_batched_tokens=batched,
+        max_num_seqs=seqs,
+        enforce_eager=eager,
+    )
+
+
+@lru_cache(maxsize=256)
+def _utilization_cached(value: float) -> Decimal:
+    return Decimal(str(value))
+
+
+def _utilization(value: object) -> Decimal:
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return _utilization_cached(float(value))
+    return Decimal("0.9")
 
 
 def recipe_memory(recipe: Recipe, model: ModelProfile, product: GpuProduct, *, max_model_len: int | None = None) -> MemoryPlan:

@@ -40,12 +40,23 @@ def _norm(value: str) -> str:
     return re.sub(r"[\s_-]", "", value)
 
 
+_NAME_MEMO: dict[tuple[int, str], GpuProduct | None] = {}
+
+
 def _by_name(catalog: HardwareCatalog, value: str) -> GpuProduct | None:
+    key = (id(catalog), value)
+    if key in _NAME_MEMO:
+        return _NAME_MEMO[key]
     norm = _norm(value)
+    found = None
     for product in catalog.products:
         if any(p.search(norm) for p in product.detection.product_name_patterns):
-            return product
-    return None
+            found = product
+            break
+    if len(_NAME_MEMO) > 4096:
+        _NAME_MEMO.clear()
+    _NAME_MEMO[key] = found
+    return found
 
 
 def _by_pci(catalog: HardwareCatalog, device: str) -> GpuProduct | None:
@@ -95,6 +106,8 @@ def detect_node(catalog: HardwareCatalog, labels: Mapping[str, str], gpu_resourc
             if product:
                 found.append((key, product))
     for key in labels:
+        if not key.startswith("beta.amd.com/"):
+            continue
         m = _BETA_DEVICE.match(key)
         if m:
             product = _by_pci(catalog, m.group(1))
@@ -107,6 +120,8 @@ def detect_node(catalog: HardwareCatalog, labels: Mapping[str, str], gpu_resourc
                 found.append((key, product))
 
     for key, value in labels.items():
+        if not key.startswith("feature.node.kubernetes.io/pci-"):
+            continue
         m = _NFD_PCI.match(key)
         if not m or str(value).lower() != "true":
             continue

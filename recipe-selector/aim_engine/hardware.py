@@ -7,6 +7,7 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
+from functools import cached_property, lru_cache
 from typing import Any, Literal
 
 from .errors import InputError
@@ -38,8 +39,11 @@ class Detection:
     instance_types: tuple[str, ...]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, eq=False)
 class GpuProduct:
+    """Compared and hashed by identity: each product exists once in its HardwareCatalog, which lets
+    memory plans be memoised per product."""
+
     name: str
     vendor: Vendor
     resource: str
@@ -74,18 +78,18 @@ class GpuProduct:
         return "bf16" if "bf16" in self.peak_tflops else "fp16"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class HardwareCatalog:
     products: tuple[GpuProduct, ...]
     vendor_pci_ids: Mapping[str, Vendor]
     vendor_resources: Mapping[Vendor, str]
 
+    @cached_property
+    def _by_norm(self) -> dict[str, GpuProduct]:
+        return {_norm(p.name): p for p in self.products}
+
     def get(self, name: str) -> GpuProduct | None:
-        key = _norm(name)
-        for product in self.products:
-            if _norm(product.name) == key:
-                return product
-        return None
+        return self._by_norm.get(_norm(name))
 
     def require(self, name: str) -> GpuProduct:
         product = self.get(name)
@@ -102,6 +106,7 @@ class HardwareCatalog:
         return frozenset(self.vendor_resources.values())
 
 
+@lru_cache(maxsize=1024)
 def _norm(name: str) -> str:
     return re.sub(r"[\s_-]", "", name).upper()
 

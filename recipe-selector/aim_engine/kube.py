@@ -29,6 +29,12 @@ def _api_exception() -> Any:
     return ApiException
 
 
+def _transport_errors() -> tuple[type[BaseException], ...]:
+    from urllib3.exceptions import HTTPError
+
+    return (OSError, HTTPError)
+
+
 class Kube:
     def __init__(self, core: Any) -> None:
         self.core = core
@@ -56,7 +62,7 @@ class Kube:
             return fn(**kwargs)
         except api_exc as e:
             raise KubeError(f"{what}: the API server answered {e.status} {e.reason}: {_message(e.body)}") from e
-        except OSError as e:  # connection refused, DNS, TLS
+        except _transport_errors() as e:  # connection refused, DNS, TLS
             raise KubeError(f"{what}: cannot reach the API server ({e})") from e
 
     def _list(self, what: str, fn: Callable[..., Any], **kwargs: Any) -> list[dict[str, Any]]:
@@ -86,7 +92,7 @@ class Kube:
             if e.status == 404:
                 return None
             raise KubeError(f"read configmap {namespace}/{name}: {e.status} {e.reason}: {_message(e.body)}") from e
-        except OSError as e:
+        except _transport_errors() as e:
             raise KubeError(f"read configmap {namespace}/{name}: cannot reach the API server ({e})") from e
         return json.loads(resp.data)  # type: ignore[no-any-return]
 
@@ -126,7 +132,7 @@ class Kube:
                     time.sleep(0.2 * (attempt + 1))
                     continue
                 raise KubeError(f"write configmap {namespace}/{name}: {e.status} {e.reason}: {_message(e.body)}") from e
-            except OSError as e:
+            except _transport_errors() as e:
                 raise KubeError(f"write configmap {namespace}/{name}: cannot reach the API server ({e})") from e
 
     def event(self, namespace: str, *, configmap: str, reason: str, message: str, warning: bool) -> None:

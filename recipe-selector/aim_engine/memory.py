@@ -28,6 +28,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from decimal import ROUND_FLOOR, Decimal
+from functools import lru_cache
 
 from .hardware import BYTES_PER_PARAM, GpuProduct
 from .models import ModelProfile
@@ -107,7 +108,9 @@ def kv_bytes_per_token(model: ModelProfile, *, tp: int, pp: int, kv_cache_dtype:
     return Decimal(full_layers * 2 * kv_heads_per_gpu * model.head_dim * b)
 
 
+@lru_cache(maxsize=16384)
 def plan_memory(model: ModelProfile, product: GpuProduct, precision: str, inputs: MemoryInputs) -> MemoryPlan:
+    """Memoised: catalogs repeat the same (model, product, precision, settings) many times."""
     gpus = inputs.tp * inputs.pp
     budget = product.memory_bytes * inputs.gpu_memory_utilization
     weights = weight_bytes(model, precision) * WEIGHT_FACTOR / gpus

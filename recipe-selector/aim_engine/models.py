@@ -12,8 +12,10 @@ from .errors import InputError
 from .hardware import PRECISIONS
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, eq=False)
 class ModelProfile:
+    """Hashed by identity (profiles are created once per load), so memory plans memoise cheaply."""
+
     id: str
     architecture: str
     parameters: Decimal

@@ -39,6 +39,8 @@ def parse_quantity(value: object, *, field: str = "quantity") -> Decimal:
         return Decimal(str(value))
     if not isinstance(value, str):
         raise InputError(f"{field}: expected a quantity such as '64Gi' or '16', got {type(value).__name__}")
+    if value.isdigit():
+        return Decimal(int(value))
     match = _QUANTITY.match(value.strip())
     if not match:
         raise InputError(f"{field}: {value!r} is not a Kubernetes quantity (examples: '500m', '16', '64Gi')")

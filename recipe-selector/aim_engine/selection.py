@@ -141,7 +141,22 @@ class Selection:
         return self.recipe is not None
 
 
+_RANK_CACHE: dict[int, tuple[Recipe, tuple[int, int, Decimal, int, int]]] = {}
+
+
 def rank_key(recipe: Recipe) -> tuple[int, int, Decimal, int, int]:
+    """Best first. Memoised per recipe object (recipes are immutable)."""
+    hit = _RANK_CACHE.get(id(recipe))
+    if hit is not None and hit[0] is recipe:
+        return hit[1]
+    key = _rank_key(recipe)
+    if len(_RANK_CACHE) > 200_000:
+        _RANK_CACHE.clear()
+    _RANK_CACHE[id(recipe)] = (recipe, key)
+    return key
+
+
+def _rank_key(recipe: Recipe) -> tuple[int, int, Decimal, int, int]:
     return (
         TYPE_RANK.get(recipe.type, len(TYPE_RANK)),
         -recipe.priority,
@@ -438,7 +453,8 @@ def select(
     ambiguous: list[str] = []
 
     def ambiguity(first: Recipe, pool_: Sequence[tuple[Recipe, list[Finding], list[Finding], MemoryPlan | None]]) -> list[str]:
-        return [e[0].recipe_id for e in pool_ if e[0] is not first and rank_key(e[0]) == rank_key(first)]
+        first_key = rank_key(first)
+        return [e[0].recipe_id for e in pool_ if e[0] is not first and rank_key(e[0]) == first_key]
 
     if ideal is not None and not ideal[2]:
         chosen, level = (ideal[0], ideal[3]), "primary"

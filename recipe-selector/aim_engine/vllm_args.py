@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import InputError
@@ -24,10 +24,11 @@ class ArgSpec:
         return "--" + self.name.replace("_", "-")
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class ArgRegistry:
     specs: Mapping[str, ArgSpec]
     translations: Mapping[str, str]
+    _memo: dict[tuple[str, type, object], str | None] = field(default_factory=dict, compare=False, repr=False)
 
     def canonical(self, name: str) -> str:
         """A seed key vLLM has no flag for becomes the flag it means (max_batch_size -> max_num_seqs)."""
@@ -35,7 +36,17 @@ class ArgRegistry:
         return self.translations.get(key, key)
 
     def check(self, name: str, value: object) -> str | None:
-        """None when vLLM accepts `--name value`; otherwise what is wrong."""
+        """None when vLLM accepts `--name value`; otherwise what is wrong (memoised for scalars)."""
+        if isinstance(value, str | int | float | bool | None):
+            key = (name, type(value), value)
+            if key not in self._memo:
+                if len(self._memo) > 65536:
+                    self._memo.clear()
+                self._memo[key] = self._check(name, value)
+            return self._memo[key]
+        return self._check(name, value)
+
+    def _check(self, name: str, value: object) -> str | None:
         spec = self.specs.get(name)
         if spec is None:
             return f"{name!r} is not a vLLM engine argument aim-engine knows (see recipes/vllm/engine-args.yaml)"

@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import ROOT
 
 from aim_engine.catalog import catalog_files, load_recipe_file, schema_errors
 from aim_engine.errors import InputError
 from aim_engine.lint import lint_recipes
 from aim_engine.perf import estimate
+from conftest import ROOT
 
 REQUIRED_MODELS = [
     "Qwen/Qwen3-32B",
@@ -187,7 +187,7 @@ def test_recipe_file_errors_name_the_file(bundle, tmp_path: Path):
     with pytest.raises(InputError, match="not valid YAML"):
         load_recipe_file(bundle, f)
     f.write_text("kind: ConfigMap\nmetadata: {name: x}\ndata: {other.yaml: ''}\n")
-    with pytest.raises(InputError, match="no 'recipe.yaml' key"):
+    with pytest.raises(InputError, match=r"no 'recipe\.yaml' key"):
         load_recipe_file(bundle, f)
     f.write_text("kind: Secret\n")
     with pytest.raises(InputError, match="kind Secret"):

@@ -8,9 +8,9 @@ import sys
 
 import pytest
 import yaml
-from conftest import ROOT
 
 from aim_engine.cli import main
+from conftest import ROOT
 
 CLUSTER = str(ROOT / "examples" / "cluster-mixed.json")
 
@@ -27,8 +27,17 @@ def test_list_json_is_an_array_of_seed_format_recipes(capsys):
     recipes = json.loads(out)
     assert isinstance(recipes, list) and len(recipes) >= 40
     for r in recipes:
-        assert {"recipe_id", "huggingface_id", "hardware", "gpu_count", "precision", "backend", "config", "performance",
-                "resources"} <= set(r)
+        assert {
+            "recipe_id",
+            "huggingface_id",
+            "hardware",
+            "gpu_count",
+            "precision",
+            "backend",
+            "config",
+            "performance",
+            "resources",
+        } <= set(r)
         assert {"expected_tokens_per_second", "expected_latency_ms"} <= set(r["performance"])
         assert {"requests", "limits"} <= set(r["resources"])
 
@@ -56,12 +65,33 @@ def test_validate_bundled_catalog(capsys):
 
 def test_validate_user_files_reports_semantic_errors(capsys, tmp_path):
     good = tmp_path / "good.yaml"
-    good.write_text(yaml.safe_dump({"recipe_id": "mine", "huggingface_id": "Qwen/Qwen3-8B", "hardware": "H100", "gpu_count": 1,
-                                    "precision": "bf16", "backend": "vllm", "config": {"args": {"max_model_len": 8192}}}))
+    good.write_text(
+        yaml.safe_dump(
+            {
+                "recipe_id": "mine",
+                "huggingface_id": "Qwen/Qwen3-8B",
+                "hardware": "H100",
+                "gpu_count": 1,
+                "precision": "bf16",
+                "backend": "vllm",
+                "config": {"args": {"max_model_len": 8192}},
+            }
+        )
+    )
     bad = tmp_path / "bad.yaml"
-    bad.write_text(yaml.safe_dump({"recipe_id": "bad", "huggingface_id": "meta-llama/Llama-3.1-70B-Instruct", "hardware": "A100",
-                                   "gpu_count": 3, "precision": "fp8", "backend": "vllm",
-                                   "config": {"args": {"tensor_parallel_size": 3, "max_num_seqz": 4}}}))
+    bad.write_text(
+        yaml.safe_dump(
+            {
+                "recipe_id": "bad",
+                "huggingface_id": "meta-llama/Llama-3.1-70B-Instruct",
+                "hardware": "A100",
+                "gpu_count": 3,
+                "precision": "fp8",
+                "backend": "vllm",
+                "config": {"args": {"tensor_parallel_size": 3, "max_num_seqz": 4}},
+            }
+        )
+    )
     code, out, _ = run(capsys, "validate", str(good))
     assert code == 0, out
     code, out, _ = run(capsys, "validate", str(good), str(bad), "-o", "json")
@@ -109,19 +139,48 @@ def test_select_explain_says_why_not_and_what_would_fit(capsys):
 
 
 def test_select_not_found_exits_1(capsys):
-    code, out, _ = run(capsys, "select", "--model", "Qwen/Qwen3-32B", "--cluster", CLUSTER, "--precision", "fp8",
-                       "--gpu-type", "A100", "-o", "json")
+    code, out, _ = run(
+        capsys,
+        "select",
+        "--model",
+        "Qwen/Qwen3-32B",
+        "--cluster",
+        CLUSTER,
+        "--precision",
+        "fp8",
+        "--gpu-type",
+        "A100",
+        "-o",
+        "json",
+    )
     doc = json.loads(out)
     assert code == 1 and doc["recipe"] is None and doc["level"] is None and doc["result"] == "not_found"
 
 
 def test_select_pinned_recipe_file(capsys, tmp_path):
     f = tmp_path / "custom-recipe.yaml"
-    f.write_text(yaml.safe_dump({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "custom-recipe"},
-                                 "data": {"recipe.yaml": yaml.safe_dump({
-                                     "recipe_id": "custom-qwen-32b-4gpu-bf16", "huggingface_id": "Qwen/Qwen3-32B",
-                                     "hardware": "MI300X", "gpu_count": 4, "precision": "bf16", "backend": "vllm",
-                                     "config": {"args": {"tensor_parallel_size": 4, "max_model_len": 32768}}})}}))
+    f.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "ConfigMap",
+                "metadata": {"name": "custom-recipe"},
+                "data": {
+                    "recipe.yaml": yaml.safe_dump(
+                        {
+                            "recipe_id": "custom-qwen-32b-4gpu-bf16",
+                            "huggingface_id": "Qwen/Qwen3-32B",
+                            "hardware": "MI300X",
+                            "gpu_count": 4,
+                            "precision": "bf16",
+                            "backend": "vllm",
+                            "config": {"args": {"tensor_parallel_size": 4, "max_model_len": 32768}},
+                        }
+                    )
+                },
+            }
+        )
+    )
     code, out, _ = run(capsys, "select", "--recipe-file", str(f), "--cluster", CLUSTER, "-o", "json")
     doc = json.loads(out)
     assert code == 0 and doc["recipe"]["recipe_id"] == "custom-qwen-32b-4gpu-bf16"
@@ -129,30 +188,31 @@ def test_select_pinned_recipe_file(capsys, tmp_path):
 
 def test_select_with_model_config_for_an_unbundled_model(capsys):
     cfg = str(ROOT / "tests" / "fixtures" / "configs" / "qwen3-32b.config.json")
-    code, out, _ = run(capsys, "select", "--model", "acme/qwen3-32b-finetune", "--model-config", cfg, "--cluster", CLUSTER,
-                       "-o", "json")
+    code, out, _ = run(
+        capsys, "select", "--model", "acme/qwen3-32b-finetune", "--model-config", cfg, "--cluster", CLUSTER, "-o", "json"
+    )
     doc = json.loads(out)
     assert code == 0 and doc["level"] == "default" and doc["model"]["source"] == "config.json"
 
 
 @pytest.mark.parametrize(
     ("argv", "message"),
-    [(["select", "--model", "Qwen/Qwen3-32B", "--cluster", "/nonexistent.json"], "no such file"),
-     (["select", "--model", "Qwen/Qwen3-32B", "--cluster", CLUSTER, "--precision", "fp3"], "precision 'fp3'"),
-     (["select", "--cluster", CLUSTER], "--model is required"),
-     (["select", "--model", "Qwen/Qwen3-32B", "--cluster", CLUSTER, "--gpu-count", "0"], "must be at least 1"),
-     (["select", "--model", "Qwen/Qwen3-32B", "--cluster", CLUSTER, "--gpu-count", "two"], "not an integer"),
-     (["frobnicate"], "invalid choice"),
-     (["--catalog", "/tmp", "list"], "not an aim-engine recipes directory")],
+    [
+        (["select", "--model", "Qwen/Qwen3-32B", "--cluster", "/nonexistent.json"], "no such file"),
+        (["select", "--model", "Qwen/Qwen3-32B", "--cluster", CLUSTER, "--precision", "fp3"], "precision 'fp3'"),
+        (["select", "--cluster", CLUSTER], "--model is required"),
+        (["select", "--model", "Qwen/Qwen3-32B", "--cluster", CLUSTER, "--gpu-count", "0"], "must be at least 1"),
+        (["select", "--model", "Qwen/Qwen3-32B", "--cluster", CLUSTER, "--gpu-count", "two"], "not an integer"),
+        (["frobnicate"], "invalid choice"),
+        (["--catalog", "/tmp", "list"], "not an aim-engine recipes directory"),
+    ],
 )
 def test_usage_and_system_errors_exit_2_without_traceback(capsys, argv, message):
-    with_exit = None
     try:
-        code, out, err = run(capsys, *argv)
-    except SystemExit as e:
-        with_exit = e.code
-        out, err = capsys.readouterr()
-        code = with_exit
+        code, _, err = run(capsys, *argv)
+    except SystemExit as e:  # argparse usage errors exit from parse_args
+        code = e.code
+        err = capsys.readouterr().err
     assert code == 2
     assert message in err and "Traceback" not in err
 

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import pytest
-from k8s_objects import AMD, GFD
 
 from aim_engine.detect import detect_node
+from k8s_objects import AMD, GFD
 
 
 def detect(bundle, labels, **res):

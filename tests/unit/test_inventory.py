@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import pytest
-from conftest import inventory_of
-from k8s_objects import amd_node, cluster, gfd_node, mixed_cluster, node, pod
 
 from aim_engine.errors import InputError
 from aim_engine.inventory import split_list
+from conftest import inventory_of
+from k8s_objects import amd_node, cluster, gfd_node, mixed_cluster, node, pod
 
 
 def test_example_cluster_inventory(bundle):

@@ -6,11 +6,11 @@ import json
 from decimal import Decimal
 
 import pytest
-from conftest import FIXTURES
 
 from aim_engine.catalog import load_model_config
 from aim_engine.errors import InputError
 from aim_engine.models import model_from_hf_config
+from conftest import FIXTURES
 
 REQUIRED = [
     "Qwen/Qwen3-32B",
@@ -30,7 +30,7 @@ REQUIRED = [
 def test_bundled_table_has_every_catalog_model(bundle, model_id):
     m = bundle.models.get(model_id)
     assert m is not None
-    assert m.layers > 0 and m.attention_heads % m.kv_heads == 0 or m.is_mla
+    assert (m.layers > 0 and m.attention_heads % m.kv_heads == 0) or m.is_mla
     assert m.head_dim > 0 and m.vocab_size > 0 and m.max_context >= 4096
 
 

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import pytest
-from conftest import run_select
-from k8s_objects import amd_node, cluster, gfd_node, mixed_cluster, node, pod
 
 from aim_engine.errors import InputError
 from aim_engine.recipe import parse_recipe, with_changes
 from aim_engine.selection import Request
+from conftest import run_select
+from k8s_objects import amd_node, cluster, gfd_node, mixed_cluster, node, pod
 
 QWEN = "Qwen/Qwen3-32B"
 L70 = "meta-llama/Llama-3.1-70B-Instruct"
@@ -50,7 +50,7 @@ def test_secondary_when_the_best_recipe_has_no_free_capacity(bundle):
     sel = run_select(bundle, doc, model_id=L70)
     assert sel.level == "secondary"
     assert sel.recipe.hardware == "A100"
-    fallback = [r for r in sel.candidates[0].reasons if r.code == "FALLBACK"][0]
+    fallback = next(r for r in sel.candidates[0].reasons if r.code == "FALLBACK")
     assert "llama-3.1-70b-instruct-h100-4gpu-bf16" in fallback.message and "free 3 more GPU(s)" in fallback.fix
     assert codes(by_id(sel, "llama-3.1-70b-instruct-h100-4gpu-bf16")) == ["NO_FREE_CAPACITY"]
 
@@ -83,7 +83,7 @@ def test_tertiary_shortens_context_only_down_to_min_context(bundle):
 
 
 def _tight_l40s(bundle):
-    base = [r for r in bundle.recipes if r.recipe_id == "llama-3.1-8b-instruct-l40s-1gpu-bf16"][0]
+    base = next(r for r in bundle.recipes if r.recipe_id == "llama-3.1-8b-instruct-l40s-1gpu-bf16")
     return with_changes(base, args={**base.args, "gpu_memory_utilization": 0.6, "max_model_len": 131072})
 
 
@@ -260,7 +260,7 @@ def test_precision_unsupported_on_the_pinned_hardware(bundle):
 
 
 def test_equal_rank_is_ambiguous_not_a_coin_toss(bundle):
-    a = [r for r in bundle.recipes if r.recipe_id == "qwen3-32b-mi300x-1gpu-fp8"][0]
+    a = next(r for r in bundle.recipes if r.recipe_id == "qwen3-32b-mi300x-1gpu-fp8")
     twin = with_changes(a, recipe_id="qwen3-32b-mi300x-1gpu-fp8-twin")
     sel = run_select(bundle, cluster([amd_node("a", "MI300X")]), model_id=QWEN, recipes=[*bundle.recipes, twin])
     assert sel.result == "ambiguous" and sel.recipe is None

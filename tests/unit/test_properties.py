@@ -1,0 +1,88 @@
+"""Properties of selection over generated clusters and requests (hypothesis)."""
+
+from __future__ import annotations
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from aim_engine.catalog import load_bundle
+from aim_engine.compat import static_findings
+from aim_engine.inventory import build_inventory, split_list
+from aim_engine.selection import Request, select
+from k8s_objects import AMD, GFD, amd_node, cluster, gfd_node, pod
+
+BUNDLE = load_bundle()
+MODELS = sorted({r.huggingface_id for r in BUNDLE.recipes})
+PRODUCTS = sorted(GFD) + sorted(AMD)
+
+
+@st.composite
+def clusters(draw):
+    n = draw(st.integers(min_value=1, max_value=8))
+    nodes, pods = [], []
+    for i in range(n):
+        product = draw(st.sampled_from(PRODUCTS))
+        gpus = draw(st.sampled_from([1, 2, 4, 8]))
+        kw = {"cordoned": draw(st.booleans()) and draw(st.booleans()), "ready": draw(st.integers(0, 9)) > 0}
+        name = f"n{i}"
+        amd = product in AMD
+        nodes.append((amd_node if amd else gfd_node)(name, product, gpus=gpus, **kw))
+        used = draw(st.integers(min_value=0, max_value=gpus))
+        if used:
+            pods.append(pod(f"p{i}", name, gpus=used, resource="amd.com/gpu" if amd else "nvidia.com/gpu"))
+    return cluster(nodes, pods)
+
+
+requests = st.fixed_dictionaries(
+    {"model_id": st.sampled_from(MODELS)},
+    optional={
+        "gpu_count": st.sampled_from([1, 2, 3, 4, 8, 16]),
+        "precision": st.sampled_from(["bf16", "fp16", "fp8", "mxfp4"]),
+        "gpu_type": st.sampled_from(["MI300X", "H100", "A100", "H200"]),
+        "max_model_len": st.sampled_from([2048, 8192, 32768, 131072]),
+    },
+)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(doc=clusters(), req=requests)
+def test_selection_never_exceeds_free_gpus_and_honours_or_refuses_overrides(doc, req):
+    nodes, pods = split_list(doc)
+    inv = build_inventory(BUNDLE.hardware, nodes, pods)
+    request = Request(**req)
+    sel = select(
+        request=request,
+        recipes=BUNDLE.recipes,
+        models=BUNDLE.model_map(),
+        catalog=BUNDLE.hardware,
+        registry=BUNDLE.registry,
+        inventory=inv,
+    )
+    again = select(
+        request=request,
+        recipes=BUNDLE.recipes,
+        models=BUNDLE.model_map(),
+        catalog=BUNDLE.hardware,
+        registry=BUNDLE.registry,
+        inventory=inv,
+    )
+    assert sel == again  # deterministic
+    if sel.recipe is None:
+        assert sel.result in ("not_found", "ambiguous") and sel.message
+        return
+    r = sel.recipe
+    # Never more GPUs than some node of that product has free (on enough nodes for multi-node recipes).
+    free = sorted((n.free for n in inv.nodes if n.usable and n.product and n.product.name == r.hardware), reverse=True)
+    assert len(free) >= r.nodes and free[r.nodes - 1] >= r.gpus_per_node
+    assert sel.placement and all(name in {n.name for n in inv.nodes} for name in sel.placement)
+    # Overrides are honoured (or the selection refused, above).
+    assert req.get("gpu_count") in (None, r.gpu_count)
+    assert req.get("precision") in (None, r.precision)
+    assert req.get("gpu_type") in (None, r.hardware)
+    assert req.get("max_model_len") in (None, r.max_model_len)
+    # The recipe passes the same rules the webhook enforces.
+    findings, plan = static_findings(
+        r, model=BUNDLE.models.get(r.huggingface_id), catalog=BUNDLE.hardware, registry=BUNDLE.registry
+    )
+    assert findings == [], findings
+    assert plan is not None and plan.fits

@@ -1,0 +1,125 @@
+#!/usr/bin/env python3
+"""Selection benchmark: prints figures, asserts nothing.
+
+Catalogs of 100 / 1,000 / 10,000 recipes against clusters of 10 / 1,000 / 5,000 nodes (two pods
+per node), in one process as `aim-recipes select` runs (catalog and inventory frozen out of the
+cyclic GC once loaded). Worst case for the selector: every recipe is for the requested model, so every one is
+evaluated (feasibility, memory plan, capacity, ranking). Reported: the median of several runs of
+select() on typed inputs, and, apart, building the inventory from Node/Pod JSON.
+
+    make bench            (or: .tools/venv/bin/python tools/bench_selection.py [--repeat N])
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import random
+import statistics
+import sys
+import time
+from decimal import Decimal
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))
+
+from aim_engine.catalog import load_bundle  # noqa: E402
+from aim_engine.inventory import build_inventory  # noqa: E402
+from aim_engine.recipe import Performance, Recipe  # noqa: E402
+from aim_engine.selection import Request, select  # noqa: E402
+from k8s_objects import amd_node, gfd_node, pod  # noqa: E402
+
+MODEL = "meta-llama/Llama-3.1-70B-Instruct"
+HARDWARE = [
+    ("MI300X", "amd.com/gpu"),
+    ("MI325X", "amd.com/gpu"),
+    ("H100", "nvidia.com/gpu"),
+    ("H200", "nvidia.com/gpu"),
+    ("A100", "nvidia.com/gpu"),
+    ("L40S", "nvidia.com/gpu"),
+]
+
+
+def catalog(n: int, rng: random.Random) -> list[Recipe]:
+    out = []
+    for i in range(n):
+        hw, res = HARDWARE[i % len(HARDWARE)]
+        gpus = [1, 2, 4, 8][(i // len(HARDWARE)) % 4]
+        precision = "bf16" if hw == "A100" or i % 2 else "fp8"
+        out.append(
+            Recipe(
+                recipe_id=f"bench-{i}",
+                huggingface_id=MODEL,
+                hardware=hw,
+                gpu_count=gpus,
+                precision=precision,
+                backend="vllm",
+                type=["optimized", "preview", "unoptimized"][i % 3],
+                priority=rng.randrange(0, 1000),
+                args={
+                    "tensor_parallel_size": gpus,
+                    "max_model_len": rng.choice([8192, 32768, 65536, 131072]),
+                    "gpu_memory_utilization": 0.9,
+                    **({"quantization": "fp8"} if precision == "fp8" else {}),
+                },
+                performance=Performance(
+                    tokens_per_second=Decimal(1000 + i), latency_ms=Decimal(20), conditions={}, provenance={}
+                ),
+                requests={res: Decimal(gpus)},
+                limits={res: Decimal(gpus)},
+            )
+        )
+    return out
+
+
+def cluster(n: int, rng: random.Random) -> tuple[list[dict], list[dict]]:
+    nodes, pods = [], []
+    for i in range(n):
+        hw, res = HARDWARE[i % len(HARDWARE)]
+        name = f"node-{i}"
+        nodes.append((amd_node if res == "amd.com/gpu" else gfd_node)(name, hw if hw != "MI325X" else "MI325X", gpus=8))
+        for j in range(2):
+            pods.append(pod(f"p-{i}-{j}", name, gpus=rng.choice([0, 1, 2, 4]), resource=res))
+    return nodes, pods
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--repeat", type=int, default=5)
+    args = parser.parse_args()
+    rng = random.Random(42)
+    bundle = load_bundle()
+    models = bundle.model_map()
+    print(f"{'recipes':>8} {'nodes':>6} {'select median ms':>17} {'select min ms':>14} {'inventory ms':>13} {'result':>24}")
+    for n_nodes in (10, 1000, 5000):
+        nodes, pods = cluster(n_nodes, rng)
+        t0 = time.perf_counter()
+        inv = build_inventory(bundle.hardware, nodes, pods)
+        inv_ms = (time.perf_counter() - t0) * 1000
+        del nodes, pods  # as in `aim-recipes select`: the raw JSON is dropped once the inventory exists
+        for n_recipes in (100, 1000, 10000):
+            recipes = catalog(n_recipes, rng)
+            gc.freeze()  # as `aim-recipes select` does once catalog and inventory are loaded
+            times = []
+            sel = None
+            for _ in range(args.repeat):
+                t0 = time.perf_counter()
+                sel = select(
+                    request=Request(model_id=MODEL),
+                    recipes=recipes,
+                    models=models,
+                    catalog=bundle.hardware,
+                    registry=bundle.registry,
+                    inventory=inv,
+                )
+                times.append((time.perf_counter() - t0) * 1000)
+            assert sel is not None
+            print(
+                f"{n_recipes:>8} {n_nodes:>6} {statistics.median(times):>17.1f} {min(times):>14.1f} {inv_ms:>13.1f} "
+                f"{sel.result + '/' + str(sel.level):>24}"
+            )
+
+
+if __name__ == "__main__":
+    main()
