@@ -233,7 +233,9 @@ def explanation(sel: Selection, inv: Inventory) -> str:
             lines.append(f"  [{c.verdict}] {c.recipe.recipe_id}")
             label = "to choose it" if c.verdict == "eligible" else "to fit"
             for reason in c.reasons:
-                lines.append(f"      {reason.code}: {reason.message}" + (f"\n        {label}: {reason.fix}" if reason.fix else ""))
+                lines.append(
+                    f"      {reason.code}: {reason.message}" + (f"\n        {label}: {reason.fix}" if reason.fix else "")
+                )
     return "\n".join(lines) + "\n"
 
 
