@@ -15,6 +15,20 @@ from aim_engine.selection import Request, Selection, select
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = Path(__file__).parent / "fixtures"
 
+# The models the catalog must cover (issue: recipe engine, deliverable 2).
+REQUIRED_MODELS = [
+    "Qwen/Qwen3-32B",
+    "Qwen/Qwen3-8B",
+    "Qwen/Qwen3-235B-A22B",
+    "meta-llama/Llama-3.1-8B-Instruct",
+    "meta-llama/Llama-3.1-70B-Instruct",
+    "meta-llama/Llama-3.1-405B-Instruct",
+    "meta-llama/Llama-2-70b-chat-hf",
+    "mistralai/Mixtral-8x7B-Instruct-v0.1",
+    "deepseek-ai/DeepSeek-R1",
+    "openai/gpt-oss-120b",
+]
+
 
 @pytest.fixture(scope="session")
 def bundle() -> Bundle:

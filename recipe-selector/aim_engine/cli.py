@@ -31,7 +31,7 @@ from .inventory import DEFAULT_TOLERATED_TAINTS, Inventory, build_inventory, spl
 from .lint import lint_recipes
 from .metrics import METRICS_KEY, SelectionCollector, updated_counts
 from .models import ModelProfile
-from .perf import estimate_for_recipe
+from .perf import METHOD, estimate_recipe, recipe_conditions
 from .recipe import Recipe
 from .render import (
     explanation,
@@ -469,27 +469,14 @@ def cmd_estimate(args: argparse.Namespace) -> int:
     product = bundle.hardware.require(recipe.hardware)
     if model is None:
         raise InputError(f"{recipe.huggingface_id} is not in the bundled model table")
-    conditions = (
-        dict(recipe.performance.conditions)
-        if recipe.performance and recipe.performance.conditions
-        else {"input_tokens": 1024, "output_tokens": 1024, "concurrency": 64}
-    )
-    est = estimate_for_recipe(
-        model,
-        product,
-        precision=recipe.precision,
-        tp=recipe.tp,
-        pp=recipe.pp,
-        nodes=recipe.nodes,
-        kv_cache_dtype=str(recipe.args.get("kv_cache_dtype", "auto")),
-        conditions=conditions,
-    )
+    est = estimate_recipe(recipe, model, product)
+    conditions = recipe_conditions(recipe)
     sys.stdout.write(
         to_json(
             {
                 "recipe_id": recipe.recipe_id,
                 "conditions": conditions,
-                "method": "aim-engine-roofline-v1",
+                "method": METHOD,
                 "expected_tokens_per_second": est.tokens_per_second,
                 "expected_latency_ms": est.latency_ms,
             }

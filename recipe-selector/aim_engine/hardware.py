@@ -4,7 +4,7 @@ recipes/hardware/gpus.yaml; this module gives it types and answers questions abo
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 from functools import cached_property, lru_cache
@@ -167,7 +167,3 @@ def parse_hardware(doc: Mapping[str, Any]) -> HardwareCatalog:
     if len(set(names)) != len(names):
         raise InputError("gpus.yaml: duplicate product names")
     return HardwareCatalog(products=tuple(products), vendor_pci_ids=pci, vendor_resources=resources)
-
-
-def products_named(catalog: HardwareCatalog, names: Iterable[str]) -> list[GpuProduct]:
-    return [catalog.require(n) for n in names]

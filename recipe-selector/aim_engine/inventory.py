@@ -10,7 +10,6 @@ from __future__ import annotations
 import bisect
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from decimal import Decimal
 from typing import Any
 
 from .detect import detect_node
@@ -247,7 +246,3 @@ def split_list(doc: Mapping[str, Any]) -> tuple[list[Mapping[str, Any]], list[Ma
         elif item_kind == "Pod":
             pods.append(item)
     return nodes, pods
-
-
-def total_free(inventory: Inventory) -> Decimal:
-    return Decimal(sum(c.free for c in inventory.products.values()))

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from .compat import Finding, static_findings
 from .hardware import HardwareCatalog
 from .models import ModelProfile
-from .perf import METHOD, estimate_for_recipe
+from .perf import METHOD, estimate_recipe
 from .recipe import Recipe
 from .selection import AMD_DEFAULT_ENV, AMD_MULTI_GPU_ENV, rank_key
 from .vllm_args import ArgRegistry
@@ -150,16 +150,7 @@ def _catalog_bar(recipe: Recipe, model: ModelProfile | None, catalog: HardwareCa
             )
     product = catalog.get(recipe.hardware)
     if model is not None and product is not None and perf.conditions:
-        est = estimate_for_recipe(
-            model,
-            product,
-            precision=recipe.precision,
-            tp=recipe.tp,
-            pp=recipe.pp,
-            nodes=recipe.nodes,
-            kv_cache_dtype=str(recipe.args.get("kv_cache_dtype", "auto")),
-            conditions=dict(perf.conditions),
-        )
+        est = estimate_recipe(recipe, model, product)
         checks = (
             ("expected_tokens_per_second", float(perf.tokens_per_second), float(est.tokens_per_second)),
             ("expected_latency_ms", float(perf.latency_ms), est.latency_ms),

@@ -11,11 +11,11 @@ recipe; tests compare the estimator with the published figures the catalog cites
 from __future__ import annotations
 
 from dataclasses import dataclass
-from decimal import Decimal
 
 from .hardware import BYTES_PER_PARAM, GpuProduct
 from .memory import kv_bytes_per_token, weight_bytes
 from .models import ModelProfile
+from .recipe import Recipe
 
 METHOD = "aim-engine-roofline-v1"
 BANDWIDTH_EFFICIENCY = 0.55
@@ -85,30 +85,27 @@ def estimate(
     return Estimate(tokens_per_second=int(round(tps, -1)), latency_ms=round(t_step * 1000, 1))
 
 
-def estimate_for_recipe(
-    model: ModelProfile,
-    product: GpuProduct,
-    *,
-    precision: str,
-    tp: int,
-    pp: int,
-    nodes: int,
-    kv_cache_dtype: str,
-    conditions: dict[str, int],
-) -> Estimate:
+DEFAULT_CONDITIONS: dict[str, int] = {"input_tokens": 1024, "output_tokens": 1024, "concurrency": 64}
+
+
+def recipe_conditions(recipe: Recipe) -> dict[str, int]:
+    """The recipe's stated conditions, the catalog's standard ones filling what it leaves out."""
+    stated = recipe.performance.conditions if recipe.performance else {}
+    return {**DEFAULT_CONDITIONS, **{k: v for k, v in stated.items() if v is not None and k in DEFAULT_CONDITIONS}}
+
+
+def estimate_recipe(recipe: Recipe, model: ModelProfile, product: GpuProduct) -> Estimate:
+    """The estimate for a recipe under its stated conditions (or the catalog's standard ones)."""
+    conditions = recipe_conditions(recipe)
     return estimate(
         model,
         product,
-        precision,
-        tp=tp,
-        pp=pp,
-        nodes=nodes,
-        kv_cache_dtype=kv_cache_dtype,
+        recipe.precision,
+        tp=recipe.tp,
+        pp=recipe.pp,
+        nodes=recipe.nodes,
+        kv_cache_dtype=str(recipe.args.get("kv_cache_dtype", "auto")),
         input_tokens=int(conditions["input_tokens"]),
         output_tokens=int(conditions["output_tokens"]),
-        concurrency=int(conditions.get("concurrency") or 64),
+        concurrency=int(conditions["concurrency"]),
     )
-
-
-def as_decimal(value: float) -> Decimal:
-    return Decimal(str(value))

@@ -185,9 +185,3 @@ def with_changes(recipe: Recipe, **changes: Any) -> Recipe:
     fields.update(changes)
     fields["raw"] = {}
     return Recipe(**fields)
-
-
-def require_mapping(value: object, where: str) -> Mapping[str, Any]:
-    if not isinstance(value, Mapping):
-        raise InputError(f"{where}: expected a mapping, got {type(value).__name__}")
-    return value

@@ -39,7 +39,6 @@ from .quantity import GIB
 from .recipe import TYPE_RANK, Recipe, with_changes
 from .vllm_args import ArgRegistry
 
-LEVELS: tuple[str, ...] = ("primary", "secondary", "tertiary", "default")
 DEFAULT_MIN_CONTEXT = 4096
 
 # Environment vLLM documents for AMD Instinct GPUs (ROCm "vLLM V1 performance optimization").

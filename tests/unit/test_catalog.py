@@ -12,20 +12,8 @@ from aim_engine.catalog import catalog_files, load_recipe_file, schema_errors
 from aim_engine.errors import InputError
 from aim_engine.lint import lint_recipes
 from aim_engine.perf import estimate
-from conftest import ROOT
+from conftest import REQUIRED_MODELS, ROOT
 
-REQUIRED_MODELS = [
-    "Qwen/Qwen3-32B",
-    "Qwen/Qwen3-8B",
-    "Qwen/Qwen3-235B-A22B",
-    "meta-llama/Llama-3.1-8B-Instruct",
-    "meta-llama/Llama-3.1-70B-Instruct",
-    "meta-llama/Llama-3.1-405B-Instruct",
-    "meta-llama/Llama-2-70b-chat-hf",
-    "mistralai/Mixtral-8x7B-Instruct-v0.1",
-    "deepseek-ai/DeepSeek-R1",
-    "openai/gpt-oss-120b",
-]
 REQUIRED_HARDWARE = ["MI300X", "MI325X", "MI355X", "H100", "H200", "A100", "L40S"]
 
 SEED_CUSTOM_RECIPE = """

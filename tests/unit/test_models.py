@@ -10,23 +10,10 @@ import pytest
 from aim_engine.catalog import load_model_config
 from aim_engine.errors import InputError
 from aim_engine.models import model_from_hf_config
-from conftest import FIXTURES
-
-REQUIRED = [
-    "Qwen/Qwen3-32B",
-    "Qwen/Qwen3-8B",
-    "Qwen/Qwen3-235B-A22B",
-    "meta-llama/Llama-3.1-8B-Instruct",
-    "meta-llama/Llama-3.1-70B-Instruct",
-    "meta-llama/Llama-3.1-405B-Instruct",
-    "meta-llama/Llama-2-70b-chat-hf",
-    "mistralai/Mixtral-8x7B-Instruct-v0.1",
-    "deepseek-ai/DeepSeek-R1",
-    "openai/gpt-oss-120b",
-]
+from conftest import FIXTURES, REQUIRED_MODELS
 
 
-@pytest.mark.parametrize("model_id", REQUIRED)
+@pytest.mark.parametrize("model_id", REQUIRED_MODELS)
 def test_bundled_table_has_every_catalog_model(bundle, model_id):
     m = bundle.models.get(model_id)
     assert m is not None
