@@ -34,7 +34,7 @@ $(STAMP): pyproject.toml
 	@echo ">> setup done"
 
 lint: setup
-	$(BIN)/ruff check recipe-selector tests tools
+	$(BIN)/ruff check recipe-selector webhook tests tools
 	$(BIN)/mypy
 
 validate: setup

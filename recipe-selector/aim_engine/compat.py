@@ -196,7 +196,9 @@ def memory_findings(plan: MemoryPlan, recipe: Recipe, model: ModelProfile, produ
                 f"the KV cache holds {plan.max_model_len_fit} tokens per GPU set, fewer than max_model_len "
                 f"{plan.max_model_len} ({format_gib(plan.kv_per_token * plan.max_model_len)} of KV per GPU needed, "
                 f"{format_gib(plan.kv_budget)} left after weights)",
-                f"set max_model_len <= {plan.max_model_len_fit}, use kv_cache_dtype fp8, or use more GPUs",
+                f"set max_model_len <= {plan.max_model_len_fit}"
+                + ("" if str(recipe.args.get("kv_cache_dtype", "auto")).startswith("fp8") else ", use kv_cache_dtype fp8")
+                + ", raise gpu_memory_utilization, or use more GPUs",
             )
         ]
     return []

@@ -1,0 +1,194 @@
+"""Admission reviews on real AdmissionReview fixtures: the contract, each validation family,
+mutation, idempotency, and the ConfigMap path."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+from helpers import all_reviews, apply_patch, decode_patch, review
+
+from aim_webhook.app import Settings, create_app
+from aim_webhook.recipes import RecipeResolver
+from aim_engine.workload import Toggles
+
+
+def post(client, path, body):
+    resp = client.post(path, json=body)
+    assert resp.status_code == 200, resp.data
+    return resp.get_json()
+
+
+def check_contract(req, out):
+    assert out["apiVersion"] == req["apiVersion"] and out["kind"] == "AdmissionReview"
+    assert out["response"]["uid"] == req["request"]["uid"]
+    for w in out["response"].get("warnings", []):
+        assert len(w) <= 120
+    if "patch" in out["response"]:
+        assert out["response"]["patchType"] == "JSONPatch" and decode_patch(out)
+    if not out["response"]["allowed"]:
+        assert out["response"]["status"]["code"] in (400, 403, 500) and out["response"]["status"]["message"]
+
+
+@pytest.mark.parametrize("name", all_reviews())
+@pytest.mark.parametrize("path", ["/validate", "/mutate"])
+def test_every_fixture_gets_a_well_formed_answer(client, name, path):
+    req = review(name)
+    check_contract(req, post(client, path, req))
+
+
+def test_good_deployment_is_allowed(client):
+    out = post(client, "/validate", review("deployment-good.json"))
+    assert out["response"]["allowed"] is True and "status" not in out["response"]
+
+
+@pytest.mark.parametrize(
+    ("name", "code", "fragments"),
+    [
+        (
+            "deployment-gpu-count-mismatch.json",
+            "GPU_COUNT_MISMATCH",
+            ["resources.limits[amd.com/gpu] is 2", "needs 1", 'set it to "1"'],
+        ),
+        ("deployment-tp-mismatch.json", "PARALLELISM_MISMATCH", ["--tensor-parallel-size 2", "needs 1"]),
+        ("deployment-fp8-on-a100.json", "PRECISION_UNSUPPORTED", ["A100 cannot run fp8", "remove --quantization fp8"]),
+        ("deployment-memory-too-small.json", "RESOURCES_BELOW_RECIPE", ["requests.memory is 8Gi", "at least 32Gi"]),
+        ("deployment-kv-cache-too-small.json", "KV_CACHE_TOO_SMALL", ["KV cache holds 32752 tokens", "max_model_len <= 32752"]),
+        ("deployment-wrong-hardware.json", "HARDWARE_MISMATCH", ["nodeSelector selects H100 nodes", "is for MI300X"]),
+        ("deployment-unknown-recipe.json", None, ["recipe no-such-recipe is not in the catalog"]),
+        ("deployment-slo-unmet.json", "SLO_THROUGHPUT", ["10000 tok/s", "expects 3140"]),
+        ("deployment-malformed-containers.json", None, ["malformed Deployment", "containers must be a list"]),
+        ("deployment-bad-quantity.json", None, ["malformed Deployment", "'lots' is not a Kubernetes quantity"]),
+        ("deployment-null-object.json", None, ["object is empty or null"]),
+        ("deployment-bare.json", "GPU_LIMIT_MISSING", ["has no amd.com/gpu"]),
+    ],
+)
+def test_bad_workloads_are_denied_with_field_value_and_fix(client, name, code, fragments):
+    out = post(client, "/validate", review(name))
+    r = out["response"]
+    assert r["allowed"] is False, r
+    for fragment in fragments + ([f"[{code}]"] if code else []):
+        assert fragment in r["status"]["message"], r["status"]["message"]
+
+
+@pytest.mark.parametrize("name", ["deployment-unmanaged.json", "deployment-kube-system.json"])
+def test_objects_that_are_not_ours_pass_untouched(client, name):
+    for path in ("/validate", "/mutate"):
+        r = post(client, path, review(name))["response"]
+        assert r["allowed"] is True and "patch" not in r and "warnings" not in r
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "deployment-bare.json",
+        "pod-from-replicaset.json",
+        "statefulset-good.json",
+        "leaderworkerset-multinode.json",
+        "deployment-good.json",
+    ],
+)
+def test_mutation_makes_the_object_valid_and_is_idempotent(client, name):
+    req = review(name)
+    out = post(client, "/mutate", req)
+    patched = apply_patch(req["request"]["object"], decode_patch(out))
+    req2 = {**req, "request": {**req["request"], "object": patched}}
+    again = post(client, "/mutate", req2)
+    assert "patch" not in again["response"], decode_patch(again)
+    assert post(client, "/validate", req2)["response"]["allowed"] is True, post(client, "/validate", req2)
+
+
+def test_bare_deployment_gets_the_recipe(client):
+    req = review("deployment-bare.json")
+    patched = apply_patch(req["request"]["object"], decode_patch(post(client, "/mutate", req)))
+    tpl = patched["spec"]["template"]
+    c = tpl["spec"]["containers"][0]
+    assert c["resources"]["limits"]["amd.com/gpu"] == "1" and c["resources"]["requests"]["memory"] == "32Gi"
+    assert (
+        "--tensor-parallel-size" in c["args"] and "--quantization" in c["args"] and c["args"][:2] == ["--model", "Qwen/Qwen3-32B"]
+    )
+    assert {e["name"] for e in c["env"]} >= {"HIP_FORCE_DEV_KERNARG", "VLLM_ROCM_USE_AITER"}
+    labels = tpl["metadata"]["labels"]
+    assert labels["aim-engine.io/gpu-model"] == "MI300X" and labels["aim-engine.io/tensor-parallel-size"] == "1"
+    assert {"key": "amd.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in tpl["spec"]["tolerations"]
+    assert "volumes" not in tpl["spec"]  # one GPU: no shared-memory volume
+
+
+def test_multi_gpu_recipes_get_a_memory_backed_dev_shm(client, wbundle):
+    req = review("deployment-bare.json")
+    obj = req["request"]["object"]
+    for labels in (obj["metadata"]["labels"], obj["spec"]["template"]["metadata"]["labels"]):
+        labels["aim-engine.io/recipe-id"] = "qwen3-32b-mi300x-4gpu-bf16"
+    patched = apply_patch(obj, decode_patch(post(client, "/mutate", req)))
+    spec = patched["spec"]["template"]["spec"]
+    assert spec["volumes"] == [{"name": "aim-dshm", "emptyDir": {"medium": "Memory", "sizeLimit": "16Gi"}}]
+    assert {"name": "aim-dshm", "mountPath": "/dev/shm"} in spec["containers"][0]["volumeMounts"]
+    assert "NCCL_MIN_NCHANNELS" in {e["name"] for e in spec["containers"][0]["env"]}
+
+
+def test_user_values_are_never_overwritten_but_reported(client):
+    req = review("deployment-good.json")
+    c = req["request"]["object"]["spec"]["template"]["spec"]["containers"][0]
+    c["resources"]["limits"]["memory"] = "200Gi"
+    c["args"] += ["--max-num-seqs", "64"]
+    out = post(client, "/mutate", req)
+    ops = decode_patch(out)
+    assert not any(op["path"].endswith("/memory") for op in ops)
+    assert any("limits.memory=200Gi kept" in w for w in out["response"]["warnings"])
+    assert any("--max-num-seqs 64 kept" in w for w in out["response"]["warnings"])
+
+
+def test_patch_paths_escape_slashes(client):
+    out = post(client, "/mutate", review("pod-from-replicaset.json"))
+    paths = [op["path"] for op in decode_patch(out)]
+    assert "/metadata/labels/aim-engine.io~1gpu-model" in paths
+
+
+def test_leaderworkerset_args_only_on_the_leader(client):
+    req = review("leaderworkerset-multinode.json")
+    out = post(client, "/mutate", req)
+    patched = apply_patch(req["request"]["object"], decode_patch(out))
+    lwt = patched["spec"]["leaderWorkerTemplate"]
+    assert "--max-model-len" in lwt["leaderTemplate"]["spec"]["containers"][0]["args"]
+    assert "args" not in lwt["workerTemplate"]["spec"]["containers"][0]
+    assert lwt["workerTemplate"]["spec"]["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == "8"
+
+
+def test_recipe_from_the_release_configmap(client, configmaps, wbundle):
+    recipe = next(r for r in wbundle.recipes if r.recipe_id == "qwen3-32b-mi300x-1gpu-fp8")
+    configmaps[("inference", "aim-engine-recipe-config")] = {"data": {"recipe.yaml": yaml.safe_dump(recipe.to_seed())}}
+    req = review("deployment-good.json")
+    tpl = req["request"]["object"]["spec"]["template"]
+    tpl["metadata"]["annotations"] = {"aim-engine.io/recipe-config": "aim-engine-recipe-config"}
+    assert post(client, "/validate", req)["response"]["allowed"] is True
+    tpl["metadata"]["annotations"] = {"aim-engine.io/recipe-config": "missing"}
+    r = post(client, "/validate", req)["response"]
+    assert r["allowed"] is False and "recipe ConfigMap inference/missing not found" in r["status"]["message"]
+    configmaps[("inference", "other")] = {"data": {"recipe.yaml": yaml.safe_dump({**recipe.to_seed(), "recipe_id": "other-id"})}}
+    tpl["metadata"]["annotations"] = {"aim-engine.io/recipe-config": "other"}
+    r = post(client, "/validate", req)["response"]
+    assert r["allowed"] is False and "holds recipe other-id" in r["status"]["message"]
+
+
+def test_validation_families_can_be_switched_off(wbundle):
+    resolver = RecipeResolver(wbundle, read_configmap=None)
+    off = create_app(bundle=wbundle, resolver=resolver, settings=Settings(toggles=Toggles(False, False, False))).test_client()
+    for name in ("deployment-gpu-count-mismatch.json", "deployment-tp-mismatch.json", "deployment-slo-unmet.json"):
+        assert post(off, "/validate", review(name))["response"]["allowed"] is True
+
+
+def test_delete_and_connect_are_not_policed(client):
+    req = review("deployment-gpu-count-mismatch.json")
+    req["request"]["operation"] = "DELETE"
+    assert post(client, "/validate", req)["response"]["allowed"] is True
+
+
+def test_internal_error_denies_and_the_worker_survives(client, monkeypatch):
+    import aim_webhook.app as app_mod
+
+    def boom(*a, **k):
+        raise RuntimeError("bug")
+
+    monkeypatch.setattr(app_mod, "check_workload", boom)
+    r = post(client, "/validate", review("deployment-good.json"))["response"]
+    assert r["allowed"] is False and r["status"]["code"] == 500 and "internal error" in r["status"]["message"]
+    assert client.get("/healthz").status_code == 200

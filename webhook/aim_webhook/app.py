@@ -1,0 +1,249 @@
+"""The Flask application: /validate, /mutate, /healthz, /readyz, /metrics.
+
+Hostile input: 415 for a content type other than JSON, 413 above the body cap, 400 for an empty,
+undecodable, invalid-UTF-8, absurdly nested or non-AdmissionReview body, 405 for other methods.
+A malformed object inside a valid review is denied with the reason (or allowed, for kinds we do not
+police); an internal error is answered with a denial (code 500), never a crash, never an allow."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from flask import Flask, Response, request
+from prometheus_client import CollectorRegistry
+from werkzeug.exceptions import HTTPException
+
+from aim_engine.catalog import Bundle
+from aim_engine.compat import Finding
+from aim_engine.errors import InputError
+from aim_engine.workload import POLICED_KINDS, MalformedObject, Toggles, check_workload, parse_workload
+
+from .mutate import mutate
+from .observability import DURATION, HTTP_ERRORS, REQUESTS, now, render_metrics
+from .recipes import RecipeResolver
+from .review import BadReview, ReviewRequest, parse_review, response
+
+log = logging.getLogger("aim_webhook")
+
+# The API server's request-body limit is 3 MiB; a review carries object and oldObject, so two such
+# objects plus the envelope fit under 7 MiB. Anything larger is not from an API server.
+DEFAULT_MAX_BODY = 7 * 1024 * 1024
+DEFAULT_MAX_DEPTH = 100
+
+
+@dataclass(frozen=True)
+class Settings:
+    toggles: Toggles = field(default_factory=Toggles)
+    max_body_bytes: int = DEFAULT_MAX_BODY
+    max_depth: int = DEFAULT_MAX_DEPTH
+    mutate: bool = True
+    exempt_namespaces: frozenset[str] = frozenset({"kube-system"})
+
+
+def _depth_ok(value: Any, limit: int) -> bool:
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > limit:
+            return False
+        if isinstance(node, dict):
+            stack.extend((v, depth + 1) for v in node.values() if isinstance(v, dict | list))
+        elif isinstance(node, list):
+            stack.extend((v, depth + 1) for v in node if isinstance(v, dict | list))
+    return True
+
+
+def _error(status: int, message: str) -> Response:
+    HTTP_ERRORS.labels(status=str(status)).inc()
+    return Response(json.dumps({"error": message, "code": status}) + "\n", status=status, mimetype="application/json")
+
+
+def _summarise(kind: str, name: str, recipe_id: str, findings: list[Finding]) -> str:
+    parts = [f"[{f.code}] {f.message}" + (f" (fix: {f.fix})" if f.fix else "") for f in findings]
+    return f"aim-engine: {kind} {name} contradicts recipe {recipe_id}: " + "; ".join(parts)
+
+
+def create_app(
+    *,
+    bundle: Bundle,
+    resolver: RecipeResolver,
+    settings: Settings,
+    ready: Callable[[], bool] = lambda: True,
+    extra_metrics: CollectorRegistry | None = None,
+) -> Flask:
+    app = Flask("aim_webhook")
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
+    models = bundle.model_map()
+
+    @app.errorhandler(HTTPException)
+    def http_error(e: HTTPException) -> Response:
+        return _error(e.code or 500, e.description or e.name)
+
+    def read_review() -> ReviewRequest | Response:
+        ctype = (request.mimetype or "").lower()
+        if ctype != "application/json":
+            return _error(415, f"content type must be application/json, got {ctype or 'none'}")
+        length = request.content_length
+        if length is not None and length > settings.max_body_bytes:
+            return _error(413, f"body of {length} bytes exceeds the {settings.max_body_bytes} byte limit")
+        raw = request.get_data(cache=False)
+        if not raw:
+            return _error(400, "empty body")
+        try:
+            text = raw.decode("utf-8")
+            doc = json.loads(text)
+        except UnicodeDecodeError:
+            return _error(400, "body is not valid UTF-8")
+        except RecursionError:
+            return _error(400, f"body is nested deeper than {settings.max_depth} levels")
+        except ValueError as e:
+            return _error(400, f"body is not valid JSON ({e})")
+        if not _depth_ok(doc, settings.max_depth):
+            return _error(400, f"body is nested deeper than {settings.max_depth} levels")
+        try:
+            return parse_review(doc)
+        except BadReview as e:
+            return _error(400, str(e))
+
+    def answer(endpoint: str, handler: Callable[[ReviewRequest], tuple[dict[str, Any], str, str]]) -> Response:
+        started = now()
+        parsed = read_review()
+        if isinstance(parsed, Response):
+            return parsed
+        req = parsed
+        try:
+            body, outcome, reason = handler(req)
+        except Exception:  # never crash a worker, never silently allow
+            log.exception("internal error answering review", extra={"uid": req.uid, "kind": req.kind, "endpoint": endpoint})
+            body = response(
+                req, allowed=False, code=500, message=f"aim-engine webhook internal error (uid {req.uid}); see the webhook's logs"
+            )
+            outcome, reason = "error", "INTERNAL"
+        elapsed = now() - started
+        DURATION.labels(endpoint=endpoint).observe(elapsed)
+        REQUESTS.labels(
+            endpoint=endpoint, kind=req.kind or "-", operation=req.operation or "-", outcome=outcome, reason=reason
+        ).inc()
+        if outcome != "skipped":
+            log.info(
+                "%s %s %s/%s: %s%s",
+                endpoint,
+                req.kind,
+                req.namespace,
+                req.name,
+                outcome,
+                f" ({reason})" if reason else "",
+                extra={
+                    "uid": req.uid,
+                    "kind": req.kind,
+                    "namespace": req.namespace,
+                    "name": req.name,
+                    "user": req.user,
+                    "operation": req.operation,
+                    "endpoint": endpoint,
+                    "outcome": outcome,
+                    "reason": reason,
+                    "duration_ms": round(elapsed * 1000, 3),
+                },
+            )
+        return Response(json.dumps(body, separators=(",", ":")), status=200, mimetype="application/json")
+
+    def prepare(req: ReviewRequest) -> tuple[Any, str] | None:
+        """(workload, '') for a policed object naming a recipe; None to pass it untouched."""
+        if req.namespace in settings.exempt_namespaces or req.operation not in ("CREATE", "UPDATE"):
+            return None
+        if req.kind not in POLICED_KINDS:
+            return None
+        workload = parse_workload(req.object, kind=req.kind, namespace=req.namespace)
+        if workload is None:
+            return None
+        return workload, ""
+
+    def validate(req: ReviewRequest) -> tuple[dict[str, Any], str, str]:
+        try:
+            prepared = prepare(req)
+        except MalformedObject as e:
+            return response(req, allowed=False, code=400, message=f"aim-engine: malformed {req.kind}: {e}"), "denied", "MALFORMED"
+        except InputError as e:
+            return response(req, allowed=False, code=400, message=f"aim-engine: malformed {req.kind}: {e}"), "denied", "MALFORMED"
+        if prepared is None:
+            return response(req, allowed=True), "skipped", ""
+        workload = prepared[0]
+        resolution = resolver.resolve(workload)
+        if resolution.recipe is None:
+            return (
+                response(req, allowed=False, message=f"aim-engine: {req.kind} {workload.name}: {resolution.problem}"),
+                "denied",
+                "RECIPE_NOT_FOUND",
+            )
+        recipe = resolution.recipe
+        model = models.get(recipe.model_key)
+        try:
+            findings = check_workload(
+                workload, recipe, model=model, catalog=bundle.hardware, registry=bundle.registry, toggles=settings.toggles
+            )
+        except (MalformedObject, InputError) as e:
+            return response(req, allowed=False, code=400, message=f"aim-engine: malformed {req.kind}: {e}"), "denied", "MALFORMED"
+        warnings = [] if model is not None else [f"model {recipe.huggingface_id} not analysed: memory fit not checked"]
+        if findings:
+            return (
+                response(
+                    req, allowed=False, message=_summarise(req.kind, workload.name, recipe.recipe_id, findings), warnings=warnings
+                ),
+                "denied",
+                findings[0].code,
+            )
+        return response(req, allowed=True, warnings=warnings), "allowed", ""
+
+    def mutate_review(req: ReviewRequest) -> tuple[dict[str, Any], str, str]:
+        if not settings.mutate:
+            return response(req, allowed=True), "skipped", ""
+        try:
+            prepared = prepare(req)
+        except (MalformedObject, InputError) as e:
+            return response(req, allowed=True, warnings=[f"not mutated: {e}"]), "allowed", "MALFORMED"
+        if prepared is None:
+            return response(req, allowed=True), "skipped", ""
+        workload = prepared[0]
+        resolution = resolver.resolve(workload)
+        if resolution.recipe is None:
+            return response(req, allowed=True, warnings=[f"not mutated: {resolution.problem}"]), "allowed", "RECIPE_NOT_FOUND"
+        try:
+            result = mutate(workload, resolution.recipe, catalog=bundle.hardware)
+        except (MalformedObject, InputError) as e:
+            return response(req, allowed=True, warnings=[f"not mutated: {e}"]), "allowed", "MALFORMED"
+        outcome = "patched" if result.patch else "allowed"
+        return response(req, allowed=True, patch=result.patch, warnings=result.warnings), outcome, ""
+
+    @app.post("/validate")
+    def validate_endpoint() -> Response:
+        return answer("validate", validate)
+
+    @app.post("/mutate")
+    def mutate_endpoint() -> Response:
+        return answer("mutate", mutate_review)
+
+    @app.post("/noop")
+    def noop_endpoint() -> Response:
+        """The floor for benchmarks: same parsing and envelope, no policy."""
+        return answer("noop", lambda req: (response(req, allowed=True), "allowed", ""))
+
+    @app.get("/healthz")
+    def healthz() -> Response:
+        return Response("ok\n", mimetype="text/plain")
+
+    @app.get("/readyz")
+    def readyz() -> Response:
+        if ready():
+            return Response("ready\n", mimetype="text/plain")
+        return Response("not ready\n", status=503, mimetype="text/plain")
+
+    @app.get("/metrics")
+    def metrics() -> Response:
+        return Response(render_metrics(extra_metrics), mimetype="text/plain; version=0.0.4")
+
+    return app

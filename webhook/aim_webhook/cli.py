@@ -1,0 +1,181 @@
+"""aim-webhook serve: the admission webhook under gunicorn with TLS.
+
+    aim-webhook serve --host 0.0.0.0 --port 8443 --tls-cert /tls/tls.crt --tls-key /tls/tls.key
+
+gunicorn's gthread worker keeps connections alive (the API server reuses them); the TLS context
+follows the certificate files (rotation without restart); SIGTERM drains in-flight requests
+(graceful_timeout) before the workers exit."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+EXIT_ERROR = 2
+
+
+def _flag(parser: argparse.ArgumentParser, name: str, env: str, help_text: str) -> None:
+    default = os.environ.get(env, "true").lower() not in ("0", "false", "no")
+    parser.add_argument(
+        f"--{name}",
+        dest=name.replace("-", "_"),
+        action=argparse.BooleanOptionalAction,
+        default=default,
+        help=f"{help_text} (env {env}; default on)",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="aim-webhook", description="aim-engine admission webhook")
+    sub = p.add_subparsers(dest="command", required=True)
+    s = sub.add_parser("serve", help="serve /validate, /mutate, /healthz, /readyz, /metrics over TLS")
+    s.add_argument("--host", default=os.environ.get("AIM_WEBHOOK_HOST", "0.0.0.0"))
+    s.add_argument("--port", type=int, default=int(os.environ.get("AIM_WEBHOOK_PORT", "8443")))
+    s.add_argument(
+        "--tls-cert", required="AIM_WEBHOOK_TLS_CERT" not in os.environ, default=os.environ.get("AIM_WEBHOOK_TLS_CERT")
+    )
+    s.add_argument("--tls-key", required="AIM_WEBHOOK_TLS_KEY" not in os.environ, default=os.environ.get("AIM_WEBHOOK_TLS_KEY"))
+    s.add_argument("--catalog", type=Path, default=os.environ.get("AIM_RECIPES_DIR"), help="recipes directory")
+    s.add_argument("--workers", type=int, default=int(os.environ.get("AIM_WEBHOOK_WORKERS", "2")))
+    s.add_argument("--threads", type=int, default=int(os.environ.get("AIM_WEBHOOK_THREADS", "4")))
+    s.add_argument("--graceful-timeout", type=int, default=25, help="seconds SIGTERM waits for in-flight requests")
+    s.add_argument(
+        "--worker-tmp-dir",
+        default=os.environ.get("AIM_WEBHOOK_TMP", tempfile.gettempdir()),
+        help="writable dir (a tmpfs with a read-only root filesystem)",
+    )
+    s.add_argument("--exempt-namespace", action="append", default=[], help="never police this namespace (kube-system always)")
+    s.add_argument(
+        "--kube",
+        action=argparse.BooleanOptionalAction,
+        default=os.environ.get("AIM_WEBHOOK_KUBE", "true") != "false",
+        help="read recipe ConfigMaps and selection counters from the API server",
+    )
+    s.add_argument("--log-level", default=os.environ.get("AIM_LOG_LEVEL", "INFO"))
+    s.add_argument("--log-format", default=os.environ.get("AIM_LOG_FORMAT", "json"), choices=["json", "text"])
+    _flag(s, "mutate", "AIM_WEBHOOK_MUTATE", "inject recipes on /mutate")
+    _flag(s, "check-resource-limits", "AIM_CHECK_RESOURCE_LIMITS", "admission_controller.validation.check_resource_limits")
+    _flag(
+        s,
+        "check-recipe-compatibility",
+        "AIM_CHECK_RECIPE_COMPATIBILITY",
+        "admission_controller.validation.check_recipe_compatibility",
+    )
+    _flag(
+        s,
+        "check-performance-constraints",
+        "AIM_CHECK_PERFORMANCE_CONSTRAINTS",
+        "admission_controller.validation.check_performance_constraints",
+    )
+    return p
+
+
+def _make_app(args: argparse.Namespace) -> Any:
+    from aim_engine.catalog import load_bundle
+    from aim_engine.workload import Toggles
+
+    from .app import Settings, create_app
+    from .recipes import RecipeResolver
+
+    bundle = load_bundle(args.catalog)
+    reader = None
+    extra = None
+    if args.kube:
+        from prometheus_client import CollectorRegistry
+
+        from aim_engine.kube import Kube, own_namespace
+        from aim_engine.metrics import SelectionCollector
+
+        kube = Kube.connect()
+        reader = kube.configmap
+        extra = CollectorRegistry()
+        own = own_namespace()
+        if own:
+            args.exempt_namespace.append(own)
+
+        def fetch() -> list[dict[str, Any]]:
+            try:
+                return kube._list(
+                    "list configmaps",
+                    kube.core.list_config_map_for_all_namespaces,
+                    label_selector="app.kubernetes.io/component=recipe-config",
+                )
+            except Exception:  # a scrape must not fail because the API is slow
+                return []
+
+        extra.register(SelectionCollector(fetch))
+    settings = Settings(
+        toggles=Toggles(args.check_resource_limits, args.check_recipe_compatibility, args.check_performance_constraints),
+        mutate=args.mutate,
+        exempt_namespaces=frozenset({"kube-system", *args.exempt_namespace}),
+    )
+    return create_app(
+        bundle=bundle, resolver=RecipeResolver(bundle, read_configmap=reader), settings=settings, extra_metrics=extra
+    )
+
+
+def serve(args: argparse.Namespace) -> int:
+    # Multiprocess metrics must be configured before prometheus_client is imported anywhere.
+    if "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="aim-webhook-metrics-", dir=args.worker_tmp_dir)
+    from gunicorn.app.base import BaseApplication
+    from prometheus_client import multiprocess
+
+    from .observability import CERT_EXPIRY, setup_logging
+    from .tls import ReloadingContext
+
+    setup_logging(args.log_level, args.log_format)
+    for path in (args.tls_cert, args.tls_key):
+        if not Path(path).is_file():
+            sys.stderr.write(f"aim-webhook: error: {path}: no such file (pass --tls-cert and --tls-key)\n")
+            return EXIT_ERROR
+    try:
+        reloading = ReloadingContext(args.tls_cert, args.tls_key, on_load=CERT_EXPIRY.set)
+    except Exception as e:
+        sys.stderr.write(f"aim-webhook: error: cannot load the TLS certificate: {e}\n")
+        return EXIT_ERROR
+    app = _make_app(args)
+
+    class Server(BaseApplication):  # type: ignore[misc]
+        def load_config(self) -> None:
+            cfg = {
+                "bind": [f"[{args.host}]:{args.port}" if ":" in args.host else f"{args.host}:{args.port}"],
+                "worker_class": "gthread",
+                "workers": args.workers,
+                "threads": args.threads,
+                "keepalive": 75,
+                "timeout": 30,
+                "graceful_timeout": args.graceful_timeout,
+                "worker_tmp_dir": args.worker_tmp_dir,
+                "certfile": args.tls_cert,
+                "keyfile": args.tls_key,
+                "ssl_context": lambda conf, factory: reloading.current(),
+                "child_exit": lambda server, worker: multiprocess.mark_process_dead(worker.pid),  # type: ignore[no-untyped-call]
+                "accesslog": None,
+                "loglevel": args.log_level.lower(),
+                "proc_name": "aim-webhook",
+            }
+            for key, value in cfg.items():
+                self.cfg.set(key, value)
+
+        def load(self) -> Any:
+            return app
+
+    Server().run()
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "serve":
+        return serve(args)
+    return EXIT_ERROR
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,231 @@
+"""Mutation: inject a recipe into a workload's pod templates as an RFC 6902 JSON Patch.
+
+Idempotent: patching the result again yields no operation. A value the user set is never
+overwritten: the conflict becomes a warning (and validation decides whether it is fatal).
+Pure: dicts in, (patch, warnings) out."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+from aim_engine.hardware import HardwareCatalog
+from aim_engine.recipe import Recipe
+from aim_engine.vllm_args import to_cli
+from aim_engine.workload import (
+    GPU_MODEL_LABEL,
+    PRECISION_LABEL,
+    RECIPE_LABEL,
+    TP_LABEL,
+    PodTemplate,
+    Workload,
+    command_tokens,
+    container_index,
+    parse_flags,
+    serving_templates,
+)
+
+DSHM_VOLUME = "aim-dshm"
+DSHM_SIZE = "16Gi"
+MAX_WARNING = 120
+
+VENDOR_PREFERENCE = {
+    "nvidia": ["nvidia.com/gpu.product", "nvidia.com/gpu.present", "feature.node.kubernetes.io/pci-10de.present"],
+    "amd": ["amd.com/gpu.product-name", "amd.com/gpu.device-id", "feature.node.kubernetes.io/pci-1002.present"],
+}
+
+
+def escape(token: str) -> str:
+    """RFC 6901: '~' -> '~0', '/' -> '~1'."""
+    return token.replace("~", "~0").replace("/", "~1")
+
+
+def quantity(value: Decimal, resource: str) -> str:
+    gib = Decimal(2**30)
+    if resource == "memory" and value % gib == 0:
+        return f"{int(value / gib)}Gi"
+    if value == value.to_integral_value():
+        return str(int(value))
+    return f"{int(value * 1000)}m"
+
+
+@dataclass
+class Mutation:
+    patch: list[dict[str, Any]] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    def op(self, path: str, value: Any) -> None:
+        self.patch.append({"op": "add", "path": path, "value": value})
+
+    def warn(self, text: str) -> None:
+        text = text if len(text) <= MAX_WARNING else text[: MAX_WARNING - 1] + "…"
+        if text not in self.warnings:
+            self.warnings.append(text)
+
+
+def mutate(workload: Workload, recipe: Recipe, *, catalog: HardwareCatalog) -> Mutation:
+    m = Mutation()
+    product = catalog.get(recipe.hardware)
+    if product is None:
+        m.warn(f"recipe {recipe.recipe_id}: unknown hardware {recipe.hardware}; nothing injected")
+        return m
+    labels = {
+        RECIPE_LABEL: recipe.recipe_id,
+        GPU_MODEL_LABEL: product.name,
+        TP_LABEL: str(recipe.tp),
+        PRECISION_LABEL: recipe.precision,
+    }
+    for t in workload.templates:
+        _labels(m, t, labels)
+        _template(m, t, workload=workload, recipe=recipe, resource=product.resource, vendor=product.vendor, catalog=catalog)
+    return m
+
+
+def _labels(m: Mutation, t: PodTemplate, wanted: Mapping[str, str]) -> None:
+    current = t.metadata.get("labels")
+    if t.metadata == {} and t.role != "pod":
+        m.op(t.meta_path, {"labels": dict(wanted)})
+        return
+    if not isinstance(current, Mapping):
+        m.op(f"{t.meta_path}/labels", dict(wanted))
+        return
+    for key, value in wanted.items():
+        have = current.get(key)
+        if have is None:
+            m.op(f"{t.meta_path}/labels/{escape(key)}", value)
+        elif have != value:
+            m.warn(f"label {key}={have} kept; recipe says {value}")
+
+
+def _template(
+    m: Mutation, t: PodTemplate, *, workload: Workload, recipe: Recipe, resource: str, vendor: str, catalog: HardwareCatalog
+) -> None:
+    idx = container_index(t, workload.annotations, catalog.gpu_resources)
+    if idx is None:
+        m.warn(f"{t.role}: no containers; nothing injected")
+        return
+    base = f"{t.spec_path}/containers/{idx}"
+    container = t.spec["containers"][idx]
+    per_pod = recipe.gpus_per_node
+    leader_only = t.role == "leader" and workload.group_size > 1
+    serving = serving_templates(workload)
+    _resources(m, base, container, recipe=recipe, resource=resource, per_pod=per_pod)
+    if t in serving:
+        _args(m, base, container, recipe)
+    _env(m, base, container, recipe)
+    _tolerations(m, t, resource)
+    _affinity(m, t, vendor)
+    if recipe.gpu_count > 1 and not leader_only:
+        _shm(m, t, base, container)
+
+
+def _resources(m: Mutation, base: str, container: Mapping[str, Any], *, recipe: Recipe, resource: str, per_pod: int) -> None:
+    res = container.get("resources")
+    wanted = {
+        "limits": {**recipe.limits, resource: Decimal(per_pod)},
+        "requests": {**recipe.requests, resource: Decimal(per_pod)},
+    }
+    if not isinstance(res, Mapping) or not res:
+        m.op(f"{base}/resources", {kind: {k: quantity(v, k) for k, v in vals.items()} for kind, vals in wanted.items()})
+        return
+    for kind, vals in wanted.items():
+        have = res.get(kind)
+        if not isinstance(have, Mapping):
+            m.op(f"{base}/resources/{kind}", {k: quantity(v, k) for k, v in vals.items()})
+            continue
+        for key, value in vals.items():
+            if key not in have:
+                m.op(f"{base}/resources/{kind}/{escape(key)}", quantity(value, key))
+            elif str(have[key]) != quantity(value, key) and key != resource:
+                m.warn(f"{kind}.{key}={have[key]} kept; recipe {recipe.recipe_id} sets {quantity(value, key)}")
+
+
+def _args(m: Mutation, base: str, container: Mapping[str, Any], recipe: Recipe) -> None:
+    tokens, is_shell = command_tokens(container)
+    present = parse_flags(tokens)
+    missing = {k: v for k, v in recipe.args.items() if k not in present}
+    conflicts = [
+        k
+        for k, v in recipe.args.items()
+        if k in present and str(present[k]).lower() != str(v).lower() and not (v is True and present[k] is True)
+    ]
+    for k in conflicts:
+        m.warn(f"--{k.replace('_', '-')} {present[k]} kept; recipe {recipe.recipe_id} sets {recipe.args[k]}")
+    if not missing:
+        return
+    if is_shell:
+        m.warn(f"command is a shell script: recipe args not injected ({len(missing)} missing)")
+        return
+    flags = to_cli(missing)
+    args = container.get("args")
+    if args is None:
+        m.op(f"{base}/args", flags)
+    else:
+        for flag in flags:
+            m.op(f"{base}/args/-", flag)
+
+
+def _env(m: Mutation, base: str, container: Mapping[str, Any], recipe: Recipe) -> None:
+    env = container.get("env")
+    names = {e.get("name"): e for e in env if isinstance(e, Mapping)} if isinstance(env, list) else {}
+    missing = [{"name": k, "value": v} for k, v in sorted(recipe.env.items()) if k not in names]
+    for k, v in sorted(recipe.env.items()):
+        have = names.get(k)
+        if have is not None and "value" in have and have.get("value") != v:
+            m.warn(f"env {k}={have.get('value')} kept; recipe {recipe.recipe_id} sets {v}")
+    if not missing:
+        return
+    if not isinstance(env, list):
+        m.op(f"{base}/env", missing)
+    else:
+        for item in missing:
+            m.op(f"{base}/env/-", item)
+
+
+def _tolerations(m: Mutation, t: PodTemplate, resource: str) -> None:
+    wanted = {"key": resource, "operator": "Exists", "effect": "NoSchedule"}
+    tol = t.spec.get("tolerations")
+    if not isinstance(tol, list):
+        m.op(f"{t.spec_path}/tolerations", [wanted])
+    elif not any(isinstance(x, Mapping) and x.get("key") == resource for x in tol):
+        m.op(f"{t.spec_path}/tolerations/-", wanted)
+
+
+def _affinity(m: Mutation, t: PodTemplate, vendor: str) -> None:
+    """Prefer nodes that carry the vendor's product labels. Preferred, not required: the GPU
+    resource request already limits the pod to nodes advertising the vendor's GPUs, and a required
+    term on labels a cluster does not set would leave the pod unschedulable."""
+    terms = [
+        {"weight": 50, "preference": {"matchExpressions": [{"key": key, "operator": "Exists"}]}}
+        for key in VENDOR_PREFERENCE[vendor]
+    ]
+    affinity = t.spec.get("affinity")
+    if not isinstance(affinity, Mapping):
+        m.op(f"{t.spec_path}/affinity", {"nodeAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": terms}})
+        return
+    node = affinity.get("nodeAffinity")
+    if not isinstance(node, Mapping):
+        m.op(f"{t.spec_path}/affinity/nodeAffinity", {"preferredDuringSchedulingIgnoredDuringExecution": terms})
+        return
+    if "preferredDuringSchedulingIgnoredDuringExecution" not in node:
+        m.op(f"{t.spec_path}/affinity/nodeAffinity/preferredDuringSchedulingIgnoredDuringExecution", terms)
+
+
+def _shm(m: Mutation, t: PodTemplate, base: str, container: Mapping[str, Any]) -> None:
+    """Multi-GPU vLLM exchanges tensors through shared memory: give it a memory-backed /dev/shm."""
+    mounts = container.get("volumeMounts")
+    if isinstance(mounts, list) and any(isinstance(x, Mapping) and x.get("mountPath") == "/dev/shm" for x in mounts):
+        return
+    volumes = t.spec.get("volumes")
+    volume = {"name": DSHM_VOLUME, "emptyDir": {"medium": "Memory", "sizeLimit": DSHM_SIZE}}
+    if not isinstance(volumes, list):
+        m.op(f"{t.spec_path}/volumes", [volume])
+    elif not any(isinstance(v, Mapping) and v.get("name") == DSHM_VOLUME for v in volumes):
+        m.op(f"{t.spec_path}/volumes/-", volume)
+    mount = {"name": DSHM_VOLUME, "mountPath": "/dev/shm"}
+    if not isinstance(mounts, list):
+        m.op(f"{base}/volumeMounts", [mount])
+    else:
+        m.op(f"{base}/volumeMounts/-", mount)

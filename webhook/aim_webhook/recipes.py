@@ -1,0 +1,97 @@
+"""Which recipe a workload names: the release's selection ConfigMap, or the catalog.
+ConfigMap reads go through a short TTL cache so the API server is not asked on every review."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from aim_engine.catalog import Bundle, parse_yaml_documents, recipe_documents, typed_recipe
+from aim_engine.errors import AimError
+from aim_engine.recipe import Recipe
+from aim_engine.workload import RECIPE_CONFIG_ANNOTATION, Workload
+
+ConfigMapReader = Callable[[str, str], Mapping[str, Any] | None]
+
+
+@dataclass(frozen=True, slots=True)
+class Resolution:
+    recipe: Recipe | None
+    problem: str = ""
+
+
+class RecipeResolver:
+    def __init__(self, bundle: Bundle, *, read_configmap: ConfigMapReader | None, ttl_seconds: float = 10.0) -> None:
+        self.bundle = bundle
+        self.read_configmap = read_configmap
+        self.ttl = ttl_seconds
+        self.by_id = {r.recipe_id: r for r in bundle.recipes}
+        self._cache: dict[tuple[str, str], tuple[float, Resolution]] = {}
+        self._lock = threading.Lock()
+
+    def resolve(self, workload: Workload) -> Resolution:
+        if workload.recipe_config:
+            res = self._from_configmap(workload.namespace, workload.recipe_config)
+            if res.recipe is not None and res.recipe.recipe_id != workload.recipe_id:
+                return Resolution(
+                    None,
+                    f"label aim-engine.io/recipe-id={workload.recipe_id} but ConfigMap "
+                    f"{workload.recipe_config} holds recipe {res.recipe.recipe_id}; set the label to "
+                    f"{res.recipe.recipe_id} (helm upgrade does) or remove the {RECIPE_CONFIG_ANNOTATION} annotation",
+                )
+            return res
+        recipe = self.by_id.get(workload.recipe_id)
+        if recipe is None:
+            return Resolution(
+                None,
+                f"recipe {workload.recipe_id} is not in the catalog and no "
+                f"{RECIPE_CONFIG_ANNOTATION} annotation names a ConfigMap holding it "
+                "(aim-recipes list shows the catalog)",
+            )
+        return Resolution(recipe)
+
+    def _from_configmap(self, namespace: str, name: str) -> Resolution:
+        key = (namespace, name)
+        now = time.monotonic()
+        with self._lock:
+            hit = self._cache.get(key)
+            if hit and now - hit[0] < self.ttl:
+                return hit[1]
+        res = self._load(namespace, name)
+        with self._lock:
+            self._cache[key] = (now, res)
+        return res
+
+    def _load(self, namespace: str, name: str) -> Resolution:
+        if self.read_configmap is None:
+            return Resolution(None, f"recipe ConfigMap {namespace}/{name} cannot be read: the webhook runs without API access")
+        try:
+            cm = self.read_configmap(namespace, name)
+        except AimError as e:
+            return Resolution(None, f"recipe ConfigMap {namespace}/{name} cannot be read: {e}")
+        if cm is None:
+            return Resolution(
+                None, f"recipe ConfigMap {namespace}/{name} not found; run the selector (helm upgrade) or remove the annotation"
+            )
+        try:
+            data = cm.get("data") or {}
+            if "recipe.yaml" not in data:
+                return Resolution(
+                    None,
+                    f"ConfigMap {namespace}/{name} has no recipe.yaml: the last selection found no recipe "
+                    "(see its last-attempt.txt)",
+                )
+            docs = parse_yaml_documents(str(data["recipe.yaml"]), where=f"ConfigMap {namespace}/{name} recipe.yaml")
+            found = [
+                typed_recipe(self.bundle.validator, raw, where=where, origin="custom")
+                for doc in docs
+                for where, raw in recipe_documents(doc, where=f"ConfigMap {namespace}/{name}")
+            ]
+        except AimError as e:
+            return Resolution(None, str(e))
+        if len(found) != 1:
+            return Resolution(None, f"ConfigMap {namespace}/{name} recipe.yaml holds {len(found)} recipes, expected one")
+        return Resolution(found[0])
