@@ -7,9 +7,9 @@ import pytest
 import yaml
 from helpers import all_reviews, apply_patch, decode_patch, review
 
+from aim_engine.workload import Toggles
 from aim_webhook.app import Settings, create_app
 from aim_webhook.recipes import RecipeResolver
-from aim_engine.workload import Toggles
 
 
 def post(client, path, body):
