@@ -141,7 +141,7 @@ def create_app(
                     "uid": req.uid,
                     "kind": req.kind,
                     "namespace": req.namespace,
-                    "name": req.name,
+                    "object_name": req.name,
                     "user": req.user,
                     "operation": req.operation,
                     "endpoint": endpoint,

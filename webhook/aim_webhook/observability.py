@@ -44,7 +44,19 @@ def render_metrics(extra: CollectorRegistry | None = None) -> bytes:
 
 
 class JsonFormatter(logging.Formatter):
-    FIELDS = ("uid", "kind", "namespace", "name", "user", "operation", "endpoint", "outcome", "reason", "duration_ms", "status")
+    FIELDS = (
+        "uid",
+        "kind",
+        "namespace",
+        "object_name",
+        "user",
+        "operation",
+        "endpoint",
+        "outcome",
+        "reason",
+        "duration_ms",
+        "status",
+    )
 
     def format(self, record: logging.LogRecord) -> str:
         out: dict[str, Any] = {
