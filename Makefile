@@ -12,7 +12,7 @@ PIP_VERSION := 25.3
 STAMP   := $(VENV)/.stamp-$(shell sha256sum pyproject.toml 2>/dev/null | cut -c1-16)
 EXAMPLE_CLUSTER := examples/cluster-mixed.json
 
-.PHONY: help setup test unit lint validate demo bench clean
+.PHONY: help setup setup-load test unit lint validate demo bench bench-webhook clean
 
 help:
 	@echo "make demo      select and explain a recipe on the bundled example cluster"
@@ -20,6 +20,7 @@ help:
 	@echo "make setup     install the virtualenv and pinned tools into .tools/ (run by the others)"
 	@echo "make lint      ruff + mypy --strict on the core"
 	@echo "make bench     selection benchmark (prints figures)"
+	@echo "make bench-webhook  webhook benchmark with wrk over TLS (prints figures)"
 
 setup: $(STAMP)
 
@@ -58,6 +59,13 @@ demo: setup
 
 bench: setup
 	$(PY) tools/bench_selection.py
+
+# wrk (Debian) for the webhook benchmark; installed only when missing.
+setup-load:
+	@command -v wrk >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk; }
+
+bench-webhook: setup setup-load
+	$(PY) tools/bench_webhook.py
 
 clean:
 	rm -rf $(TOOLS) .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -16,13 +16,20 @@ from aim_webhook.recipes import RecipeResolver
 BUNDLE = load_bundle()
 CLIENT = create_app(bundle=BUNDLE, resolver=RecipeResolver(BUNDLE, read_configmap=None), settings=Settings()).test_client()
 RECIPES = sorted(r.recipe_id for r in BUNDLE.recipes)
-BASES = ["deployment-bare.json", "deployment-good.json", "pod-from-replicaset.json", "statefulset-good.json",
-         "leaderworkerset-multinode.json"]
+BASES = [
+    "deployment-bare.json",
+    "deployment-good.json",
+    "pod-from-replicaset.json",
+    "statefulset-good.json",
+    "leaderworkerset-multinode.json",
+]
 
-json_leaf = st.one_of(st.none(), st.booleans(), st.integers(-10, 10**6), st.floats(allow_nan=False, allow_infinity=False),
-                      st.text(max_size=12))
-json_value = st.recursive(json_leaf, lambda c: st.one_of(st.lists(c, max_size=4), st.dictionaries(st.text(max_size=8), c, max_size=4)),
-                          max_leaves=20)
+json_leaf = st.one_of(
+    st.none(), st.booleans(), st.integers(-10, 10**6), st.floats(allow_nan=False, allow_infinity=False), st.text(max_size=12)
+)
+json_value = st.recursive(
+    json_leaf, lambda c: st.one_of(st.lists(c, max_size=4), st.dictionaries(st.text(max_size=8), c, max_size=4)), max_leaves=20
+)
 
 
 @st.composite
@@ -32,17 +39,41 @@ def workloads(draw):
     rid = draw(st.sampled_from(RECIPES))
     obj["metadata"].setdefault("labels", {})["aim-engine.io/recipe-id"] = rid
     spec = obj["spec"]
-    pod_spec = spec["template"]["spec"] if "template" in spec else (
-        spec["leaderWorkerTemplate"]["leaderTemplate"]["spec"] if "leaderWorkerTemplate" in spec else spec)
+    pod_spec = (
+        spec["template"]["spec"]
+        if "template" in spec
+        else (spec["leaderWorkerTemplate"]["leaderTemplate"]["spec"] if "leaderWorkerTemplate" in spec else spec)
+    )
     c = pod_spec["containers"][0]
     if draw(st.booleans()):
-        c["args"] = draw(st.lists(st.sampled_from(["--tensor-parallel-size", "2", "--max-model-len", "4096", "--enforce-eager",
-                                                   "--no-enable-prefix-caching", "--quantization", "fp8", "-tp", "8", "x"]),
-                                  max_size=8))
+        c["args"] = draw(
+            st.lists(
+                st.sampled_from(
+                    [
+                        "--tensor-parallel-size",
+                        "2",
+                        "--max-model-len",
+                        "4096",
+                        "--enforce-eager",
+                        "--no-enable-prefix-caching",
+                        "--quantization",
+                        "fp8",
+                        "-tp",
+                        "8",
+                        "x",
+                    ]
+                ),
+                max_size=8,
+            )
+        )
     if draw(st.booleans()):
         c["env"] = [{"name": "HIP_FORCE_DEV_KERNARG", "value": draw(st.sampled_from(["0", "1"]))}]
     if draw(st.booleans()):
-        c["resources"] = {"limits": {draw(st.sampled_from(["nvidia.com/gpu", "amd.com/gpu", "memory"])): draw(st.sampled_from(["1", "8", "64Gi"]))}}
+        c["resources"] = {
+            "limits": {
+                draw(st.sampled_from(["nvidia.com/gpu", "amd.com/gpu", "memory"])): draw(st.sampled_from(["1", "8", "64Gi"]))
+            }
+        }
     if draw(st.booleans()):
         pod_spec["volumes"] = [{"name": "cache", "emptyDir": {}}]
     return req
@@ -60,9 +91,30 @@ def test_mutation_is_idempotent(req):
 
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(req=workloads(), path=st.lists(st.sampled_from(["spec", "template", "containers", "metadata", "labels", "resources",
-                                                        "request", "object", "0", "limits", "args", "nodeSelector"]), max_size=5),
-       value=json_value, endpoint=st.sampled_from(["/validate", "/mutate"]))
+@given(
+    req=workloads(),
+    path=st.lists(
+        st.sampled_from(
+            [
+                "spec",
+                "template",
+                "containers",
+                "metadata",
+                "labels",
+                "resources",
+                "request",
+                "object",
+                "0",
+                "limits",
+                "args",
+                "nodeSelector",
+            ]
+        ),
+        max_size=5,
+    ),
+    value=json_value,
+    endpoint=st.sampled_from(["/validate", "/mutate"]),
+)
 def test_no_input_yields_a_5xx(req, path, value, endpoint):
     """Graft arbitrary JSON anywhere along a path in a real review: the answer is never a 5xx and
     never a denial with code 500."""

@@ -43,6 +43,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--catalog", type=Path, default=os.environ.get("AIM_RECIPES_DIR"), help="recipes directory")
     s.add_argument("--workers", type=int, default=int(os.environ.get("AIM_WEBHOOK_WORKERS", "2")))
     s.add_argument("--threads", type=int, default=int(os.environ.get("AIM_WEBHOOK_THREADS", "4")))
+    s.add_argument(
+        "--worker-connections",
+        type=int,
+        default=int(os.environ.get("AIM_WEBHOOK_WORKER_CONNECTIONS", "32")),
+        help="keep-alive connections one worker holds; a full worker stops accepting, which spreads "
+        "the API server's connections over the workers",
+    )
     s.add_argument("--graceful-timeout", type=int, default=25, help="seconds SIGTERM waits for in-flight requests")
     s.add_argument(
         "--worker-tmp-dir",
@@ -148,6 +155,7 @@ def serve(args: argparse.Namespace) -> int:
                 "worker_class": "gthread",
                 "workers": args.workers,
                 "threads": args.threads,
+                "worker_connections": args.worker_connections,
                 "keepalive": 75,
                 "timeout": 30,
                 "graceful_timeout": args.graceful_timeout,
