@@ -33,7 +33,9 @@ LUA = ROOT / "tools" / "wrk" / "review.lua"
 
 
 def rss_mib(pid: int) -> float:
-    pids = [pid] + [int(p) for p in subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True, check=False).stdout.split()]
+    pids = [pid] + [
+        int(p) for p in subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True, check=False).stdout.split()
+    ]
     total = 0
     for p in pids:
         try:
