@@ -17,6 +17,8 @@ class FakeApiServer:
         self.nodes = nodes
         self.pods = pods
         self.configmaps: dict[tuple[str, str], dict[str, Any]] = {}
+        # Other objects by collection path and name (secrets, webhook configurations).
+        self.objects: dict[tuple[str, str], dict[str, Any]] = {}
         self.events: list[dict[str, Any]] = []
         self.requests: list[str] = []
         self.conflicts_to_inject = 0
@@ -49,6 +51,17 @@ class FakeApiServer:
         }
         path.write_text(json.dumps(cfg))
         return str(path)
+
+    GENERIC = ("/secrets", "/validatingwebhookconfigurations", "/mutatingwebhookconfigurations")
+
+    def _generic_collection(self, path: str) -> bool:
+        return path.rstrip("/").endswith(self.GENERIC)
+
+    def _generic_key(self, path: str) -> tuple[str, str] | None:
+        collection, _, name = path.rstrip("/").rpartition("/")
+        if self._generic_collection(collection) and name:
+            return (collection, name)
+        return None
 
     def _next_rv(self) -> str:
         self.rv += 1
@@ -120,6 +133,12 @@ class FakeApiServer:
                         if (ns is None or n == ns) and (not key or cm["metadata"].get("labels", {}).get(key) == value)
                     ]
                     return self._page(items, query)
+                generic = server._generic_key(url.path)
+                if generic is not None:
+                    obj = server.objects.get(generic)
+                    if obj is None:
+                        return self._status(404, "NotFound", f'"{generic[1]}" not found')
+                    return self._send(200, obj)
                 if len(parts) == 6 and parts[4] == "configmaps":
                     cm = server.configmaps.get((parts[3], parts[5]))
                     if cm is None:
@@ -132,6 +151,14 @@ class FakeApiServer:
                 body = self._body()
                 server.requests.append(f"POST {self.path}")
                 with server.lock:
+                    path = self.path.split("?")[0]
+                    if server._generic_collection(path):
+                        key = (path.rstrip("/"), body["metadata"]["name"])
+                        if key in server.objects:
+                            return self._status(409, "AlreadyExists", f'"{key[1]}" already exists')
+                        body["metadata"]["resourceVersion"] = server._next_rv()
+                        server.objects[key] = body
+                        return self._send(201, body)
                     if parts[-1] == "configmaps":
                         key = (parts[3], body["metadata"]["name"])
                         if key in server.configmaps:
@@ -149,6 +176,16 @@ class FakeApiServer:
                 body = self._body()
                 server.requests.append(f"PUT {self.path}")
                 with server.lock:
+                    generic = server._generic_key(self.path.split("?")[0])
+                    if generic is not None:
+                        existing = server.objects.get(generic)
+                        if existing is None:
+                            return self._status(404, "NotFound", f'"{generic[1]}" not found')
+                        if body["metadata"].get("resourceVersion") != existing["metadata"]["resourceVersion"]:
+                            return self._status(409, "Conflict", "the object has been modified")
+                        body["metadata"]["resourceVersion"] = server._next_rv()
+                        server.objects[generic] = body
+                        return self._send(200, body)
                     key = (parts[3], parts[5])
                     current = server.configmaps.get(key)
                     if current is None:

@@ -79,7 +79,52 @@ def build_parser() -> argparse.ArgumentParser:
         "AIM_CHECK_PERFORMANCE_CONSTRAINTS",
         "admission_controller.validation.check_performance_constraints",
     )
+    c = sub.add_parser("certs", help="create or renew the serving certificate and patch caBundle (no manual step)")
+    c.add_argument("--namespace", required=True)
+    c.add_argument("--service", required=True, help="the webhook Service name (certificate DNS names derive from it)")
+    c.add_argument("--secret", required=True, help="Secret holding tls.crt, tls.key, ca.crt, ca.key")
+    c.add_argument("--validating-webhook", action="append", default=[], help="ValidatingWebhookConfiguration to patch")
+    c.add_argument("--mutating-webhook", action="append", default=[], help="MutatingWebhookConfiguration to patch")
+    c.add_argument("--days", type=int, default=365)
+    c.add_argument("--renew-before-days", type=int, default=30)
+    c.add_argument("--kubeconfig")
     return p
+
+
+def certs(args: argparse.Namespace) -> int:
+    from kubernetes import client, config
+    from kubernetes.config.config_exception import ConfigException
+
+    from aim_engine.errors import AimError
+
+    from .bootstrap import run
+    from .observability import setup_logging
+
+    setup_logging("INFO", "json")
+    try:
+        if args.kubeconfig:
+            config.load_kube_config(config_file=args.kubeconfig)  # type: ignore[no-untyped-call]
+        else:
+            try:
+                config.load_incluster_config()  # type: ignore[no-untyped-call]
+            except ConfigException:
+                config.load_kube_config()  # type: ignore[no-untyped-call]
+        outcome = run(
+            kube_core=client.CoreV1Api(),
+            kube_admission=client.AdmissionregistrationV1Api(),
+            namespace=args.namespace,
+            service=args.service,
+            secret=args.secret,
+            validating=args.validating_webhook,
+            mutating=args.mutating_webhook,
+            days=args.days,
+            renew_before_days=args.renew_before_days,
+        )
+    except (AimError, ConfigException, OSError) as e:
+        sys.stderr.write(f"aim-webhook: error: {e}\n")
+        return EXIT_ERROR
+    sys.stdout.write(f"certificate: {outcome}\n")
+    return 0
 
 
 def _make_app(args: argparse.Namespace) -> Any:
@@ -182,6 +227,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "serve":
         return serve(args)
+    if args.command == "certs":
+        return certs(args)
     return EXIT_ERROR
 
 
