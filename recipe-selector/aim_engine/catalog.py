@@ -148,7 +148,12 @@ def catalog_files(root: Path) -> list[Path]:
 def load_bundle(root: Path | None = None) -> Bundle:
     root = (root or default_recipes_dir()).resolve()
     if not (root / "schema" / "recipe.schema.json").is_file():
-        raise InputError(f"{root}: not an aim-engine recipes directory (no schema/recipe.schema.json)")
+        hint = (
+            " (installed without the data: set AIM_RECIPES_DIR or --catalog to the repository's recipes/ directory)"
+            if root == PACKAGE_DATA.resolve()
+            else ""
+        )
+        raise InputError(f"{root}: not an aim-engine recipes directory (no schema/recipe.schema.json){hint}")
     schema = load_json(root / "schema" / "recipe.schema.json")
     hardware = parse_hardware(load_yaml(root / "hardware" / "gpus.yaml"))
     models = parse_models(load_yaml(root / "models" / "models.yaml"))
