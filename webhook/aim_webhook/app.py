@@ -45,15 +45,18 @@ class Settings:
 
 
 def _depth_ok(value: Any, limit: int) -> bool:
-    stack: list[tuple[Any, int]] = [(value, 1)]
-    while stack:
-        node, depth = stack.pop()
+    """Breadth-first, one level at a time: cheap for the wide, shallow objects reviews carry."""
+    level = [value] if type(value) in (dict, list) else []
+    depth = 0
+    while level:
+        depth += 1
         if depth > limit:
             return False
-        if isinstance(node, dict):
-            stack.extend((v, depth + 1) for v in node.values() if isinstance(v, dict | list))
-        elif isinstance(node, list):
-            stack.extend((v, depth + 1) for v in node if isinstance(v, dict | list))
+        nxt: list[Any] = []
+        for node in level:
+            children = node.values() if type(node) is dict else node
+            nxt.extend(c for c in children if type(c) in (dict, list))
+        level = nxt
     return True
 
 
