@@ -11,8 +11,11 @@ PIP_VERSION := 25.3
 # The venv is rebuilt when pyproject.toml changes (its hash names the stamp).
 STAMP   := $(VENV)/.stamp-$(shell sha256sum pyproject.toml 2>/dev/null | cut -c1-16)
 EXAMPLE_CLUSTER := examples/cluster-mixed.json
+# promtool (and prometheus) from Debian's package, pinned, unpacked into .tools/ (not installed system-wide).
+PROM_DEB_VERSION := 2.42.0+ds-5+deb12u1
+PROMTOOL := $(TOOLS)/bin/promtool
 
-.PHONY: help setup setup-load test unit lint validate demo bench bench-webhook clean
+.PHONY: help setup setup-load test unit lint validate rules demo bench bench-webhook clean
 
 help:
 	@echo "make demo      select and explain a recipe on the bundled example cluster"
@@ -22,7 +25,17 @@ help:
 	@echo "make bench     selection benchmark (prints figures)"
 	@echo "make bench-webhook  webhook benchmark with wrk over TLS (prints figures)"
 
-setup: $(STAMP)
+setup: $(STAMP) $(PROMTOOL)
+
+$(PROMTOOL):
+	@echo ">> fetching prometheus $(PROM_DEB_VERSION) (Debian) for promtool"
+	@mkdir -p $(TOOLS)/debs $(TOOLS)/bin
+	@cd $(TOOLS)/debs && { apt-get download -qq prometheus=$(PROM_DEB_VERSION) 2>/dev/null || \
+	  { apt-get update -qq && apt-get download -qq prometheus=$(PROM_DEB_VERSION); }; }
+	@rm -rf $(TOOLS)/prometheus && dpkg-deb -x $(TOOLS)/debs/prometheus_*.deb $(TOOLS)/prometheus
+	@ln -sf ../prometheus/usr/bin/prometheus $(TOOLS)/bin/prometheus
+	@ln -sf ../prometheus/usr/bin/promtool $(TOOLS)/bin/promtool
+	@$(PROMTOOL) --version | head -1
 
 $(STAMP): pyproject.toml
 	@echo ">> setting up $(VENV)"
@@ -44,7 +57,11 @@ validate: setup
 unit: setup
 	$(BIN)/pytest -q
 
-test: lint validate unit
+rules: setup
+	$(PROMTOOL) check rules alerts/aim-engine.rules.yaml
+	$(PROMTOOL) test rules alerts/tests/aim-engine.rules.test.yaml
+
+test: lint validate rules unit
 
 demo: setup
 	@echo "== GPU inventory of $(EXAMPLE_CLUSTER) =="

@@ -103,3 +103,37 @@ class SelectionCollector(Collector):
         yield duration
         yield stamp
         yield info
+
+
+class BaselineCollector(Collector):
+    """The catalog's expected figures as series, so actual / expected is one PromQL division:
+    aim_recipe_expected_tokens_per_second, aim_recipe_expected_latency_seconds and
+    aim_recipe_gpu_count, labelled by recipe_id, model, hardware, precision and provenance kind."""
+
+    def __init__(self, recipes: Iterable[Any]) -> None:
+        self.recipes = list(recipes)
+
+    def collect(self) -> Iterable[GaugeMetricFamily]:
+        labels = ["recipe_id", "model", "hardware", "precision", "source"]
+        tps = GaugeMetricFamily(
+            "aim_recipe_expected_tokens_per_second",
+            "Expected output tokens/s of a recipe under its stated conditions (catalog)",
+            labels=labels,
+        )
+        lat = GaugeMetricFamily(
+            "aim_recipe_expected_latency_seconds",
+            "Expected mean inter-token latency of a recipe under its stated conditions (catalog)",
+            labels=labels,
+        )
+        gpus = GaugeMetricFamily("aim_recipe_gpu_count", "GPUs one replica of the recipe uses", labels=["recipe_id"])
+        for r in self.recipes:
+            gpus.add_metric([r.recipe_id], float(r.gpu_count))
+            if r.performance is None:
+                continue
+            source = str((r.performance.provenance.get("expected_tokens_per_second") or {}).get("kind", "unspecified"))
+            values = [r.recipe_id, r.huggingface_id, r.hardware, r.precision, source]
+            tps.add_metric(values, float(r.performance.tokens_per_second))
+            lat.add_metric(values, float(r.performance.latency_ms) / 1000)
+        yield tps
+        yield lat
+        yield gpus

@@ -54,3 +54,13 @@ def test_health_ready_metrics(client):
         'reason="GPU_COUNT_MISMATCH"}' in text
     )
     assert "aim_webhook_request_duration_seconds_bucket" in text
+
+
+def test_metrics_carry_the_catalog_baselines(client):
+    text = client.get("/metrics").get_data(as_text=True)
+    assert (
+        'aim_recipe_expected_tokens_per_second{hardware="MI300X",model="meta-llama/Llama-3.1-70B-Instruct",'
+        'precision="fp8",recipe_id="llama-3.1-70b-instruct-mi300x-8gpu-fp8",source="published"} 13200.0'
+    ) in text
+    assert 'aim_recipe_gpu_count{recipe_id="llama-3.1-70b-instruct-mi300x-8gpu-fp8"} 8.0' in text
+    assert "aim_recipe_expected_latency_seconds{" in text

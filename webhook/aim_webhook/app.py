@@ -20,6 +20,7 @@ from werkzeug.exceptions import HTTPException
 from aim_engine.catalog import Bundle
 from aim_engine.compat import Finding
 from aim_engine.errors import InputError
+from aim_engine.metrics import BaselineCollector
 from aim_engine.workload import POLICED_KINDS, MalformedObject, Toggles, check_workload, parse_workload
 
 from .mutate import mutate
@@ -79,6 +80,8 @@ def create_app(
     extra_metrics: CollectorRegistry | None = None,
 ) -> Flask:
     app = Flask("aim_webhook")
+    baselines = CollectorRegistry()
+    baselines.register(BaselineCollector(bundle.recipes))
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     models = bundle.model_map()
 
@@ -247,6 +250,6 @@ def create_app(
 
     @app.get("/metrics")
     def metrics() -> Response:
-        return Response(render_metrics(extra_metrics), mimetype="text/plain; version=0.0.4")
+        return Response(render_metrics(extra_metrics, baselines), mimetype="text/plain; version=0.0.4")
 
     return app

@@ -28,7 +28,7 @@ CERT_EXPIRY = Gauge(
 )
 
 
-def render_metrics(extra: CollectorRegistry | None = None) -> bytes:
+def render_metrics(*extras: CollectorRegistry | None) -> bytes:
     """The exposition for /metrics: every worker's metrics (multiprocess mode) or this process's."""
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         registry = CollectorRegistry()
@@ -38,8 +38,9 @@ def render_metrics(extra: CollectorRegistry | None = None) -> bytes:
         from prometheus_client import REGISTRY
 
         out = generate_latest(REGISTRY)
-    if extra is not None:
-        out += generate_latest(extra)
+    for extra in extras:
+        if extra is not None:
+            out += generate_latest(extra)
     return out
 
 
