@@ -58,6 +58,7 @@ unit: setup
 	$(BIN)/pytest -q
 
 rules: setup
+	$(PY) tools/gen_dashboards.py --check
 	$(PROMTOOL) check rules alerts/aim-engine.rules.yaml
 	$(PROMTOOL) test rules alerts/tests/aim-engine.rules.test.yaml
 
