@@ -14,8 +14,18 @@ EXAMPLE_CLUSTER := examples/cluster-mixed.json
 # promtool (and prometheus) from Debian's package, pinned, unpacked into .tools/ (not installed system-wide).
 PROM_DEB_VERSION := 2.42.0+ds-5+deb12u1
 PROMTOOL := $(TOOLS)/bin/promtool
+# Helm 3 and Helm 4 and helm-unittest, built from their Go modules at pinned versions.
+HELM3_VERSION := v3.22.0
+HELM4_VERSION := v4.3.1
+HELM_UNITTEST_VERSION := v1.1.2
+PROMOP_MODELS_VERSION := 6.0.0
+HELM := $(TOOLS)/bin/helm
+HELM4 := $(TOOLS)/bin/helm4
+UNTT := $(TOOLS)/bin/untt
+CRD_MODELS := $(TOOLS)/node/node_modules/@kubernetes-models/prometheus-operator/package.json
+export GOFLAGS := -mod=mod
 
-.PHONY: help setup setup-load test unit lint validate rules demo bench bench-webhook clean
+.PHONY: help setup setup-load test unit lint validate rules chart demo bench bench-webhook clean
 
 help:
 	@echo "make demo      select and explain a recipe on the bundled example cluster"
@@ -25,7 +35,35 @@ help:
 	@echo "make bench     selection benchmark (prints figures)"
 	@echo "make bench-webhook  webhook benchmark with wrk over TLS (prints figures)"
 
-setup: $(STAMP) $(PROMTOOL)
+setup: $(STAMP) $(PROMTOOL) $(HELM) $(HELM4) $(UNTT) $(CRD_MODELS)
+
+$(HELM):
+	@echo ">> building helm $(HELM3_VERSION) from its Go module"
+	@mkdir -p $(TOOLS)/gobin3 $(TOOLS)/bin
+	@GOBIN=$(TOOLS)/gobin3 go install helm.sh/helm/v3/cmd/helm@$(HELM3_VERSION)
+	@ln -sf ../gobin3/helm $@
+
+$(HELM4):
+	@echo ">> building helm $(HELM4_VERSION) from its Go module"
+	@mkdir -p $(TOOLS)/gobin4 $(TOOLS)/bin
+	@GOBIN=$(TOOLS)/gobin4 go install helm.sh/helm/v4/cmd/helm@$(HELM4_VERSION)
+	@ln -sf ../gobin4/helm $@
+
+# helm-unittest's go.mod has replace directives, so `go install mod@version` refuses it: build it as
+# the main module from its downloaded source.
+$(UNTT):
+	@echo ">> building helm-unittest $(HELM_UNITTEST_VERSION) from its Go module"
+	@mkdir -p $(TOOLS)/src $(TOOLS)/bin
+	@dir=$$(cd $(TOOLS)/src && go mod download -json github.com/helm-unittest/helm-unittest@$(HELM_UNITTEST_VERSION) | \
+	  $(PYTHON3) -c 'import json,sys; print(json.load(sys.stdin)["Dir"])') && \
+	  rm -rf $(TOOLS)/src/helm-unittest && cp -r "$$dir" $(TOOLS)/src/helm-unittest && chmod -R u+w $(TOOLS)/src/helm-unittest
+	@cd $(TOOLS)/src/helm-unittest && go build -o $@ ./cmd/helm-unittest
+
+$(CRD_MODELS):
+	@echo ">> installing @kubernetes-models/prometheus-operator@$(PROMOP_MODELS_VERSION) (CRD schemas)"
+	@mkdir -p $(TOOLS)/node
+	@cd $(TOOLS)/node && { test -f package.json || echo '{"private": true}' > package.json; } && \
+	  npm install --silent --no-audit --no-fund @kubernetes-models/prometheus-operator@$(PROMOP_MODELS_VERSION)
 
 $(PROMTOOL):
 	@echo ">> fetching prometheus $(PROM_DEB_VERSION) (Debian) for promtool"
@@ -62,7 +100,13 @@ rules: setup
 	$(PROMTOOL) check rules alerts/aim-engine.rules.yaml
 	$(PROMTOOL) test rules alerts/tests/aim-engine.rules.test.yaml
 
-test: lint validate rules unit
+chart: setup
+	$(HELM) lint --strict chart/
+	$(HELM4) lint --strict chart/
+	$(UNTT) chart/
+	$(PY) tools/render_chart.py
+
+test: lint validate rules chart unit
 
 demo: setup
 	@echo "== GPU inventory of $(EXAMPLE_CLUSTER) =="

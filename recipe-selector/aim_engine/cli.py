@@ -148,6 +148,17 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--recipe-file", type=Path, help="pin a custom recipe from a file (recipe, list or ConfigMap)")
     s.add_argument("--recipe-id", help="which recipe of --recipe-file to pin, when it holds several")
     s.add_argument("--recipe-configmap", help="pin the custom recipe in this ConfigMap (key recipe.yaml), read in --namespace")
+    s.add_argument("--catalog-recipe", metavar="RECIPE_ID", help="pin a catalog recipe by id (checked like any pinned recipe)")
+    s.add_argument(
+        "--single-node",
+        action="store_true",
+        help="leave out multi-node recipes (the workload cannot span nodes, e.g. no LeaderWorkerSet)",
+    )
+    s.add_argument(
+        "--keep-existing",
+        action="store_true",
+        help="hook mode: when --write-configmap already holds a recipe (restored from a backup), keep it",
+    )
     s.add_argument("--model-config", type=Path, help="the model's config.json, for models not in the bundled table")
     s.add_argument("--no-default", action="store_true", help="never fall back to a generic (default-level) recipe")
     s.add_argument("--explain", action="store_true", help="say why this recipe, why not each other, and what would make it fit")
@@ -327,6 +338,8 @@ def cmd_detect(args: argparse.Namespace) -> int:
 
 def _pinned(args: argparse.Namespace, bundle: Bundle, kube: Any | None) -> Recipe | None:
     recipes: list[Recipe] = []
+    if args.catalog_recipe:
+        return _find(bundle, args.catalog_recipe)
     if args.recipe_file is not None:
         recipes = load_recipe_file(bundle, args.recipe_file)
         source = str(args.recipe_file)
@@ -362,6 +375,10 @@ def cmd_select(args: argparse.Namespace) -> int:
     bundle = _bundle(args)
     live = args.cluster is None
     kube = _kube(args) if live or args.write_configmap or args.recipe_configmap else None
+    if args.keep_existing and args.write_configmap:
+        kept = _kept(args, bundle, kube)
+        if kept is not None:
+            return kept
     pinned = _pinned(args, bundle, kube)
     model_id = args.model or (pinned.huggingface_id if pinned else None)
     if not model_id:
@@ -382,9 +399,10 @@ def cmd_select(args: argparse.Namespace) -> int:
         custom_recipe=pinned,
         allow_default=not args.no_default,
     )
+    recipes = [r for r in bundle.recipes if not (args.single_node and r.multi_node)]
     sel = select(
         request=request,
-        recipes=bundle.recipes,
+        recipes=recipes,
         models=bundle.model_map(extra),
         catalog=bundle.hardware,
         registry=bundle.registry,
@@ -395,6 +413,26 @@ def cmd_select(args: argparse.Namespace) -> int:
         _write_selection(args, kube, sel, inv, duration)
     _print_selection(args, sel, inv)
     return EXIT_OK if sel.ok else EXIT_NOT_FOUND
+
+
+def _kept(args: argparse.Namespace, bundle: Bundle, kube: Any) -> int | None:
+    """restore_from_backup: the ConfigMap already holds a recipe; keep it, say so, select nothing."""
+    ns = _namespace(args)
+    cm = kube.configmap(ns, args.write_configmap)
+    data = (cm or {}).get("data") or {}
+    if "recipe.yaml" not in data:
+        log.warning("keep-existing: configmap %s/%s holds no recipe; selecting", ns, args.write_configmap)
+        return None
+    cm.setdefault("kind", "ConfigMap")
+    found = [
+        typed_recipe(bundle.validator, raw, where=where, origin="custom")
+        for where, raw in recipe_documents(cm, where=f"ConfigMap {ns}/{args.write_configmap}")
+    ]
+    sys.stdout.write(
+        f"Kept the recipe restored in ConfigMap {ns}/{args.write_configmap}: {found[0].recipe_id} "
+        "(restore_from_backup; no selection ran)\n"
+    )
+    return EXIT_OK
 
 
 def _print_selection(args: argparse.Namespace, sel: Selection, inv: Inventory) -> None:

@@ -27,6 +27,9 @@ from .recipe import Recipe, with_changes
 from .vllm_args import ArgRegistry
 
 RECIPE_LABEL = "aim-engine.io/recipe-id"
+# Label value of a workload whose recipe is whatever its release's selection ConfigMap holds: the
+# webhook injects that recipe into each Pod at creation (and replaces the label with the recipe id).
+SELECTED = "selected"
 RECIPE_CONFIG_ANNOTATION = "aim-engine.io/recipe-config"
 CONTAINER_ANNOTATION = "aim-engine.io/container"
 SLO_TPS_ANNOTATION = "aim-engine.io/slo-min-tokens-per-second"
@@ -64,6 +67,11 @@ class PodTemplate:
     meta_path: str
     spec: Mapping[str, Any]
     metadata: Mapping[str, Any]
+
+
+def delegated(workload: Workload) -> bool:
+    """A controller (not a Pod) whose recipe is injected into its Pods at creation."""
+    return workload.kind != "Pod" and workload.recipe_id == SELECTED
 
 
 @dataclass(frozen=True, slots=True)

@@ -162,3 +162,20 @@ def test_no_credentials_says_what_to_do(capsys, tmp_path, monkeypatch):
     code = main(["detect", "--kubeconfig", str(tmp_path / "missing")])
     err = capsys.readouterr().err
     assert code == 2 and "--cluster FILE" in err
+
+
+def test_keep_existing_keeps_a_restored_recipe(capsys, api):
+    assert hook(capsys, api, "--model", "Qwen/Qwen3-32B")[0] == 0
+    before = api.configmaps[("aim-engine", "aim-engine-recipe-config")]["data"]["recipe.yaml"]
+    code, out, _ = hook(capsys, api, "--model", "meta-llama/Llama-3.1-8B-Instruct", "--keep-existing")
+    assert code == 0 and "Kept the recipe restored" in out and "qwen3-32b-mi300x-1gpu-fp8" in out
+    assert api.configmaps[("aim-engine", "aim-engine-recipe-config")]["data"]["recipe.yaml"] == before
+
+
+def test_catalog_recipe_pin_and_single_node(capsys, api):
+    code, _, _ = hook(capsys, api, "--catalog-recipe", "qwen3-32b-mi300x-4gpu-bf16")
+    assert code == 0
+    cm = api.configmaps[("aim-engine", "aim-engine-recipe-config")]
+    assert yaml.safe_load(cm["data"]["recipe.yaml"])["recipe_id"] == "qwen3-32b-mi300x-4gpu-bf16"
+    code, out, _ = hook(capsys, api, "--model", "deepseek-ai/DeepSeek-R1", "--single-node", "-o", "json")
+    assert "deepseek-r1-h100-16gpu-fp8" not in out

@@ -35,10 +35,12 @@ def apply_patch(doc: Any, patch: list[dict[str, Any]]) -> Any:
         if isinstance(target, list):
             if last == "-":
                 target.append(copy.deepcopy(op["value"]))
+            elif op["op"] == "replace":
+                target[int(last)] = copy.deepcopy(op["value"])
             else:
                 target.insert(int(last), copy.deepcopy(op["value"]))
         else:
-            target[last] = copy.deepcopy(op["value"])
+            target[last] = copy.deepcopy(op["value"])  # add and replace of a member
     return doc
 
 

@@ -192,3 +192,47 @@ def test_internal_error_denies_and_the_worker_survives(client, monkeypatch):
     r = post(client, "/validate", review("deployment-good.json"))["response"]
     assert r["allowed"] is False and r["status"]["code"] == 500 and "internal error" in r["status"]["message"]
     assert client.get("/healthz").status_code == 200
+
+
+def _delegated(configmaps, wbundle, recipe_id="qwen3-32b-mi300x-4gpu-bf16"):
+    recipe = next(r for r in wbundle.recipes if r.recipe_id == recipe_id)
+    configmaps[("inference", "aim-engine-recipe-config")] = {"data": {"recipe.yaml": yaml.safe_dump(recipe.to_seed())}}
+    req = review("deployment-bare.json")
+    obj = req["request"]["object"]
+    for labels in (obj["metadata"]["labels"], obj["spec"]["template"]["metadata"]["labels"]):
+        labels["aim-engine.io/recipe-id"] = "selected"
+    obj["spec"]["template"]["metadata"]["annotations"] = {"aim-engine.io/recipe-config": "aim-engine-recipe-config"}
+    return req
+
+
+def test_delegated_controller_is_judged_as_its_pods_will_be(client, configmaps, wbundle):
+    """The chart's Deployment says `recipe-id: selected`: no mutation at Deployment level (the Pods get
+    the current recipe at creation), and validation sees the Deployment as injected."""
+    req = _delegated(configmaps, wbundle)
+    assert post(client, "/validate", req)["response"]["allowed"] is True
+    out = post(client, "/mutate", req)
+    assert "patch" not in out["response"]
+    c = req["request"]["object"]["spec"]["template"]["spec"]["containers"][0]
+    c["args"] += ["--tensor-parallel-size", "2"]  # an explicit contradiction still shows
+    r = post(client, "/validate", req)["response"]
+    assert r["allowed"] is False and "[PARALLELISM_MISMATCH]" in r["status"]["message"]
+
+
+def test_pods_of_a_delegated_controller_get_the_recipe_and_its_id(client, configmaps, wbundle):
+    _delegated(configmaps, wbundle)
+    req = review("pod-from-replicaset.json")
+    pod = req["request"]["object"]
+    pod["metadata"]["labels"]["aim-engine.io/recipe-id"] = "selected"
+    pod["metadata"]["annotations"] = {"aim-engine.io/recipe-config": "aim-engine-recipe-config"}
+    patched = apply_patch(pod, decode_patch(post(client, "/mutate", req)))
+    assert patched["metadata"]["labels"]["aim-engine.io/recipe-id"] == "qwen3-32b-mi300x-4gpu-bf16"
+    assert patched["spec"]["containers"][0]["resources"]["limits"]["amd.com/gpu"] == "4"
+    req["request"]["object"] = patched
+    assert post(client, "/validate", req)["response"]["allowed"] is True
+
+
+def test_selected_without_a_configmap_is_refused(client):
+    req = review("deployment-bare.json")
+    req["request"]["object"]["metadata"]["labels"]["aim-engine.io/recipe-id"] = "selected"
+    r = post(client, "/validate", req)["response"]
+    assert r["allowed"] is False and "needs the annotation" in r["status"]["message"]

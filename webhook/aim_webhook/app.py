@@ -21,9 +21,9 @@ from aim_engine.catalog import Bundle
 from aim_engine.compat import Finding
 from aim_engine.errors import InputError
 from aim_engine.metrics import BaselineCollector
-from aim_engine.workload import POLICED_KINDS, MalformedObject, Toggles, check_workload, parse_workload
+from aim_engine.workload import POLICED_KINDS, MalformedObject, Toggles, check_workload, delegated, parse_workload
 
-from .mutate import mutate
+from .mutate import apply, mutate
 from .observability import DURATION, HTTP_ERRORS, REQUESTS, now, render_metrics
 from .recipes import RecipeResolver
 from .review import BadReview, ReviewRequest, parse_review, response
@@ -189,6 +189,11 @@ def create_app(
         recipe = resolution.recipe
         model = models.get(recipe.model_key)
         try:
+            if delegated(workload):
+                # Its Pods get the recipe at creation: judge what they will be, i.e. the controller as
+                # mutated (explicit values stay, so every contradiction the user wrote still shows).
+                injected = apply(req.object, mutate(workload, recipe, catalog=bundle.hardware).patch)
+                workload = parse_workload(injected, kind=req.kind, namespace=req.namespace) or workload
             findings = check_workload(
                 workload, recipe, model=model, catalog=bundle.hardware, registry=bundle.registry, toggles=settings.toggles
             )
@@ -218,6 +223,10 @@ def create_app(
         resolution = resolver.resolve(workload)
         if resolution.recipe is None:
             return response(req, allowed=True, warnings=[f"not mutated: {resolution.problem}"]), "allowed", "RECIPE_NOT_FOUND"
+        if delegated(workload):
+            # The recipe goes into each Pod at creation, from the ConfigMap as it is then: freezing
+            # it into the template would turn today's recipe into "explicit user values" tomorrow.
+            return response(req, allowed=True), "skipped", ""
         try:
             result = mutate(workload, resolution.recipe, catalog=bundle.hardware)
         except (MalformedObject, InputError) as e:

@@ -146,12 +146,20 @@ def _make_app(args: argparse.Namespace) -> Any:
         kube = Kube.connect()
         reader = kube.configmap
         extra = CollectorRegistry()
+        # The webhook's RBAC is a Role: it reads ConfigMaps in its own namespace only. Its own pods are
+        # never policed because they carry no aim-engine.io/recipe-id label (the configurations'
+        # objectSelector), so the release namespace — where the chart's vLLM pods live — is not exempt.
         own = own_namespace()
-        if own:
-            args.exempt_namespace.append(own)
 
         def fetch() -> list[dict[str, Any]]:
             try:
+                if own:
+                    return kube._list(
+                        "list configmaps",
+                        kube.core.list_namespaced_config_map,
+                        namespace=own,
+                        label_selector="app.kubernetes.io/component=recipe-config",
+                    )
                 return kube._list(
                     "list configmaps",
                     kube.core.list_config_map_for_all_namespaces,

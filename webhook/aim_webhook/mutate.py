@@ -6,6 +6,7 @@ Pure: dicts in, (patch, warnings) out."""
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -18,6 +19,7 @@ from aim_engine.workload import (
     GPU_MODEL_LABEL,
     PRECISION_LABEL,
     RECIPE_LABEL,
+    SELECTED,
     TP_LABEL,
     PodTemplate,
     Workload,
@@ -95,6 +97,8 @@ def _labels(m: Mutation, t: PodTemplate, wanted: Mapping[str, str]) -> None:
         have = current.get(key)
         if have is None:
             m.op(f"{t.meta_path}/labels/{escape(key)}", value)
+        elif key == RECIPE_LABEL and have == SELECTED:
+            m.patch.append({"op": "replace", "path": f"{t.meta_path}/labels/{escape(key)}", "value": value})
         elif have != value:
             m.warn(f"label {key}={have} kept; recipe says {value}")
 
@@ -229,3 +233,25 @@ def _shm(m: Mutation, t: PodTemplate, base: str, container: Mapping[str, Any]) -
         m.op(f"{base}/volumeMounts", [mount])
     else:
         m.op(f"{base}/volumeMounts/-", mount)
+
+
+def apply(doc: Any, patch: list[dict[str, Any]]) -> Any:
+    """Apply this module's patches (add/replace) to a copy of a document."""
+    doc = copy.deepcopy(doc)
+    for op in patch:
+        parts = [p.replace("~1", "/").replace("~0", "~") for p in op["path"].split("/")[1:]]
+        target = doc
+        for p in parts[:-1]:
+            target = target[int(p)] if isinstance(target, list) else target[p]
+        last = parts[-1]
+        value = copy.deepcopy(op["value"])
+        if isinstance(target, list):
+            if last == "-":
+                target.append(value)
+            elif op["op"] == "replace":
+                target[int(last)] = value
+            else:
+                target.insert(int(last), value)
+        else:
+            target[last] = value
+    return doc

@@ -12,7 +12,7 @@ from typing import Any
 from aim_engine.catalog import Bundle, parse_yaml_documents, recipe_documents, typed_recipe
 from aim_engine.errors import AimError
 from aim_engine.recipe import Recipe
-from aim_engine.workload import RECIPE_CONFIG_ANNOTATION, Workload
+from aim_engine.workload import RECIPE_CONFIG_ANNOTATION, SELECTED, Workload
 
 ConfigMapReader = Callable[[str, str], Mapping[str, Any] | None]
 
@@ -35,7 +35,7 @@ class RecipeResolver:
     def resolve(self, workload: Workload) -> Resolution:
         if workload.recipe_config:
             res = self._from_configmap(workload.namespace, workload.recipe_config)
-            if res.recipe is not None and res.recipe.recipe_id != workload.recipe_id:
+            if res.recipe is not None and workload.recipe_id not in (SELECTED, res.recipe.recipe_id):
                 return Resolution(
                     None,
                     f"label aim-engine.io/recipe-id={workload.recipe_id} but ConfigMap "
@@ -43,6 +43,12 @@ class RecipeResolver:
                     f"{res.recipe.recipe_id} (helm upgrade does) or remove the {RECIPE_CONFIG_ANNOTATION} annotation",
                 )
             return res
+        if workload.recipe_id == SELECTED:
+            return Resolution(
+                None,
+                f"label aim-engine.io/recipe-id={SELECTED} needs the annotation {RECIPE_CONFIG_ANNOTATION} "
+                "naming the release's selection ConfigMap",
+            )
         recipe = self.by_id.get(workload.recipe_id)
         if recipe is None:
             return Resolution(

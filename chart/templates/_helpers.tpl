@@ -1,0 +1,173 @@
+{{/*
+Names. Resource names follow the release name, as seed 004's commands expect for a release named
+aim-engine: deployment/aim-engine, job/aim-engine-recipe-selector, configmap/aim-engine-recipe-config,
+deployment/aim-engine-recipe-validator, service/aim-engine-service. The release part is truncated so
+that release + the longest suffix ("-recipe-validator-certs", 23 characters) fits in 63.
+*/}}
+{{- define "aim-engine.fullname" -}}
+{{- .Release.Name | trunc 40 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "aim-engine.component" -}}
+{{- printf "%s-%s" (include "aim-engine.fullname" .root) .name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "aim-engine.recipeConfig" -}}{{ include "aim-engine.component" (dict "root" . "name" "recipe-config") }}{{- end -}}
+{{- define "aim-engine.selector" -}}{{ include "aim-engine.component" (dict "root" . "name" "recipe-selector") }}{{- end -}}
+{{- define "aim-engine.validator" -}}{{ include "aim-engine.component" (dict "root" . "name" "recipe-validator") }}{{- end -}}
+{{- define "aim-engine.service" -}}{{ include "aim-engine.component" (dict "root" . "name" "service") }}{{- end -}}
+{{- define "aim-engine.tlsSecret" -}}{{ include "aim-engine.component" (dict "root" . "name" "recipe-validator-tls") }}{{- end -}}
+{{- define "aim-engine.certsJob" -}}{{ include "aim-engine.component" (dict "root" . "name" "recipe-validator-certs") }}{{- end -}}
+{{- define "aim-engine.cache" -}}{{ include "aim-engine.component" (dict "root" . "name" "model-cache") }}{{- end -}}
+
+{{- define "aim-engine.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "aim-engine.selectorLabels" -}}
+app.kubernetes.io/name: aim-engine
+app.kubernetes.io/instance: {{ .root.Release.Name }}
+app.kubernetes.io/component: {{ .component }}
+{{- end -}}
+
+{{- define "aim-engine.labels" -}}
+{{ include "aim-engine.selectorLabels" . }}
+app.kubernetes.io/part-of: aim-engine
+app.kubernetes.io/managed-by: {{ .root.Release.Service }}
+app.kubernetes.io/version: {{ .root.Chart.AppVersion | quote }}
+helm.sh/chart: {{ include "aim-engine.chart" .root }}
+{{- end -}}
+
+{{/* image reference: a digest wins over the tag */}}
+{{- define "aim-engine.image" -}}
+{{- if .digest -}}{{ printf "%s@%s" .repository .digest }}{{- else -}}{{ printf "%s:%s" .repository .tag }}{{- end -}}
+{{- end -}}
+
+{{/* The explicit GPU count: aim_engine.overrides.gpu_count wins over aim_engine.gpu_count. */}}
+{{- define "aim-engine.gpuCount" -}}
+{{- $ae := .Values.aim_engine -}}
+{{- with coalesce $ae.overrides.gpu_count $ae.gpu_count -}}{{ . }}{{- end -}}
+{{- end -}}
+{{- define "aim-engine.precision" -}}
+{{- $ae := .Values.aim_engine -}}
+{{- with coalesce $ae.overrides.precision $ae.precision -}}{{ . }}{{- end -}}
+{{- end -}}
+{{- define "aim-engine.backend" -}}
+{{- $ae := .Values.aim_engine -}}
+{{- with coalesce $ae.overrides.backend $ae.backend -}}{{ . }}{{- end -}}
+{{- end -}}
+
+{{/* Context the workload must serve: max_input_length + max_output_length, when both are set. */}}
+{{- define "aim-engine.minContext" -}}
+{{- $p := .Values.aim_engine.performance -}}
+{{- if and $p.max_input_length $p.max_output_length -}}{{ add $p.max_input_length $p.max_output_length }}{{- end -}}
+{{- end -}}
+
+{{/*
+vLLM arguments from values, as EngineArgs names: vllm_args, then overrides.vllm_args, then the seed
+keys vLLM has no flag for (performance.max_batch_size -> max_num_seqs; vllm_args.max_batch_size ->
+max_num_seqs), hardware.memory_utilization -> gpu_memory_utilization, performance_tuning extras.
+*/}}
+{{- define "aim-engine.vllmArgs" -}}
+{{- $ae := .Values.aim_engine -}}
+{{- $args := dict -}}
+{{- range $k, $v := $ae.vllm_args }}{{ $_ := set $args $k $v }}{{ end -}}
+{{- range $k, $v := $ae.overrides.vllm_args }}{{ $_ := set $args $k $v }}{{ end -}}
+{{- if hasKey $args "max_batch_size" -}}
+{{- $_ := set $args "max_num_seqs" (get $args "max_batch_size") -}}
+{{- $_ := unset $args "max_batch_size" -}}
+{{- end -}}
+{{- if $ae.performance.max_batch_size }}{{ $_ := set $args "max_num_seqs" $ae.performance.max_batch_size }}{{ end -}}
+{{- if and $ae.hardware.memory_utilization (not (hasKey $args "gpu_memory_utilization")) }}{{ $_ := set $args "gpu_memory_utilization" $ae.hardware.memory_utilization }}{{ end -}}
+{{- $ctx := include "aim-engine.minContext" . -}}
+{{- if and $ctx (not (hasKey $args "max_model_len")) }}{{ $_ := set $args "max_model_len" (int $ctx) }}{{ end -}}
+{{- if $ae.performance_tuning -}}
+{{- if not (hasKey $args "enable_prefix_caching") }}{{ $_ := set $args "enable_prefix_caching" true }}{{ end -}}
+{{- if not (hasKey $args "enable_chunked_prefill") }}{{ $_ := set $args "enable_chunked_prefill" true }}{{ end -}}
+{{- if not (hasKey $args "async_scheduling") }}{{ $_ := set $args "async_scheduling" true }}{{ end -}}
+{{- end -}}
+{{- toJson $args -}}
+{{- end -}}
+
+{{/* vLLM command-line flags from the args mapping (true -> --flag, false -> --no-flag). */}}
+{{- define "aim-engine.vllmFlags" -}}
+{{- $args := include "aim-engine.vllmArgs" . | fromJson -}}
+{{- range $k := keys $args | sortAlpha }}
+{{- $v := get $args $k }}
+{{- $flag := printf "--%s" ($k | replace "_" "-") }}
+{{- if kindIs "bool" $v }}
+{{- if $v }}
+- {{ $flag | quote }}
+{{- else }}
+- {{ printf "--no-%s" ($k | replace "_" "-") | quote }}
+{{- end }}
+{{- else if or (kindIs "map" $v) (kindIs "slice" $v) }}
+- {{ $flag | quote }}
+- {{ toJson $v | quote }}
+{{- else }}
+- {{ $flag | quote }}
+- {{ $v | toString | quote }}
+{{- end }}
+{{- end }}
+{{- end -}}
+
+{{/* Environment of the vLLM container: env_vars, then overrides.env_vars. */}}
+{{- define "aim-engine.env" -}}
+{{- $ae := .Values.aim_engine -}}
+{{- $env := dict -}}
+{{- range $k, $v := $ae.env_vars }}{{ $_ := set $env $k $v }}{{ end -}}
+{{- range $k, $v := $ae.overrides.env_vars }}{{ $_ := set $env $k $v }}{{ end -}}
+{{- range $k := keys $env | sortAlpha }}
+- name: {{ $k }}
+  value: {{ get $env $k | toString | quote }}
+{{- end }}
+{{- end -}}
+
+{{/* The recipe id on the serving pods: the pinned one, or "selected" (resolved from the ConfigMap). */}}
+{{- define "aim-engine.recipeLabel" -}}
+{{- $ae := .Values.aim_engine -}}
+{{- if $ae.pinned_recipe -}}{{ $ae.pinned_recipe.recipe_id }}{{- else if $ae.recipe_id -}}{{ $ae.recipe_id }}{{- else -}}selected{{- end -}}
+{{- end -}}
+
+{{/* Restricted pod/container security for the aim-engine components. */}}
+{{- define "aim-engine.podSecurity" -}}
+runAsNonRoot: true
+runAsUser: 65532
+runAsGroup: 65532
+fsGroup: 65532
+seccompProfile:
+  type: RuntimeDefault
+{{- end -}}
+{{- define "aim-engine.containerSecurity" -}}
+allowPrivilegeEscalation: false
+readOnlyRootFilesystem: true
+capabilities:
+  drop: [ALL]
+{{- end -}}
+
+{{/* Recipe-managed: the selector runs and the webhook injects (auto_select, or a pinned recipe). */}}
+{{- define "aim-engine.managed" -}}
+{{- $ae := .Values.aim_engine -}}
+{{- if or $ae.auto_select $ae.custom_recipe $ae.recipe_id $ae.pinned_recipe -}}true{{- end -}}
+{{- end -}}
+
+{{/* Cluster-scoped names carry the namespace too: one release name in two namespaces must not collide. */}}
+{{- define "aim-engine.webhookConfig" -}}
+{{- printf "%s-recipe-validator-%s" (include "aim-engine.fullname" .) .Release.Namespace | trunc 58 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/* Scope of every aim-engine webhook. */}}
+{{- define "aim-engine.webhookScope" -}}
+namespaceSelector:
+  matchExpressions:
+    - key: kubernetes.io/metadata.name
+      operator: NotIn
+      values: [kube-system]
+objectSelector:
+  matchExpressions:
+    - key: aim-engine.io/recipe-id
+      operator: Exists
+sideEffects: None
+admissionReviewVersions: [v1]
+matchPolicy: Equivalent
+{{- end -}}
