@@ -4,7 +4,7 @@
     .tools/venv/bin/python tools/gen_dashboards.py          # write dashboards/*.json
     .tools/venv/bin/python tools/gen_dashboards.py --check  # fail if the files drift (make test)
 
-Dashboards use the current JSON model (schemaVersion 39), a Prometheus datasource variable, and
+Dashboards use the classic JSON model at schemaVersion 41 (Grafana 12; Grafana 13 still loads it from files and the sidecar), a Prometheus datasource variable, and
 namespace / model / recipe variables. Every panel query is checked against a real Prometheus loaded
 with synthetic vLLM V1 series (tests/monitoring)."""
 
@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 OUT = Path(__file__).resolve().parent.parent / "dashboards"
-SCHEMA_VERSION = 39
+SCHEMA_VERSION = 41  # the classic JSON model of Grafana 12 (what file provisioning and the sidecar load)
 DS = {"type": "prometheus", "uid": "${datasource}"}
 SEL = 'namespace=~"$namespace", recipe_id=~"$recipe"'
 SEL_MODEL = f'{SEL}, model_name=~"$model"'
