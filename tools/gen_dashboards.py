@@ -4,7 +4,8 @@
     .tools/venv/bin/python tools/gen_dashboards.py          # write dashboards/*.json
     .tools/venv/bin/python tools/gen_dashboards.py --check  # fail if the files drift (make test)
 
-Dashboards use the classic JSON model at schemaVersion 41 (Grafana 12; Grafana 13 still loads it from files and the sidecar), a Prometheus datasource variable, and
+Dashboards use the classic JSON model at schemaVersion 41 (Grafana 12; Grafana 13 still loads it
+from files and the sidecar), a Prometheus datasource variable, and
 namespace / model / recipe variables. Every panel query is checked against a real Prometheus loaded
 with synthetic vLLM V1 series (tests/monitoring)."""
 
