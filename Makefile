@@ -18,11 +18,16 @@ PROMTOOL := $(TOOLS)/bin/promtool
 HELM3_VERSION := v3.22.0
 HELM4_VERSION := v4.3.1
 HELM_UNITTEST_VERSION := v1.1.2
+# kube-linter's module (golang.stackrox.io/kube-linter) is not served by the Go proxy here; kube-score
+# is the linter used instead.
+KUBE_SCORE_VERSION := v1.20.0
+KUBE_SCORE := $(TOOLS)/bin/kube-score
 PROMOP_MODELS_VERSION := 6.0.0
+CERTMANAGER_MODELS_VERSION := 6.0.0
 HELM := $(TOOLS)/bin/helm
 HELM4 := $(TOOLS)/bin/helm4
 UNTT := $(TOOLS)/bin/untt
-CRD_MODELS := $(TOOLS)/node/node_modules/@kubernetes-models/prometheus-operator/package.json
+CRD_MODELS := $(TOOLS)/node/node_modules/@kubernetes-models/cert-manager/package.json
 export GOFLAGS := -mod=mod
 
 .PHONY: help setup setup-load test unit lint validate rules chart demo bench bench-webhook clean
@@ -35,7 +40,13 @@ help:
 	@echo "make bench     selection benchmark (prints figures)"
 	@echo "make bench-webhook  webhook benchmark with wrk over TLS (prints figures)"
 
-setup: $(STAMP) $(PROMTOOL) $(HELM) $(HELM4) $(UNTT) $(CRD_MODELS)
+setup: $(STAMP) $(PROMTOOL) $(HELM) $(HELM4) $(UNTT) $(CRD_MODELS) $(KUBE_SCORE)
+
+$(KUBE_SCORE):
+	@echo ">> building kube-score $(KUBE_SCORE_VERSION) from its Go module"
+	@mkdir -p $(TOOLS)/gobinks $(TOOLS)/bin
+	@GOBIN=$(TOOLS)/gobinks go install github.com/zegl/kube-score/cmd/kube-score@$(KUBE_SCORE_VERSION)
+	@ln -sf ../gobinks/kube-score $@
 
 $(HELM):
 	@echo ">> building helm $(HELM3_VERSION) from its Go module"
@@ -60,10 +71,11 @@ $(UNTT):
 	@cd $(TOOLS)/src/helm-unittest && go build -o $@ ./cmd/helm-unittest
 
 $(CRD_MODELS):
-	@echo ">> installing @kubernetes-models/prometheus-operator@$(PROMOP_MODELS_VERSION) (CRD schemas)"
+	@echo ">> installing the prometheus-operator and cert-manager CRD schemas (@kubernetes-models)"
 	@mkdir -p $(TOOLS)/node
 	@cd $(TOOLS)/node && { test -f package.json || echo '{"private": true}' > package.json; } && \
-	  npm install --silent --no-audit --no-fund @kubernetes-models/prometheus-operator@$(PROMOP_MODELS_VERSION)
+	  npm install --silent --no-audit --no-fund @kubernetes-models/prometheus-operator@$(PROMOP_MODELS_VERSION) \
+	    @kubernetes-models/cert-manager@$(CERTMANAGER_MODELS_VERSION)
 
 $(PROMTOOL):
 	@echo ">> fetching prometheus $(PROM_DEB_VERSION) (Debian) for promtool"

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Render every scenario in chart/ci/ with Helm 3 and Helm 4 and validate the output strictly:
 Kubernetes kinds with kubernetes-validate (--strict, bundled schemas), prometheus-operator kinds
-with the CRD schemas (tools/validate_crds.mjs). Also checks that the two multi-model releases of
+and cert-manager kinds with their CRD schemas (tools/validate_crds.mjs). Also checks that the two multi-model releases of
 seed 004 (aim-engine-qwen, aim-engine-llama) render no two objects with the same name.
 
     .tools/venv/bin/python tools/render_chart.py      (make chart-render)
@@ -21,9 +21,17 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 TOOLS = ROOT / ".tools"
 HELMS = {"helm3": TOOLS / "bin" / "helm", "helm4": TOOLS / "bin" / "helm4"}
+KUBE_SCORE = TOOLS / "bin" / "kube-score"
+# Chart-wide kube-score opinions not taken (docs/chart.md, "Linting"); per-object exceptions are
+# kube-score/ignore annotations in the templates.
+KUBE_SCORE_IGNORED = [
+    "container-image-pull-policy",  # IfNotPresent + image digests pin what runs; Always adds a registry round trip
+    "pod-networkpolicy",  # hook Jobs run before the release's NetworkPolicies exist (pre-install)
+    "networkpolicy-targets-pod",  # the hook-Job policy targets pods that exist only during hooks
+]
 K8S_VERSION = "1.34.0"
 API_VERSIONS = ["monitoring.coreos.com/v1/ServiceMonitor", "monitoring.coreos.com/v1/PrometheusRule"]
-CRD_KINDS = {"ServiceMonitor", "PrometheusRule"}
+CRD_KINDS = {"ServiceMonitor", "PrometheusRule", "Certificate", "Issuer"}
 # kubernetes-validate bundles no schema for these (CRDs the chart may reference).
 SKIP_KINDS: set[str] = set()
 
@@ -71,6 +79,24 @@ def validate(docs: list[dict], where: str) -> list[str]:
     return errors
 
 
+def kube_score(scenarios: list[Path]) -> list[str]:
+    """kube-score on every scenario's Helm 3 render; CRITICAL findings fail (WARNINGs are printed)."""
+    if not KUBE_SCORE.exists():
+        return [f"{KUBE_SCORE} missing: run make setup"]
+    out: list[str] = []
+    for values in scenarios:
+        cmd = [str(HELMS["helm3"]), "template", release_for(values), str(ROOT / "chart"), "-n", "aim-engine", "-f", str(values)]
+        for api in API_VERSIONS:
+            cmd += ["--api-versions", api]
+        rendered = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+        args = [str(KUBE_SCORE), "score", "-", "--output-format", "ci"]
+        for test in KUBE_SCORE_IGNORED:
+            args += ["--ignore-test", test]
+        res = subprocess.run(args, input=rendered, capture_output=True, text=True, check=False)
+        out += [f"kube-score {values.name}: {line}" for line in res.stdout.splitlines() if line.startswith("[CRITICAL]")]
+    return out
+
+
 def main() -> int:
     errors: list[str] = []
     scenarios = sorted((ROOT / "chart" / "ci").glob("*-values.yaml"))
@@ -95,12 +121,13 @@ def main() -> int:
                 if key in seen:
                     errors.append(f"{label}: {key} rendered by both {seen[key]} and {release_for(values)}")
                 seen[key] = release_for(values)
+    errors += kube_score(scenarios)
     for (label, name), n in sorted(counts.items()):
         print(f"{label:6} {name:55} {n:3} objects")
     for e in errors:
         print(f"ERROR {e}")
     print(
-        f"{len(counts)} renders validated against Kubernetes {K8S_VERSION} (strict) and the prometheus-operator "
+        f"{len(counts)} renders validated against Kubernetes {K8S_VERSION} (strict) and the prometheus-operator and cert-manager "
         f"CRD schemas: {len(errors)} error(s)"
     )
     return 1 if errors else 0

@@ -1,9 +1,10 @@
-// Validate prometheus-operator objects (a JSON array on stdin) against the CRD schemas, as
-// compiled by @kubernetes-models/prometheus-operator (installed by `make setup` into .tools/node).
+// Validate prometheus-operator and cert-manager objects (a JSON array on stdin) against the CRD schemas, as
+// compiled by @kubernetes-models/prometheus-operator and /cert-manager (installed by `make setup` into .tools/node).
 // Exit 1 with one line per error. Type-level: the published schemas do not forbid unknown fields.
 import { ServiceMonitor, PrometheusRule } from "@kubernetes-models/prometheus-operator/monitoring.coreos.com/v1";
+import { Certificate, Issuer } from "@kubernetes-models/cert-manager/cert-manager.io/v1";
 
-const kinds = { ServiceMonitor, PrometheusRule };
+const kinds = { ServiceMonitor, PrometheusRule, Certificate, Issuer };
 let input = "";
 for await (const chunk of process.stdin) input += chunk;
 let failures = 0;
