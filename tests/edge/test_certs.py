@@ -129,3 +129,30 @@ def test_needs_new_cert_reasons():
     assert needs_new_cert(good.cert, names=names, ca_pem=new_ca().cert, renew_before_days=30) == "not issued by the current CA"
     short = new_serving_cert(ca, dns_names=names, days=10)
     assert needs_new_cert(short.cert, names=names, ca_pem=ca.cert, renew_before_days=30).startswith("expires")
+
+
+def test_the_webhook_writes_its_own_ca_bundle_at_start(api, tmp_path):
+    import argparse
+
+    from aim_webhook.cli import _patch_ca_bundle
+
+    ca = new_ca()
+    (tmp_path / "ca.crt").write_bytes(ca.cert)
+    args = argparse.Namespace(
+        tls_ca=str(tmp_path / "ca.crt"), ca_bundle_for=["aim-engine-validating"], kubeconfig=api.kubeconfig_path
+    )
+    # Only the validating configuration of that name exists: the mutating one is missing (404) and
+    # the server says so rather than start untrusted.
+    problem = _patch_ca_bundle(args, attempts=1)
+    assert "404" in problem
+    api.objects[(f"{ADM}/mutatingwebhookconfigurations", "aim-engine-validating")] = webhook_config(
+        "MutatingWebhookConfiguration", "aim-engine-validating"
+    )
+    assert _patch_ca_bundle(args, attempts=1) == ""
+    bundle = base64.b64encode(ca.cert).decode()
+    for kind in ("validating", "mutating"):
+        cfg = api.objects[(f"{ADM}/{kind}webhookconfigurations", "aim-engine-validating")]
+        assert cfg["webhooks"][0]["clientConfig"]["caBundle"] == bundle
+    assert (
+        "caBundle" not in api.objects[(f"{ADM}/validatingwebhookconfigurations", "someone-else")]["webhooks"][0]["clientConfig"]
+    )

@@ -151,32 +151,40 @@ def run(
                 body["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"]
                 kube_core.replace_namespaced_secret(secret, namespace, body)
             log.info("secret %s/%s written: %s", namespace, secret, p.reason)
-        bundle = _b64(p.ca_pem)
-        for kind, names_, read, replace in (
-            (
-                "validating",
-                validating,
-                kube_admission.read_validating_webhook_configuration,
-                kube_admission.replace_validating_webhook_configuration,
-            ),
-            (
-                "mutating",
-                mutating,
-                kube_admission.read_mutating_webhook_configuration,
-                kube_admission.replace_mutating_webhook_configuration,
-            ),
-        ):
-            for name in names_:
-                cfg = kube_admission.api_client.sanitize_for_serialization(read(name))
-                changed = False
-                for hook in cfg.get("webhooks") or []:
-                    client = hook.setdefault("clientConfig", {})
-                    if client.get("caBundle") != bundle:
-                        client["caBundle"] = bundle
-                        changed = True
-                if changed:
-                    replace(name, cfg)
-                    log.info("caBundle written into %s webhook configuration %s", kind, name)
+        patch_ca_bundle(kube_admission, validating=validating, mutating=mutating, ca_pem=p.ca_pem)
     except ApiException as e:
         raise BootstrapError(f"API server answered {e.status} {e.reason}: {str(e.body)[:300]}") from e
     return p.reason or "unchanged"
+
+
+def patch_ca_bundle(kube_admission: Any, *, validating: Sequence[str], mutating: Sequence[str], ca_pem: bytes) -> int:
+    """Write the CA into clientConfig.caBundle of the named configurations; returns how many changed."""
+    bundle = _b64(ca_pem)
+    changed_count = 0
+    for kind, names_, read, replace in (
+        (
+            "validating",
+            validating,
+            kube_admission.read_validating_webhook_configuration,
+            kube_admission.replace_validating_webhook_configuration,
+        ),
+        (
+            "mutating",
+            mutating,
+            kube_admission.read_mutating_webhook_configuration,
+            kube_admission.replace_mutating_webhook_configuration,
+        ),
+    ):
+        for name in names_:
+            cfg = kube_admission.api_client.sanitize_for_serialization(read(name))
+            changed = False
+            for hook in cfg.get("webhooks") or []:
+                client = hook.setdefault("clientConfig", {})
+                if client.get("caBundle") != bundle:
+                    client["caBundle"] = bundle
+                    changed = True
+            if changed:
+                replace(name, cfg)
+                changed_count += 1
+                log.info("caBundle written into %s webhook configuration %s", kind, name)
+    return changed_count

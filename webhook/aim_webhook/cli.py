@@ -63,6 +63,18 @@ def build_parser() -> argparse.ArgumentParser:
         default=os.environ.get("AIM_WEBHOOK_KUBE", "true") != "false",
         help="read recipe ConfigMaps and selection counters from the API server",
     )
+    s.add_argument(
+        "--tls-ca",
+        default=os.environ.get("AIM_WEBHOOK_TLS_CA"),
+        help="CA certificate to write into the caBundle of --ca-bundle-for configurations at start-up",
+    )
+    s.add_argument(
+        "--ca-bundle-for",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="a Validating and Mutating WebhookConfiguration (same name) whose caBundle this server keeps current",
+    )
     s.add_argument("--log-level", default=os.environ.get("AIM_LOG_LEVEL", "INFO"))
     s.add_argument("--log-format", default=os.environ.get("AIM_LOG_FORMAT", "json"), choices=["json", "text"])
     _flag(s, "mutate", "AIM_WEBHOOK_MUTATE", "inject recipes on /mutate")
@@ -179,6 +191,38 @@ def _make_app(args: argparse.Namespace) -> Any:
     )
 
 
+def _patch_ca_bundle(args: argparse.Namespace, *, attempts: int = 30) -> str:
+    """Make the API server trust this server before it serves: write the CA into its own webhook
+    configurations (named; RBAC names them too). Retried briefly: on a first install the
+    configurations are created by Helm moments after the webhook pods start."""
+    import time
+
+    from kubernetes import client, config
+    from kubernetes.client.exceptions import ApiException
+
+    from .bootstrap import patch_ca_bundle
+
+    if not args.tls_ca or not Path(args.tls_ca).is_file():
+        return f"--ca-bundle-for needs --tls-ca (the CA certificate file), got {args.tls_ca!r}"
+    ca_pem = Path(args.tls_ca).read_bytes()
+    if getattr(args, "kubeconfig", None):
+        config.load_kube_config(config_file=args.kubeconfig)  # type: ignore[no-untyped-call]
+    else:
+        config.load_incluster_config()  # type: ignore[no-untyped-call]
+    api = client.AdmissionregistrationV1Api()
+    last = ""
+    for _ in range(attempts):
+        try:
+            patch_ca_bundle(api, validating=args.ca_bundle_for, mutating=args.ca_bundle_for, ca_pem=ca_pem)
+            return ""
+        except ApiException as e:
+            last = f"patching caBundle: API server answered {e.status} {e.reason}"
+            if e.status not in (404, 409):
+                return last
+            time.sleep(2)
+    return last + " (configurations still missing after 60 s)"
+
+
 def serve(args: argparse.Namespace) -> int:
     # Multiprocess metrics must be configured before prometheus_client is imported anywhere.
     if "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
@@ -199,6 +243,11 @@ def serve(args: argparse.Namespace) -> int:
     except Exception as e:
         sys.stderr.write(f"aim-webhook: error: cannot load the TLS certificate: {e}\n")
         return EXIT_ERROR
+    if args.ca_bundle_for:
+        problem = _patch_ca_bundle(args)
+        if problem:
+            sys.stderr.write(f"aim-webhook: error: {problem}\n")
+            return EXIT_ERROR
     app = _make_app(args)
 
     class Server(BaseApplication):  # type: ignore[misc]
