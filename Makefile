@@ -22,6 +22,11 @@ HELM_UNITTEST_VERSION := v1.1.2
 # is the linter used instead.
 KUBE_SCORE_VERSION := v1.20.0
 KUBE_SCORE := $(TOOLS)/bin/kube-score
+# A real API server for the admission tests: kube-apiserver built from the k8s.io/kubernetes module
+# (tools/k8s/go.mod pins it and its staging modules), etcd from Debian's etcd-server package.
+ETCD_DEB_VERSION := 3.4.23-4+b4
+ETCD := $(TOOLS)/bin/etcd
+KUBE_APISERVER := $(TOOLS)/bin/kube-apiserver
 PROMOP_MODELS_VERSION := 6.0.0
 CERTMANAGER_MODELS_VERSION := 6.0.0
 HELM := $(TOOLS)/bin/helm
@@ -40,7 +45,21 @@ help:
 	@echo "make bench     selection benchmark (prints figures)"
 	@echo "make bench-webhook  webhook benchmark with wrk over TLS (prints figures)"
 
-setup: $(STAMP) $(PROMTOOL) $(HELM) $(HELM4) $(UNTT) $(CRD_MODELS) $(KUBE_SCORE)
+setup: $(STAMP) $(PROMTOOL) $(HELM) $(HELM4) $(UNTT) $(CRD_MODELS) $(KUBE_SCORE) $(ETCD) $(KUBE_APISERVER)
+
+$(ETCD):
+	@echo ">> fetching etcd-server $(ETCD_DEB_VERSION) (Debian)"
+	@mkdir -p $(TOOLS)/debs $(TOOLS)/bin
+	@cd $(TOOLS)/debs && { apt-get download -qq etcd-server=$(ETCD_DEB_VERSION) 2>/dev/null || \
+	  { apt-get update -qq && apt-get download -qq etcd-server=$(ETCD_DEB_VERSION); }; }
+	@rm -rf $(TOOLS)/etcd && dpkg-deb -x $(TOOLS)/debs/etcd-server_*.deb $(TOOLS)/etcd
+	@ln -sf ../etcd/usr/bin/etcd $@
+
+$(KUBE_APISERVER): tools/k8s/go.mod tools/k8s/go.sum
+	@echo ">> building kube-apiserver from k8s.io/kubernetes (tools/k8s/go.mod; a few minutes the first time)"
+	@mkdir -p $(TOOLS)/k8s $(TOOLS)/bin
+	@cd tools/k8s && go build -o $(TOOLS)/k8s/kube-apiserver k8s.io/kubernetes/cmd/kube-apiserver
+	@ln -sf ../k8s/kube-apiserver $@
 
 $(KUBE_SCORE):
 	@echo ">> building kube-score $(KUBE_SCORE_VERSION) from its Go module"

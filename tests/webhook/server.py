@@ -58,7 +58,9 @@ class Server:
         return self.log_file.read_text(errors="replace")
 
 
-def start(tmp: Path, *, workers: int = 2, threads: int = 4, extra: tuple[str, ...] = ()) -> Server:
+def start(
+    tmp: Path, *, workers: int = 2, threads: int = 4, extra: tuple[str, ...] = (), kubeconfig: Path | None = None
+) -> Server:
     ca = new_ca()
     pem = new_serving_cert(ca, dns_names=["localhost"], ip_addresses=["127.0.0.1"])
     ca_file, cert, key = tmp / "ca.crt", tmp / "tls.crt", tmp / "tls.key"
@@ -69,6 +71,8 @@ def start(tmp: Path, *, workers: int = 2, threads: int = 4, extra: tuple[str, ..
     log = tmp / "webhook.log"
     env = {**os.environ, "AIM_RECIPES_DIR": str(ROOT / "recipes")}
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    if kubeconfig is not None:
+        env["KUBECONFIG"] = str(kubeconfig)
     cmd = [
         sys.executable,
         "-m",
@@ -82,7 +86,7 @@ def start(tmp: Path, *, workers: int = 2, threads: int = 4, extra: tuple[str, ..
         str(cert),
         "--tls-key",
         str(key),
-        "--no-kube",
+        "--kube" if kubeconfig is not None else "--no-kube",
         "--workers",
         str(workers),
         "--threads",

@@ -1,0 +1,186 @@
+"""A real Kubernetes API server on loopback for admission tests: etcd + kube-apiserver built from
+the k8s.io/kubernetes module (make cluster-tools), generated certificates, a static admin token,
+RBAC authorisation and the admission plugins on. No kubelet: Pods are admitted and stored, not run
+(the real-cluster suite adds nodes)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import ipaddress
+import os
+import signal
+import socket
+import ssl
+import subprocess
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+ROOT = Path(__file__).resolve().parent.parent.parent
+BIN = ROOT / ".tools" / "bin"
+TOKEN = "aim-engine-test-admin-token"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _pem_key(key) -> bytes:  # type: ignore[no-untyped-def]
+    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+
+
+def _cert(subject: str, issuer_key, issuer_name, key, *, ca: bool, sans=(), ips=()) -> x509.Certificate:  # type: ignore[no-untyped-def]
+    now = dt.datetime.now(dt.UTC)
+    b = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
+        .issuer_name(issuer_name or x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=2))
+        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+    )
+    if sans or ips:
+        b = b.add_extension(
+            x509.SubjectAlternativeName([x509.DNSName(s) for s in sans] + [x509.IPAddress(ipaddress.ip_address(i)) for i in ips]),
+            critical=False,
+        )
+        b = b.add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+    return b.sign(issuer_key, hashes.SHA256())
+
+
+@dataclass
+class ControlPlane:
+    url: str
+    ca_file: Path
+    kubeconfig: Path
+    procs: list[subprocess.Popen[bytes]]
+    logs: list[Path]
+
+    def context(self) -> ssl.SSLContext:
+        return ssl.create_default_context(cafile=str(self.ca_file))
+
+    def stop(self) -> None:
+        for p in reversed(self.procs):
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        for p in self.procs:
+            try:
+                p.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+
+
+def start(tmp: Path) -> ControlPlane:
+    for tool in ("etcd", "kube-apiserver"):
+        assert (BIN / tool).exists(), f"{BIN / tool} missing: run make cluster-tools"
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca = _cert("aim-engine-test-ca", ca_key, None, ca_key, ca=True)
+    srv_key = ec.generate_private_key(ec.SECP256R1())
+    srv = _cert(
+        "kube-apiserver",
+        ca_key,
+        ca.subject,
+        srv_key,
+        ca=False,
+        sans=["localhost", "kubernetes.default.svc"],
+        ips=["127.0.0.1", "10.96.0.1"],
+    )
+    sa_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    files = {
+        "ca.crt": ca.public_bytes(serialization.Encoding.PEM),
+        "apiserver.crt": srv.public_bytes(serialization.Encoding.PEM),
+        "apiserver.key": _pem_key(srv_key),
+        "sa.key": _pem_key(sa_key),
+        "sa.pub": sa_key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo),
+        "tokens.csv": f'{TOKEN},admin,admin-uid,"system:masters"\n'.encode(),
+    }
+    for name, data in files.items():
+        (tmp / name).write_bytes(data)
+    etcd_port, peer_port, api_port = free_port(), free_port(), free_port()
+    procs, logs = [], []
+
+    def spawn(name: str, cmd: list[str]) -> None:
+        log = tmp / f"{name}.log"
+        logs.append(log)
+        procs.append(subprocess.Popen(cmd, stdout=log.open("wb"), stderr=subprocess.STDOUT))
+
+    spawn(
+        "etcd",
+        [
+            str(BIN / "etcd"),
+            "--data-dir",
+            str(tmp / "etcd"),
+            "--listen-client-urls",
+            f"http://127.0.0.1:{etcd_port}",
+            "--advertise-client-urls",
+            f"http://127.0.0.1:{etcd_port}",
+            "--listen-peer-urls",
+            f"http://127.0.0.1:{peer_port}",
+            "--initial-advertise-peer-urls",
+            f"http://127.0.0.1:{peer_port}",
+            "--initial-cluster",
+            f"default=http://127.0.0.1:{peer_port}",
+            "--log-level",
+            "warn",
+        ],
+    )
+    spawn(
+        "kube-apiserver",
+        [
+            str(BIN / "kube-apiserver"),
+            f"--etcd-servers=http://127.0.0.1:{etcd_port}",
+            "--bind-address=127.0.0.1",
+            f"--secure-port={api_port}",
+            f"--tls-cert-file={tmp / 'apiserver.crt'}",
+            f"--tls-private-key-file={tmp / 'apiserver.key'}",
+            f"--client-ca-file={tmp / 'ca.crt'}",
+            f"--token-auth-file={tmp / 'tokens.csv'}",
+            "--service-account-issuer=https://kubernetes.default.svc",
+            f"--service-account-key-file={tmp / 'sa.pub'}",
+            f"--service-account-signing-key-file={tmp / 'sa.key'}",
+            "--service-cluster-ip-range=10.96.0.0/16",
+            "--authorization-mode=RBAC",
+            "--enable-admission-plugins=NamespaceLifecycle,ServiceAccount,PodSecurity,"
+            "MutatingAdmissionWebhook,ValidatingAdmissionWebhook,ResourceQuota",
+            "--advertise-address=127.0.0.1",
+            f"--cert-dir={tmp / 'certs'}",
+            "--v=1",
+        ],
+    )
+    cp = ControlPlane(f"https://127.0.0.1:{api_port}", tmp / "ca.crt", tmp / "kubeconfig", procs, logs)
+    cp.kubeconfig.write_text(f"""apiVersion: v1
+kind: Config
+current-context: test
+clusters: [{{name: test, cluster: {{server: "{cp.url}", certificate-authority: "{cp.ca_file}"}}}}]
+contexts: [{{name: test, context: {{cluster: test, user: admin}}}}]
+users: [{{name: admin, user: {{token: {TOKEN}}}}}]
+""")
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        for p, log in zip(procs, logs, strict=True):
+            if p.poll() is not None:
+                cp.stop()
+                raise RuntimeError(f"{log.name} exited: {log.read_text()[-3000:]}")
+        try:
+            req = urllib.request.Request(f"{cp.url}/readyz", headers={"Authorization": f"Bearer {TOKEN}"})
+            if urllib.request.urlopen(req, context=cp.context(), timeout=2).status == 200:
+                return cp
+        except OSError:
+            time.sleep(0.5)
+    cp.stop()
+    raise RuntimeError("kube-apiserver not ready: " + logs[1].read_text()[-3000:])
+
+
+def env_with_kubeconfig(cp: ControlPlane) -> dict[str, str]:
+    return {**os.environ, "KUBECONFIG": str(cp.kubeconfig)}
