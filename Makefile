@@ -35,10 +35,11 @@ UNTT := $(TOOLS)/bin/untt
 CRD_MODELS := $(TOOLS)/node/node_modules/@kubernetes-models/cert-manager/package.json
 export GOFLAGS := -mod=mod
 
-.PHONY: help setup setup-load test unit lint validate rules chart demo bench bench-webhook clean
+.PHONY: help setup setup-load test unit lint validate rules chart demo demo-offline bench bench-webhook clean
 
 help:
-	@echo "make demo      select and explain a recipe on the bundled example cluster"
+	@echo "make demo      a real API server: GPU detection, recipe selection explained, a bad deployment refused"
+	@echo "make demo-offline  the selection alone, on the bundled cluster snapshot"
 	@echo "make test      lint, catalog validation and the test suite"
 	@echo "make setup     install the virtualenv and pinned tools into .tools/ (run by the others)"
 	@echo "make lint      ruff + mypy --strict on the core"
@@ -139,7 +140,13 @@ chart: setup
 
 test: lint validate rules chart unit
 
+# The product on a real API server (etcd + kube-apiserver on loopback): detection, selection with
+# its explanation, the webhook refusing a bad Deployment and injecting a recipe. Tears down on exit.
 demo: setup
+	@$(PY) tools/demo.py
+
+# The same selection offline, on the snapshot examples/cluster-mixed.json (no API server).
+demo-offline: setup
 	@echo "== GPU inventory of $(EXAMPLE_CLUSTER) =="
 	@$(BIN)/aim-recipes detect --cluster $(EXAMPLE_CLUSTER)
 	@echo

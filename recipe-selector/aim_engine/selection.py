@@ -199,7 +199,8 @@ def override_findings(recipe: Recipe, request: Request) -> list[Finding]:
 def capacity_findings(recipe: Recipe, product: GpuProduct, inventory: Inventory) -> list[Finding]:
     cap = inventory.capacity(product.name)
     if cap is None:
-        present = ", ".join(inventory.product_names) or "no usable GPU nodes"
+        present = ", ".join(inventory.product_names)
+        elsewhere = f"or choose a recipe for {present}" if present else "(no GPU node is usable now: aim-recipes detect)"
         unusable = [n for n in inventory.nodes if n.product is not None and n.product.name == product.name]
         if unusable:
             listed = ", ".join(f"{n.name} ({n.reason})" for n in unusable[:5])
@@ -207,14 +208,14 @@ def capacity_findings(recipe: Recipe, product: GpuProduct, inventory: Inventory)
                 Finding(
                     "HARDWARE_UNAVAILABLE",
                     f"the cluster's {product.name} nodes cannot take pods now: {listed}",
-                    f"uncordon or repair a {product.name} node, or choose a recipe for {present}",
+                    f"uncordon or repair a {product.name} node {elsewhere}",
                 )
             ]
         return [
             Finding(
                 "HARDWARE_ABSENT",
-                f"no schedulable, ready node has {product.name} GPUs (cluster has: {present})",
-                f"add {product.name} nodes, or choose a recipe for {present}",
+                f"no schedulable, ready node has {product.name} GPUs (cluster has: {present or 'no usable GPU nodes'})",
+                f"add {product.name} nodes {elsewhere}",
             )
         ]
     per_node = recipe.gpus_per_node

@@ -17,14 +17,15 @@ from pathlib import Path
 import pytest
 import yaml
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent.parent / "tools"))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "webhook"))
 
-from controlplane import ROOT, start
 from helpers import review
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 from server import start as start_webhook
+
+from localcluster import ROOT, start
 
 NS = "inference"
 

@@ -13,10 +13,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent.parent / "tools"))
 
-from controlplane import ROOT, start
 from kubernetes import client, config, utils
+
+from localcluster import ROOT, start
 
 HELM = str(ROOT / ".tools/bin/helm")
 NS = "aim-engine"
