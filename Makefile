@@ -52,7 +52,9 @@ $(ETCD):
 	@echo ">> fetching etcd-server $(ETCD_DEB_VERSION) (Debian)"
 	@mkdir -p $(TOOLS)/debs $(TOOLS)/bin
 	@cd $(TOOLS)/debs && { apt-get download -qq etcd-server=$(ETCD_DEB_VERSION) 2>/dev/null || \
-	  { apt-get update -qq && apt-get download -qq etcd-server=$(ETCD_DEB_VERSION); }; }
+	  { apt-get update -qq && apt-get download -qq etcd-server=$(ETCD_DEB_VERSION); } || \
+	  { echo ">> WARNING: etcd-server $(ETCD_DEB_VERSION) is gone from the archive; using its current version"; \
+	    apt-get download -qq etcd-server; }; }
 	@rm -rf $(TOOLS)/etcd && dpkg-deb -x $(TOOLS)/debs/etcd-server_*.deb $(TOOLS)/etcd
 	@ln -sf ../etcd/usr/bin/etcd $@
 
@@ -101,7 +103,9 @@ $(PROMTOOL):
 	@echo ">> fetching prometheus $(PROM_DEB_VERSION) (Debian) for promtool"
 	@mkdir -p $(TOOLS)/debs $(TOOLS)/bin
 	@cd $(TOOLS)/debs && { apt-get download -qq prometheus=$(PROM_DEB_VERSION) 2>/dev/null || \
-	  { apt-get update -qq && apt-get download -qq prometheus=$(PROM_DEB_VERSION); }; }
+	  { apt-get update -qq && apt-get download -qq prometheus=$(PROM_DEB_VERSION); } || \
+	  { echo ">> WARNING: prometheus $(PROM_DEB_VERSION) is gone from the archive; using its current version"; \
+	    apt-get download -qq prometheus; }; }
 	@rm -rf $(TOOLS)/prometheus && dpkg-deb -x $(TOOLS)/debs/prometheus_*.deb $(TOOLS)/prometheus
 	@ln -sf ../prometheus/usr/bin/prometheus $(TOOLS)/bin/prometheus
 	@ln -sf ../prometheus/usr/bin/promtool $(TOOLS)/bin/promtool
