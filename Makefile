@@ -27,6 +27,12 @@ KUBE_SCORE := $(TOOLS)/bin/kube-score
 ETCD_DEB_VERSION := 3.4.23-4+b4
 ETCD := $(TOOLS)/bin/etcd
 KUBE_APISERVER := $(TOOLS)/bin/kube-apiserver
+KUBE_CONTROLLER_MANAGER := $(TOOLS)/bin/kube-controller-manager
+KUBE_SCHEDULER := $(TOOLS)/bin/kube-scheduler
+# kwok simulates GPU nodes (and marks their pods running); its stages come from its module source.
+KWOK_VERSION := v0.8.0
+KWOK := $(TOOLS)/bin/kwok
+KWOK_STAGES := $(TOOLS)/kwok/stages.yaml
 PROMOP_MODELS_VERSION := 6.0.0
 CERTMANAGER_MODELS_VERSION := 6.0.0
 HELM := $(TOOLS)/bin/helm
@@ -46,7 +52,27 @@ help:
 	@echo "make bench     selection benchmark (prints figures)"
 	@echo "make bench-webhook  webhook benchmark with wrk over TLS (prints figures)"
 
-setup: $(STAMP) $(PROMTOOL) $(HELM) $(HELM4) $(UNTT) $(CRD_MODELS) $(KUBE_SCORE) $(ETCD) $(KUBE_APISERVER)
+setup: $(STAMP) $(PROMTOOL) $(HELM) $(HELM4) $(UNTT) $(CRD_MODELS) $(KUBE_SCORE) $(ETCD) $(KUBE_APISERVER) \
+       $(KUBE_CONTROLLER_MANAGER) $(KUBE_SCHEDULER) $(KWOK) $(KWOK_STAGES)
+
+$(KUBE_CONTROLLER_MANAGER) $(KUBE_SCHEDULER): $(TOOLS)/bin/%: tools/k8s/go.mod tools/k8s/go.sum
+	@echo ">> building $* from k8s.io/kubernetes (tools/k8s/go.mod)"
+	@mkdir -p $(TOOLS)/k8s $(TOOLS)/bin
+	@cd tools/k8s && go build -o $(TOOLS)/k8s/$* k8s.io/kubernetes/cmd/$*
+	@ln -sf ../k8s/$* $@
+
+$(KWOK):
+	@echo ">> building kwok $(KWOK_VERSION) from its Go module"
+	@mkdir -p $(TOOLS)/gobinkwok $(TOOLS)/bin
+	@GOBIN=$(TOOLS)/gobinkwok go install sigs.k8s.io/kwok/cmd/kwok@$(KWOK_VERSION)
+	@ln -sf ../gobinkwok/kwok $@
+
+$(KWOK_STAGES):
+	@mkdir -p $(TOOLS)/kwok
+	@mkdir -p $(TOOLS)/src && dir=$$(cd $(TOOLS)/src && go mod download -json sigs.k8s.io/kwok@$(KWOK_VERSION) | \
+	  $(PYTHON3) -c 'import json,sys; print(json.load(sys.stdin)["Dir"])') && \
+	  for f in node/fast/node-initialize node/heartbeat/node-heartbeat pod/fast/pod-ready pod/fast/pod-complete pod/fast/pod-delete; do \
+	    echo "---"; cat "$$dir/kustomize/stage/$$f.yaml"; done > $@
 
 $(ETCD):
 	@echo ">> fetching etcd-server $(ETCD_DEB_VERSION) (Debian)"

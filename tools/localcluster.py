@@ -81,7 +81,9 @@ class ControlPlane:
                 p.wait()
 
 
-def start(tmp: Path) -> ControlPlane:
+def start(tmp: Path, *, controllers: bool = False) -> ControlPlane:
+    """etcd + kube-apiserver; with `controllers`, also kube-controller-manager, kube-scheduler and
+    kwok (simulated nodes: those annotated kwok.x-k8s.io/node=fake)."""
     for tool in ("etcd", "kube-apiserver"):
         assert (BIN / tool).exists(), f"{BIN / tool} missing: run make cluster-tools"
     ca_key = ec.generate_private_key(ec.SECP256R1())
@@ -166,6 +168,62 @@ clusters: [{{name: test, cluster: {{server: "{cp.url}", certificate-authority: "
 contexts: [{{name: test, context: {{cluster: test, user: admin}}}}]
 users: [{{name: admin, user: {{token: {TOKEN}}}}}]
 """)
+    _wait_ready(cp, procs, logs)
+    if controllers:
+        for tool in ("kube-controller-manager", "kube-scheduler", "kwok"):
+            assert (BIN / tool).exists(), f"{BIN / tool} missing: run make cluster-tools"
+        kc = str(cp.kubeconfig)
+        spawn(
+            "kube-controller-manager",
+            [
+                str(BIN / "kube-controller-manager"),
+                f"--kubeconfig={kc}",
+                f"--authentication-kubeconfig={kc}",
+                f"--authorization-kubeconfig={kc}",
+                f"--service-account-private-key-file={tmp / 'sa.key'}",
+                f"--root-ca-file={tmp / 'ca.crt'}",
+                "--use-service-account-credentials=false",
+                "--leader-elect=false",
+                "--bind-address=127.0.0.1",
+                f"--secure-port={free_port()}",
+                f"--cert-dir={tmp / 'kcm-certs'}",
+                "--controllers=*,-nodeipam",
+                "--node-monitor-grace-period=20s",
+                "--v=1",
+            ],
+        )
+        spawn(
+            "kube-scheduler",
+            [
+                str(BIN / "kube-scheduler"),
+                f"--kubeconfig={kc}",
+                f"--authentication-kubeconfig={kc}",
+                f"--authorization-kubeconfig={kc}",
+                "--leader-elect=false",
+                "--bind-address=127.0.0.1",
+                f"--secure-port={free_port()}",
+                f"--cert-dir={tmp / 'sched-certs'}",
+                "--v=1",
+            ],
+        )
+        spawn(
+            "kwok",
+            [
+                str(BIN / "kwok"),
+                "-c",
+                str(ROOT / ".tools" / "kwok" / "stages.yaml"),
+                f"--kubeconfig={kc}",
+                "--manage-all-nodes=false",
+                "--manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake",
+                "--cidr=10.0.0.1/24",
+                "--node-ip=10.0.0.1",
+                f"--server-address=127.0.0.1:{free_port()}",
+            ],
+        )
+    return cp
+
+
+def _wait_ready(cp: ControlPlane, procs: list[subprocess.Popen[bytes]], logs: list[Path]) -> None:
     deadline = time.monotonic() + 90
     while time.monotonic() < deadline:
         for p, log in zip(procs, logs, strict=True):
@@ -175,7 +233,7 @@ users: [{{name: admin, user: {{token: {TOKEN}}}}}]
         try:
             req = urllib.request.Request(f"{cp.url}/readyz", headers={"Authorization": f"Bearer {TOKEN}"})
             if urllib.request.urlopen(req, context=cp.context(), timeout=2).status == 200:
-                return cp
+                return
         except OSError:
             time.sleep(0.5)
     cp.stop()

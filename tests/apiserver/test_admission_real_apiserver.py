@@ -73,24 +73,26 @@ def apply_webhook_configurations(adm: client.AdmissionregistrationV1Api, docs: l
 def cluster(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("cp")
     cp = start(tmp)
-    config.load_kube_config(config_file=str(cp.kubeconfig))
-    core, apps, adm = client.CoreV1Api(), client.AppsV1Api(), client.AdmissionregistrationV1Api()
-    core.create_namespace({"metadata": {"name": NS}})
-    for ns in (NS, "kube-system"):
-        for _ in range(50):
-            try:
-                core.create_namespaced_service_account(ns, {"metadata": {"name": "default"}})
-                break
-            except ApiException as e:
-                if e.status == 409:
+    try:
+        config.load_kube_config(config_file=str(cp.kubeconfig))
+        core, apps, adm = client.CoreV1Api(), client.AppsV1Api(), client.AdmissionregistrationV1Api()
+        core.create_namespace({"metadata": {"name": NS}})
+        for ns in (NS, "kube-system"):
+            for _ in range(50):
+                try:
+                    core.create_namespaced_service_account(ns, {"metadata": {"name": "default"}})
                     break
-                time.sleep(0.2)
-    wh_tmp = tmp_path_factory.mktemp("webhook")
-    webhook = start_webhook(wh_tmp, workers=1, threads=4, kubeconfig=cp.kubeconfig)
-    apply_webhook_configurations(adm, chart_webhook_configurations(webhook.port, webhook.ca_file.read_bytes(), "Fail"))
-    yield {"cp": cp, "core": core, "apps": apps, "adm": adm, "webhook": webhook, "wh_tmp": wh_tmp}
-    webhook.stop(signal.SIGKILL)
-    cp.stop()
+                except ApiException as e:
+                    if e.status == 409:
+                        break
+                    time.sleep(0.2)
+        wh_tmp = tmp_path_factory.mktemp("webhook")
+        webhook = start_webhook(wh_tmp, workers=1, threads=4, kubeconfig=cp.kubeconfig)
+        apply_webhook_configurations(adm, chart_webhook_configurations(webhook.port, webhook.ca_file.read_bytes(), "Fail"))
+        yield {"cp": cp, "core": core, "apps": apps, "adm": adm, "webhook": webhook, "wh_tmp": wh_tmp}
+        webhook.stop(signal.SIGKILL)
+    finally:
+        cp.stop()
 
 
 def deployment(name: str) -> dict:

@@ -26,9 +26,11 @@ NS = "aim-engine"
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
     cp = start(tmp_path_factory.mktemp("cp"))
-    config.load_kube_config(config_file=str(cp.kubeconfig))
-    yield cp
-    cp.stop()
+    try:
+        config.load_kube_config(config_file=str(cp.kubeconfig))
+        yield cp
+    finally:
+        cp.stop()
 
 
 def helm(cp, *args: str) -> subprocess.CompletedProcess[str]:

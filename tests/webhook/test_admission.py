@@ -236,3 +236,21 @@ def test_selected_without_a_configmap_is_refused(client):
     req["request"]["object"]["metadata"]["labels"]["aim-engine.io/recipe-id"] = "selected"
     r = post(client, "/validate", req)["response"]
     assert r["allowed"] is False and "needs the annotation" in r["status"]["message"]
+
+
+def test_pods_read_the_selection_fresh_while_controllers_may_use_the_cache(wbundle):
+    """A helm upgrade rewrites the selection just before the rollout creates Pods: a Pod must never
+    get the previous recipe from a cache."""
+    configmaps = {}
+    resolver = RecipeResolver(wbundle, read_configmap=lambda ns, name: configmaps.get((ns, name)), ttl_seconds=600)
+    app = create_app(bundle=wbundle, resolver=resolver, settings=Settings()).test_client()
+    by_id = {r.recipe_id: r for r in wbundle.recipes}
+    req = review("pod-from-replicaset.json")
+    pod = req["request"]["object"]
+    pod["metadata"]["labels"]["aim-engine.io/recipe-id"] = "selected"
+    pod["metadata"]["annotations"] = {"aim-engine.io/recipe-config": "aim-engine-recipe-config"}
+    for rid, gpus in (("qwen3-32b-mi300x-1gpu-fp8", "1"), ("qwen3-32b-mi300x-4gpu-bf16", "4")):
+        configmaps[("inference", "aim-engine-recipe-config")] = {"data": {"recipe.yaml": yaml.safe_dump(by_id[rid].to_seed())}}
+        patched = apply_patch(pod, decode_patch(post(app, "/mutate", req)))
+        assert patched["metadata"]["labels"]["aim-engine.io/recipe-id"] == rid
+        assert patched["spec"]["containers"][0]["resources"]["limits"]["amd.com/gpu"] == gpus

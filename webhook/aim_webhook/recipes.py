@@ -1,5 +1,9 @@
 """Which recipe a workload names: the release's selection ConfigMap, or the catalog.
-ConfigMap reads go through a short TTL cache so the API server is not asked on every review."""
+
+Pods read the ConfigMap fresh: a `helm upgrade` rewrites it moments before the rollout creates the
+new Pods, and a cached copy would inject the previous recipe (found on a real control plane). Reviews
+of controllers (Deployments, ...) go through a short TTL cache: they are only judged, never given
+the recipe, and may be reviewed often."""
 
 from __future__ import annotations
 
@@ -34,7 +38,10 @@ class RecipeResolver:
 
     def resolve(self, workload: Workload) -> Resolution:
         if workload.recipe_config:
-            res = self._from_configmap(workload.namespace, workload.recipe_config)
+            if workload.kind == "Pod":
+                res = self._load(workload.namespace, workload.recipe_config)
+            else:
+                res = self._from_configmap(workload.namespace, workload.recipe_config)
             if res.recipe is not None and workload.recipe_id not in (SELECTED, res.recipe.recipe_id):
                 return Resolution(
                     None,
