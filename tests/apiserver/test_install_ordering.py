@@ -167,6 +167,10 @@ def restore_service_refs() -> None:
         replace(name, cfg)
 
 
+def injected(pod) -> bool:  # type: ignore[no-untyped-def]
+    return bool(pod.metadata.labels.get("aim-engine.io/recipe-id", "selected") != "selected")
+
+
 def serving_pods(core) -> list:  # type: ignore[no-untyped-def]
     return [
         p
@@ -203,16 +207,19 @@ def test_one_install_then_upgrade_then_uninstall(cluster, tmp_path):
     )
     assert out.returncode == 0, out.stderr
     # The webhook is not trusted yet: with Fail, the ReplicaSet cannot create its Pod (and retries).
+    # A Pod created in the instant before Helm registered the configurations (Helm creates them after
+    # Deployments) has no recipe: its label still reads `selected`, and the webhook replaces it.
     time.sleep(5)
-    assert serving_pods(core) == []
-    webhook = start_webhook(tmp_path, workers=1, threads=4, kubeconfig=cluster.kubeconfig)
+    assert all(p.metadata.labels["aim-engine.io/recipe-id"] == "selected" for p in serving_pods(core))
+    webhook = start_webhook(tmp_path, workers=1, threads=4, kubeconfig=cluster.kubeconfig, extra=("--reconcile-namespace", NS))
     try:
         trust_webhook(webhook)
         pod = wait_for(
-            lambda: next(iter(p for p in serving_pods(core) if p.spec.node_name), None),
+            lambda: next(iter(p for p in serving_pods(core) if p.spec.node_name and injected(p)), None),
             timeout=120,
-            what="the vLLM pod scheduled",
+            what="the vLLM pod injected and scheduled",
         )
+        wait_for(lambda: all(injected(p) for p in serving_pods(core)), what="uninjected pods replaced")
         c = pod.spec.containers[0]
         assert pod.metadata.labels["aim-engine.io/recipe-id"] == recipe
         assert c.resources.limits["amd.com/gpu"] == "1"
@@ -251,7 +258,9 @@ def test_one_install_then_upgrade_then_uninstall(cluster, tmp_path):
         assert all(h.client_config.ca_bundle for h in kept.webhooks)  # helm upgrade keeps the webhook's caBundle
         trust_webhook(webhook)
         new = wait_for(
-            lambda: next(iter(p for p in serving_pods(core) if p.metadata.uid != first_uid and p.spec.node_name), None),
+            lambda: next(
+                iter(p for p in serving_pods(core) if p.metadata.uid != first_uid and p.spec.node_name and injected(p)), None
+            ),
             timeout=120,
             what="the rolled pod",
         )

@@ -75,6 +75,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="NAME",
         help="a Validating and Mutating WebhookConfiguration (same name) whose caBundle this server keeps current",
     )
+    s.add_argument(
+        "--reconcile-namespace",
+        default=os.environ.get("AIM_WEBHOOK_RECONCILE_NAMESPACE"),
+        help="replace Pods in this namespace that bypassed injection (created before the webhook was "
+        "registered: label aim-engine.io/recipe-id still 'selected'), so their controller recreates them",
+    )
     s.add_argument("--log-level", default=os.environ.get("AIM_LOG_LEVEL", "INFO"))
     s.add_argument("--log-format", default=os.environ.get("AIM_LOG_FORMAT", "json"), choices=["json", "text"])
     _flag(s, "mutate", "AIM_WEBHOOK_MUTATE", "inject recipes on /mutate")
@@ -223,6 +229,51 @@ def _patch_ca_bundle(args: argparse.Namespace, *, attempts: int = 30) -> str:
     return last + " (configurations still missing after 60 s)"
 
 
+def _start_reconciler(args: argparse.Namespace, *, interval: float = 10.0) -> None:
+    """Helm creates webhook configurations after Deployments, so a release's first Pods can be created
+    before the webhook is registered and miss their recipe (their label still reads `selected`).
+    While this webhook runs, it deletes such controller-owned Pods in its namespace; their
+    ReplicaSet recreates them through the webhook. Bare Pods are left alone (nothing would
+    recreate them)."""
+    import logging
+    import threading
+    import time
+
+    from kubernetes import client, config
+
+    from aim_engine.workload import RECIPE_LABEL, SELECTED
+
+    log = logging.getLogger("aim_webhook.reconciler")
+    if getattr(args, "kubeconfig", None):
+        config.load_kube_config(config_file=args.kubeconfig)  # type: ignore[no-untyped-call]
+    elif os.environ.get("KUBERNETES_SERVICE_HOST"):
+        config.load_incluster_config()  # type: ignore[no-untyped-call]
+    else:
+        config.load_kube_config()  # type: ignore[no-untyped-call]
+    core = client.CoreV1Api()
+
+    def loop() -> None:
+        time.sleep(interval / 2)  # let the workers start serving first
+        while True:
+            try:
+                pods = core.list_namespaced_pod(args.reconcile_namespace, label_selector=f"{RECIPE_LABEL}={SELECTED}")
+                for pod in pods.items:
+                    meta = pod.metadata
+                    if meta is None or not meta.name or meta.deletion_timestamp or not meta.owner_references:
+                        continue
+                    core.delete_namespaced_pod(meta.name, args.reconcile_namespace)
+                    log.info(
+                        "deleted pod %s/%s: it was created before the webhook could give it its recipe",
+                        args.reconcile_namespace,
+                        meta.name,
+                    )
+            except Exception as e:  # keep reconciling; the API may be briefly unavailable
+                log.warning("reconcile of pods without their recipe failed: %s", e)
+            time.sleep(interval)
+
+    threading.Thread(target=loop, name="aim-reconciler", daemon=True).start()
+
+
 def serve(args: argparse.Namespace) -> int:
     # Multiprocess metrics must be configured before prometheus_client is imported anywhere.
     if "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
@@ -248,6 +299,8 @@ def serve(args: argparse.Namespace) -> int:
         if problem:
             sys.stderr.write(f"aim-webhook: error: {problem}\n")
             return EXIT_ERROR
+    if args.reconcile_namespace:
+        _start_reconciler(args)
     app = _make_app(args)
 
     class Server(BaseApplication):  # type: ignore[misc]
