@@ -16,7 +16,6 @@ No kubelet: nodes and pods are API objects (the real-cluster harness that runs t
 
 from __future__ import annotations
 
-import base64
 import json
 import os
 import signal
@@ -30,12 +29,11 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tools"))
 sys.path.insert(0, str(ROOT / "tests" / "webhook"))
 
-import yaml  # noqa: E402
 from kubernetes import client, config  # noqa: E402
 from kubernetes.client.exceptions import ApiException  # noqa: E402
 from server import start as start_webhook  # noqa: E402
 
-from localcluster import start  # noqa: E402
+from localcluster import chart_webhook_configurations, start  # noqa: E402
 
 NS = "aim-engine"
 BIN = ROOT / ".tools" / "venv" / "bin"
@@ -71,30 +69,6 @@ def load_example_cluster(core: client.CoreV1Api) -> None:
             status = item.pop("status")
             created = core.create_namespaced_pod(item["metadata"]["namespace"], item)
             core.patch_namespaced_pod_status(created.metadata.name, created.metadata.namespace, {"status": status})
-
-
-def chart_webhook_configurations(port: int, ca_pem: bytes) -> list[dict]:
-    out = subprocess.run(
-        [
-            str(ROOT / ".tools/bin/helm"),
-            "template",
-            "aim-engine",
-            str(ROOT / "chart"),
-            "-n",
-            NS,
-            "--show-only",
-            "templates/admission/webhook-configurations.yaml",
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    docs = [d for d in yaml.safe_load_all(out) if d]
-    for d in docs:
-        for hook in d["webhooks"]:
-            path = hook["clientConfig"]["service"]["path"]
-            hook["clientConfig"] = {"url": f"https://127.0.0.1:{port}{path}", "caBundle": base64.b64encode(ca_pem).decode()}
-    return docs
 
 
 def main() -> int:

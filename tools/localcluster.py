@@ -5,6 +5,7 @@ RBAC authorisation and the admission plugins on. No kubelet: Pods are admitted a
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import ipaddress
 import os
@@ -17,6 +18,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+import yaml
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
@@ -242,3 +244,33 @@ def _wait_ready(cp: ControlPlane, procs: list[subprocess.Popen[bytes]], logs: li
 
 def env_with_kubeconfig(cp: ControlPlane) -> dict[str, str]:
     return {**os.environ, "KUBECONFIG": str(cp.kubeconfig)}
+
+
+def chart_webhook_configurations(
+    port: int, ca_pem: bytes, *, failure_policy: str = "Fail", release: str = "aim-engine", namespace: str = "aim-engine"
+) -> list[dict[str, object]]:
+    """The chart's own Mutating/ValidatingWebhookConfiguration, rendered by Helm, pointed at a webhook
+    served on loopback (this control plane has no service dataplane to reach it by its Service)."""
+    out = subprocess.run(
+        [
+            str(BIN / "helm"),
+            "template",
+            release,
+            str(ROOT / "chart"),
+            "-n",
+            namespace,
+            "--show-only",
+            "templates/admission/webhook-configurations.yaml",
+            "--set",
+            f"admission_controller.webhook.failure_policy={failure_policy}",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    docs = [d for d in yaml.safe_load_all(out) if d]
+    for d in docs:
+        for hook in d["webhooks"]:
+            path = hook["clientConfig"]["service"]["path"]
+            hook["clientConfig"] = {"url": f"https://127.0.0.1:{port}{path}", "caBundle": base64.b64encode(ca_pem).decode()}
+    return docs

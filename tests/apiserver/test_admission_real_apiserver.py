@@ -5,11 +5,9 @@ selection ConfigMap resolved, and failure policies with the webhook down."""
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import json
 import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -25,35 +23,9 @@ from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 from server import start as start_webhook
 
-from localcluster import ROOT, start
+from localcluster import ROOT, chart_webhook_configurations, start
 
 NS = "inference"
-
-
-def chart_webhook_configurations(port: int, ca_pem: bytes, failure_policy: str) -> list[dict]:
-    out = subprocess.run(
-        [
-            str(ROOT / ".tools/bin/helm"),
-            "template",
-            "aim-engine",
-            str(ROOT / "chart"),
-            "-n",
-            "aim-engine",
-            "--show-only",
-            "templates/admission/webhook-configurations.yaml",
-            "--set",
-            f"admission_controller.webhook.failure_policy={failure_policy}",
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    docs = [d for d in yaml.safe_load_all(out) if d]
-    for d in docs:
-        for hook in d["webhooks"]:
-            path = hook["clientConfig"]["service"]["path"]
-            hook["clientConfig"] = {"url": f"https://127.0.0.1:{port}{path}", "caBundle": base64.b64encode(ca_pem).decode()}
-    return docs
 
 
 def apply_webhook_configurations(adm: client.AdmissionregistrationV1Api, docs: list[dict]) -> None:
@@ -88,7 +60,9 @@ def cluster(tmp_path_factory):
                     time.sleep(0.2)
         wh_tmp = tmp_path_factory.mktemp("webhook")
         webhook = start_webhook(wh_tmp, workers=1, threads=4, kubeconfig=cp.kubeconfig)
-        apply_webhook_configurations(adm, chart_webhook_configurations(webhook.port, webhook.ca_file.read_bytes(), "Fail"))
+        apply_webhook_configurations(
+            adm, chart_webhook_configurations(webhook.port, webhook.ca_file.read_bytes(), failure_policy="Fail")
+        )
         yield {"cp": cp, "core": core, "apps": apps, "adm": adm, "webhook": webhook, "wh_tmp": wh_tmp}
         webhook.stop(signal.SIGKILL)
     finally:
@@ -173,7 +147,8 @@ def test_webhook_down_fail_blocks_and_ignore_admits(cluster):
         cluster["core"].create_namespaced_pod(NS, pod)
     assert "failed calling webhook" in json.loads(e.value.body)["message"]
     apply_webhook_configurations(
-        cluster["adm"], chart_webhook_configurations(cluster["webhook"].port, cluster["webhook"].ca_file.read_bytes(), "Ignore")
+        cluster["adm"],
+        chart_webhook_configurations(cluster["webhook"].port, cluster["webhook"].ca_file.read_bytes(), failure_policy="Ignore"),
     )
     created = cluster["core"].create_namespaced_pod(NS, pod)
     assert created.metadata.name
