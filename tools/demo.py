@@ -33,7 +33,7 @@ from kubernetes import client, config  # noqa: E402
 from kubernetes.client.exceptions import ApiException  # noqa: E402
 from server import start as start_webhook  # noqa: E402
 
-from localcluster import chart_webhook_configurations, start  # noqa: E402
+from localcluster import chart_webhook_configurations, ensure_default_service_account, start  # noqa: E402
 
 NS = "aim-engine"
 BIN = ROOT / ".tools" / "venv" / "bin"
@@ -56,14 +56,7 @@ def load_example_cluster(core: client.CoreV1Api) -> None:
                 core.patch_node(item["metadata"]["name"], {"spec": {"taints": [t.to_dict() for t in taints] or None}})
     for ns in {i["metadata"]["namespace"] for i in doc["items"] if i["kind"] == "Pod"} | {NS}:
         core.create_namespace({"metadata": {"name": ns}})
-        for _ in range(50):  # the ServiceAccount admission plugin wants "default"; no controller makes it here
-            try:
-                core.create_namespaced_service_account(ns, {"metadata": {"name": "default"}})
-                break
-            except ApiException as e:
-                if e.status == 409:
-                    break
-                time.sleep(0.2)
+        ensure_default_service_account(core, ns)
     for item in doc["items"]:
         if item["kind"] == "Pod":
             status = item.pop("status")

@@ -23,6 +23,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from kubernetes.client.exceptions import ApiException
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = ROOT / ".tools" / "bin"
@@ -240,6 +241,19 @@ def _wait_ready(cp: ControlPlane, procs: list[subprocess.Popen[bytes]], logs: li
             time.sleep(0.5)
     cp.stop()
     raise RuntimeError("kube-apiserver not ready: " + logs[1].read_text()[-3000:])
+
+
+def ensure_default_service_account(core, namespace: str) -> None:  # type: ignore[no-untyped-def]
+    """Create the namespace's "default" ServiceAccount, which the ServiceAccount admission plugin
+    wants before it admits Pods; no controller-manager makes it on the bare control plane."""
+    for _ in range(50):
+        try:
+            core.create_namespaced_service_account(namespace, {"metadata": {"name": "default"}})
+            return
+        except ApiException as e:
+            if e.status == 409:
+                return
+            time.sleep(0.2)
 
 
 def env_with_kubeconfig(cp: ControlPlane) -> dict[str, str]:

@@ -23,7 +23,7 @@ from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 from server import start as start_webhook
 
-from localcluster import ROOT, chart_webhook_configurations, start
+from localcluster import ROOT, chart_webhook_configurations, ensure_default_service_account, start
 
 NS = "inference"
 
@@ -50,14 +50,7 @@ def cluster(tmp_path_factory):
         core, apps, adm = client.CoreV1Api(), client.AppsV1Api(), client.AdmissionregistrationV1Api()
         core.create_namespace({"metadata": {"name": NS}})
         for ns in (NS, "kube-system"):
-            for _ in range(50):
-                try:
-                    core.create_namespaced_service_account(ns, {"metadata": {"name": "default"}})
-                    break
-                except ApiException as e:
-                    if e.status == 409:
-                        break
-                    time.sleep(0.2)
+            ensure_default_service_account(core, ns)
         wh_tmp = tmp_path_factory.mktemp("webhook")
         webhook = start_webhook(wh_tmp, workers=1, threads=4, kubeconfig=cp.kubeconfig)
         apply_webhook_configurations(
