@@ -33,6 +33,18 @@ KUBE_SCHEDULER := $(TOOLS)/bin/kube-scheduler
 KWOK_VERSION := v0.8.0
 KWOK := $(TOOLS)/bin/kwok
 KWOK_STAGES := $(TOOLS)/kwok/stages.yaml
+# The real node: kubelet and kube-proxy (and kubectl) from the same module; containerd, runc, the
+# CNI plugins, docker.io (image builds only) and debootstrap from Debian, pinned (root installs them).
+KUBELET := $(TOOLS)/bin/kubelet
+KUBE_PROXY := $(TOOLS)/bin/kube-proxy
+KUBECTL := $(TOOLS)/bin/kubectl
+NODE_DEBS := containerd=1.6.20~ds1-1+deb12u3 runc=1.1.5+ds1-1+deb12u1 containernetworking-plugins=1.1.1+ds1-3+b5 \
+             docker.io=20.10.24+dfsg1-1+deb12u1+b6 debootstrap=1.0.128+nmu2+deb12u2 iptables=1.8.9-2 conntrack=1:1.4.7-1+b2
+NODE_STAMP := $(TOOLS)/.node-debs-$(shell echo '$(NODE_DEBS)' | sha256sum | cut -c1-12)
+# The prometheus-operator CRDs, real ones, for the cluster (ServiceMonitor, PrometheusRule).
+PROMOP_VERSION := v0.85.0
+PROMOP_CRDS := $(TOOLS)/crds/monitoring.coreos.com_servicemonitors.yaml
+SUDO := $(shell test "$$(id -u)" = 0 || echo sudo)
 PROMOP_MODELS_VERSION := 6.0.0
 CERTMANAGER_MODELS_VERSION := 6.0.0
 HELM := $(TOOLS)/bin/helm
@@ -41,21 +53,43 @@ UNTT := $(TOOLS)/bin/untt
 CRD_MODELS := $(TOOLS)/node/node_modules/@kubernetes-models/cert-manager/package.json
 export GOFLAGS := -mod=mod
 
-.PHONY: help setup setup-load test unit lint validate rules chart demo demo-offline bench bench-webhook clean
+.PHONY: help setup setup-load test unit lint validate rules chart demo demo-offline bench bench-webhook clean \
+        images cluster-up cluster-down e2e e2e-kind
 
 help:
-	@echo "make demo      a real API server: GPU detection, recipe selection explained, a bad deployment refused"
+	@echo "make demo      a local cluster: the chart installed, the recipe selected and explained, a bad deployment refused"
 	@echo "make demo-offline  the selection alone, on the bundled cluster snapshot"
 	@echo "make test      lint, catalog validation and the test suite"
 	@echo "make setup     install the virtualenv and pinned tools into .tools/ (run by the others)"
 	@echo "make lint      ruff + mypy --strict on the core"
+	@echo "make cluster-up / cluster-down  the local cluster (control plane, a real kubelet node, kwok GPU nodes)"
+	@echo "make e2e       the end-to-end suite on the local cluster (make e2e-kind: on kind, with Docker)"
 	@echo "make bench     selection benchmark (prints figures)"
 	@echo "make bench-webhook  webhook benchmark with wrk over TLS (prints figures)"
 
 setup: $(STAMP) $(PROMTOOL) $(HELM) $(HELM4) $(UNTT) $(CRD_MODELS) $(KUBE_SCORE) $(ETCD) $(KUBE_APISERVER) \
-       $(KUBE_CONTROLLER_MANAGER) $(KUBE_SCHEDULER) $(KWOK) $(KWOK_STAGES)
+       $(KUBE_CONTROLLER_MANAGER) $(KUBE_SCHEDULER) $(KWOK) $(KWOK_STAGES) $(KUBELET) $(KUBE_PROXY) $(KUBECTL) \
+       $(NODE_STAMP) $(PROMOP_CRDS)
 
-$(KUBE_CONTROLLER_MANAGER) $(KUBE_SCHEDULER): $(TOOLS)/bin/%: tools/k8s/go.mod tools/k8s/go.sum
+$(NODE_STAMP):
+	@echo ">> installing the node packages (Debian): $(NODE_DEBS)"
+	@export DEBIAN_FRONTEND=noninteractive; \
+	  $(SUDO) apt-get install -y -qq --no-install-recommends $(NODE_DEBS) >/dev/null 2>&1 || \
+	  { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq --no-install-recommends $(NODE_DEBS) >/dev/null; } || \
+	  { echo ">> WARNING: a pinned node package is gone from the archive; installing current versions"; \
+	    $(SUDO) apt-get install -y -qq --no-install-recommends $(foreach p,$(NODE_DEBS),$(firstword $(subst =, ,$(p)))) >/dev/null; }
+	@rm -f $(TOOLS)/.node-debs-* && mkdir -p $(TOOLS) && touch $@
+
+$(PROMOP_CRDS):
+	@echo ">> fetching the prometheus-operator $(PROMOP_VERSION) CRDs (from its Go module)"
+	@mkdir -p $(TOOLS)/crds $(TOOLS)/src
+	@dir=$$(cd $(TOOLS)/src && go mod download -json github.com/prometheus-operator/prometheus-operator@$(PROMOP_VERSION) | \
+	  $(PYTHON3) -c 'import json,sys; print(json.load(sys.stdin)["Dir"])') && \
+	  cp "$$dir"/example/prometheus-operator-crd/monitoring.coreos.com_prometheusrules.yaml $(TOOLS)/crds/ && \
+	  cp "$$dir"/example/prometheus-operator-crd/monitoring.coreos.com_servicemonitors.yaml $(TOOLS)/crds/ && \
+	  chmod u+w $(TOOLS)/crds/*
+
+$(KUBE_CONTROLLER_MANAGER) $(KUBE_SCHEDULER) $(KUBELET) $(KUBE_PROXY) $(KUBECTL): $(TOOLS)/bin/%: tools/k8s/go.mod tools/k8s/go.sum
 	@echo ">> building $* from k8s.io/kubernetes (tools/k8s/go.mod)"
 	@mkdir -p $(TOOLS)/k8s $(TOOLS)/bin
 	@cd tools/k8s && go build -o $(TOOLS)/k8s/$* k8s.io/kubernetes/cmd/$*
@@ -155,7 +189,33 @@ validate: setup
 	$(BIN)/aim-recipes validate
 
 unit: setup
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q --ignore=tests/e2e
+
+# Images from the repository's Dockerfiles, for the local cluster (no registry: debootstrap base).
+images: setup
+	@$(SUDO) bash tools/cluster/build-images.sh
+
+cluster-up: setup images
+	@$(SUDO) $(PY) tools/realcluster.py up
+
+cluster-down:
+	@$(SUDO) $(PY) tools/realcluster.py down
+
+# The end-to-end suite. On the local cluster it starts one (or uses a running `make cluster-up`
+# one: AIM_E2E_KUBECONFIG=.tools/cluster/kubeconfig) and tears it down.
+e2e: setup images
+	$(SUDO) $(BIN)/pytest -q tests/e2e
+
+# The same suite on kind (needs Docker and kind): builds the image, loads it into kind, runs kwok
+# for the GPU nodes next to it.
+KIND ?= kind
+KIND_CLUSTER ?= aim-engine-e2e
+e2e-kind: setup
+	docker build -f webhook/Dockerfile -t aim-engine.local/aim-engine:dev .
+	$(KIND) get clusters | grep -qx $(KIND_CLUSTER) || $(KIND) create cluster --name $(KIND_CLUSTER)
+	$(KIND) load docker-image aim-engine.local/aim-engine:dev --name $(KIND_CLUSTER)
+	$(KIND) get kubeconfig --name $(KIND_CLUSTER) > $(TOOLS)/kind-kubeconfig
+	AIM_E2E_KUBECONFIG=$(TOOLS)/kind-kubeconfig AIM_E2E_START_KWOK=1 $(BIN)/pytest -q tests/e2e
 
 rules: setup
 	$(PY) tools/gen_dashboards.py --check
@@ -168,12 +228,13 @@ chart: setup
 	$(UNTT) chart/
 	$(PY) tools/render_chart.py
 
-test: lint validate rules chart unit
+test: lint validate rules chart unit e2e
 
-# The product on a real API server (etcd + kube-apiserver on loopback): detection, selection with
-# its explanation, the webhook refusing a bad Deployment and injecting a recipe. Tears down on exit.
-demo: setup
-	@$(PY) tools/demo.py
+# The product on the local cluster (control plane, a real kubelet node running our images, kwok GPU
+# nodes): the chart installed with the seed's production command, the selection explained, a bad
+# Deployment refused. The cluster stays up; `make cluster-down` removes it.
+demo: setup images
+	@$(SUDO) $(PY) tools/demo.py
 
 # The same selection offline, on the snapshot examples/cluster-mixed.json (no API server).
 demo-offline: setup

@@ -40,11 +40,14 @@ def _pem_key(key) -> bytes:  # type: ignore[no-untyped-def]
     return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
 
 
-def _cert(subject: str, issuer_key, issuer_name, key, *, ca: bool, sans=(), ips=()) -> x509.Certificate:  # type: ignore[no-untyped-def]
+def _cert(subject: str, issuer_key, issuer_name, key, *, ca: bool, sans=(), ips=(), org: str = "") -> x509.Certificate:  # type: ignore[no-untyped-def]
     now = dt.datetime.now(dt.UTC)
+    name = [x509.NameAttribute(NameOID.COMMON_NAME, subject)]
+    if org:
+        name.append(x509.NameAttribute(NameOID.ORGANIZATION_NAME, org))
     b = (
         x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
+        .subject_name(x509.Name(name))
         .issuer_name(issuer_name or x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
@@ -84,9 +87,15 @@ class ControlPlane:
                 p.wait()
 
 
-def start(tmp: Path, *, controllers: bool = False) -> ControlPlane:
+def start(tmp: Path, *, controllers: bool = False, node_ip: str | None = None, detach: bool = False) -> ControlPlane:
     """etcd + kube-apiserver; with `controllers`, also kube-controller-manager, kube-scheduler and
-    kwok (simulated nodes: those annotated kwok.x-k8s.io/node=fake)."""
+    kwok (simulated nodes: those annotated kwok.x-k8s.io/node=fake).
+
+    With `node_ip` (the real-cluster harness, tools/realcluster.py) the API server also listens on
+    that address so that Pods reach it through the `kubernetes` Service, authorises kubelets (Node
+    authorizer, NodeRestriction), reaches webhooks by their endpoints (there is no in-cluster DNS
+    or Service route from the host: --enable-aggregator-routing) and has a client certificate for
+    kubelets. `detach` starts the processes in their own session (they outlive this process)."""
     for tool in ("etcd", "kube-apiserver"):
         assert (BIN / tool).exists(), f"{BIN / tool} missing: run make cluster-tools"
     ca_key = ec.generate_private_key(ec.SECP256R1())
@@ -99,8 +108,10 @@ def start(tmp: Path, *, controllers: bool = False) -> ControlPlane:
         srv_key,
         ca=False,
         sans=["localhost", "kubernetes.default.svc"],
-        ips=["127.0.0.1", "10.96.0.1"],
+        ips=["127.0.0.1", "10.96.0.1", *([node_ip] if node_ip else [])],
     )
+    kc_key = ec.generate_private_key(ec.SECP256R1())
+    kc = _cert("kube-apiserver-kubelet-client", ca_key, ca.subject, kc_key, ca=False, org="system:masters")
     sa_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     files = {
         "ca.crt": ca.public_bytes(serialization.Encoding.PEM),
@@ -109,6 +120,9 @@ def start(tmp: Path, *, controllers: bool = False) -> ControlPlane:
         "sa.key": _pem_key(sa_key),
         "sa.pub": sa_key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo),
         "tokens.csv": f'{TOKEN},admin,admin-uid,"system:masters"\n'.encode(),
+        "ca.key": _pem_key(ca_key),
+        "kubelet-client.crt": kc.public_bytes(serialization.Encoding.PEM),
+        "kubelet-client.key": _pem_key(kc_key),
     }
     for name, data in files.items():
         (tmp / name).write_bytes(data)
@@ -118,7 +132,7 @@ def start(tmp: Path, *, controllers: bool = False) -> ControlPlane:
     def spawn(name: str, cmd: list[str]) -> None:
         log = tmp / f"{name}.log"
         logs.append(log)
-        procs.append(subprocess.Popen(cmd, stdout=log.open("wb"), stderr=subprocess.STDOUT))
+        procs.append(subprocess.Popen(cmd, stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=detach))
 
     spawn(
         "etcd",
@@ -145,7 +159,7 @@ def start(tmp: Path, *, controllers: bool = False) -> ControlPlane:
         [
             str(BIN / "kube-apiserver"),
             f"--etcd-servers=http://127.0.0.1:{etcd_port}",
-            "--bind-address=127.0.0.1",
+            f"--bind-address={'0.0.0.0' if node_ip else '127.0.0.1'}",
             f"--secure-port={api_port}",
             f"--tls-cert-file={tmp / 'apiserver.crt'}",
             f"--tls-private-key-file={tmp / 'apiserver.key'}",
@@ -155,12 +169,22 @@ def start(tmp: Path, *, controllers: bool = False) -> ControlPlane:
             f"--service-account-key-file={tmp / 'sa.pub'}",
             f"--service-account-signing-key-file={tmp / 'sa.key'}",
             "--service-cluster-ip-range=10.96.0.0/16",
-            "--authorization-mode=RBAC",
+            f"--authorization-mode={'Node,RBAC' if node_ip else 'RBAC'}",
             "--enable-admission-plugins=NamespaceLifecycle,ServiceAccount,PodSecurity,"
-            "MutatingAdmissionWebhook,ValidatingAdmissionWebhook,ResourceQuota",
-            "--advertise-address=127.0.0.1",
+            f"MutatingAdmissionWebhook,ValidatingAdmissionWebhook,ResourceQuota{',NodeRestriction' if node_ip else ''}",
+            f"--advertise-address={node_ip or '127.0.0.1'}",
             f"--cert-dir={tmp / 'certs'}",
             "--v=1",
+            *(
+                [
+                    "--enable-aggregator-routing=true",
+                    f"--kubelet-client-certificate={tmp / 'kubelet-client.crt'}",
+                    f"--kubelet-client-key={tmp / 'kubelet-client.key'}",
+                    "--kubelet-preferred-address-types=InternalIP",
+                ]
+                if node_ip
+                else []
+            ),
         ],
     )
     cp = ControlPlane(f"https://127.0.0.1:{api_port}", tmp / "ca.crt", tmp / "kubeconfig", procs, logs)

@@ -1,0 +1,89 @@
+"""The end-to-end suite's cluster: the local one (tools/realcluster.py: a real kubelet node that runs
+our images, kwok GPU nodes), started for the session and torn down after it, or any cluster named
+by AIM_E2E_KUBECONFIG (kind: `make e2e-kind`; a running `make cluster-up`).
+
+With AIM_E2E_START_KWOK=1 the suite runs kwok next to that cluster and adds the GPU nodes, CRDs and
+volumes it expects (tools/realcluster.prepare)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent.parent
+sys.path.insert(0, str(ROOT / "tools"))
+
+import realcluster  # noqa: E402
+
+IMAGE_VALUES = {
+    "image.aim_engine.repository": os.environ.get("AIM_E2E_IMAGE_REPOSITORY", "aim-engine.local/aim-engine"),
+    "image.aim_engine.tag": os.environ.get("AIM_E2E_IMAGE_TAG", "dev"),
+    "image.aim_engine.pull_policy": "IfNotPresent",
+}
+
+
+@dataclass
+class E2ECluster:
+    kubeconfig: Path
+    local: bool
+
+    def env(self) -> dict[str, str]:
+        return {**os.environ, "KUBECONFIG": str(self.kubeconfig)}
+
+    def run(self, *cmd: str, check: bool = False, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+        out = subprocess.run(list(cmd), env=self.env(), capture_output=True, text=True, input=stdin, check=False, timeout=600)
+        if check and out.returncode != 0:
+            raise AssertionError(f"{' '.join(cmd)} exited {out.returncode}:\n{out.stdout}\n{out.stderr}")
+        return out
+
+    def kubectl(self, *args: str, check: bool = False, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+        return self.run(str(ROOT / ".tools/bin/kubectl"), *args, check=check, stdin=stdin)
+
+    def helm(self, *args: str, check: bool = False) -> subprocess.CompletedProcess[str]:
+        return self.run(str(ROOT / ".tools/bin/helm"), *args, check=check)
+
+
+@pytest.fixture(scope="session")
+def e2e(tmp_path_factory: pytest.TempPathFactory) -> Iterator[E2ECluster]:
+    external = os.environ.get("AIM_E2E_KUBECONFIG")
+    if external:
+        kwok = None
+        if os.environ.get("AIM_E2E_START_KWOK"):
+            log = (tmp_path_factory.mktemp("kwok") / "kwok.log").open("wb")
+            kwok = subprocess.Popen(
+                [
+                    str(ROOT / ".tools/bin/kwok"),
+                    "-c",
+                    str(ROOT / ".tools/kwok/stages.yaml"),
+                    f"--kubeconfig={external}",
+                    "--manage-all-nodes=false",
+                    "--manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake",
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+            realcluster.prepare(Path(external))
+            time.sleep(5)
+        try:
+            yield E2ECluster(Path(external), local=False)
+        finally:
+            if kwok is not None:
+                kwok.terminate()
+                kwok.wait(timeout=20)
+        return
+    if os.geteuid() != 0:
+        pytest.fail("the local e2e cluster needs root (containerd, kubelet, iptables): run `sudo make e2e`")
+    state = tmp_path_factory.mktemp("cluster")
+    c = realcluster.up(state)
+    try:
+        yield E2ECluster(c.kubeconfig, local=True)
+    finally:
+        left = realcluster.down(state)
+        assert not left, f"teardown left processes behind: {left}"

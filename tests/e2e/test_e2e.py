@@ -1,0 +1,351 @@
+"""End to end on a real cluster: Helm installs the chart with the seed's production command, the
+pre-install hook Job runs the recipe selector in our image on a real kubelet, the webhook Deployment
+serves the API server through its Service, and the vLLM Pods land on (kwok) GPU nodes with the
+selected recipe injected. Bad Deployments are refused through `kubectl apply` with the webhook's
+message; upgrade rolls the pods onto a new selection; uninstall leaves no webhook configuration.
+
+The tests share one release and run in file order (each leaves the cluster as the next expects)."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import pytest
+import yaml
+
+from .conftest import IMAGE_VALUES, ROOT, E2ECluster
+
+NS = "aim-engine"
+APPS = "aim-e2e"
+FIXTURES = ROOT / "tests" / "fixtures" / "admission"
+VALIDATOR = "aim-engine-recipe-validator"
+INFERENCE = "app.kubernetes.io/instance=aim-engine,app.kubernetes.io/component=inference"
+
+
+def image_sets() -> list[str]:
+    return [x for k, v in IMAGE_VALUES.items() for x in ("--set", f"{k}={v}")]
+
+
+def wait_for(fn: Any, *, timeout: float = 180, what: str) -> Any:
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = fn()
+        if last:
+            return last
+        time.sleep(2)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}; last: {last}")
+
+
+def get(e2e: E2ECluster, *args: str) -> Any:
+    return json.loads(e2e.kubectl("get", *args, "-o", "json", check=True).stdout)
+
+
+def live_pods(e2e: E2ECluster, ns: str, selector: str) -> list[dict[str, Any]]:
+    return [p for p in get(e2e, "pods", "-n", ns, "-l", selector)["items"] if "deletionTimestamp" not in p["metadata"]]
+
+
+def fixture_object(name: str, *, namespace: str = APPS) -> dict[str, Any]:
+    obj = json.loads((FIXTURES / name).read_text())["request"]["object"]
+    obj["metadata"]["namespace"] = namespace
+    obj["metadata"].pop("annotations", None)
+    return obj
+
+
+def apply(e2e: E2ECluster, obj: dict[str, Any], *extra: str) -> Any:
+    return e2e.kubectl("apply", *extra, "-f", "-", stdin=json.dumps(obj))
+
+
+@pytest.fixture(scope="module")
+def release(e2e: E2ECluster) -> E2ECluster:
+    """The seed's Production Deployment command (plus this cluster's image), verbatim otherwise."""
+    out = e2e.helm(
+        "install",
+        "aim-engine",
+        str(ROOT / "chart"),
+        "-n",
+        NS,
+        "--create-namespace",
+        "--set",
+        "aim_engine.auto_select=true",
+        "--set",
+        "monitoring.enabled=true",
+        "--set",
+        "admission_controller.enabled=true",
+        "--set",
+        "aim_engine.model_id=Qwen/Qwen3-32B",
+        *image_sets(),
+        "--wait",
+        "--timeout",
+        "5m",
+    )
+    if out.returncode != 0:
+        diag = e2e.kubectl("get", "pods,jobs,events", "-n", NS).stdout
+        raise AssertionError(f"helm install failed:\n{out.stdout}\n{out.stderr}\n{diag}")
+    e2e.kubectl("create", "namespace", APPS)
+    return e2e
+
+
+def test_install_runs_the_selector_hook_in_our_image_and_applies_its_recipe(release: E2ECluster) -> None:
+    e2e = release
+    # The hook Job ran in a container on the real node and explained its choice.
+    logs = e2e.kubectl("logs", "job/aim-engine-recipe-selector", "-n", NS, check=True).stdout
+    assert "wrote selection to configmap aim-engine/aim-engine-recipe-config: qwen3-32b-mi300x-1gpu-fp8" in logs
+    assert "HARDWARE_ABSENT" in logs  # every candidate with its reason
+    job_pods = get(e2e, "pods", "-n", NS, "-l", "app.kubernetes.io/component=recipe-selector")["items"]
+    assert job_pods, "the selector Job's pod is gone"
+    pod = job_pods[-1]
+    if e2e.local:
+        assert pod["spec"]["nodeName"] == "aim-engine-node"
+    status = pod["status"]["containerStatuses"][0]
+    assert status["state"]["terminated"]["exitCode"] == 0
+    assert status["image"].endswith(f"{IMAGE_VALUES['image.aim_engine.repository']}:{IMAGE_VALUES['image.aim_engine.tag']}")
+
+    cm = get(e2e, "configmap", "aim-engine-recipe-config", "-n", NS)
+    assert cm["metadata"]["labels"]["aim-engine.io/recipe-id"] == "qwen3-32b-mi300x-1gpu-fp8"
+    recipe = yaml.safe_load(cm["data"]["recipe.yaml"])
+
+    # The webhook serves the API server from real pods.
+    validators = live_pods(e2e, NS, "app.kubernetes.io/component=recipe-validator")
+    assert len(validators) == 2
+    assert all(p["status"]["phase"] == "Running" for p in validators)
+
+    # The vLLM pod got the recipe at admission and runs on a node of the recipe's hardware.
+    pods = live_pods(e2e, NS, INFERENCE)
+    assert len(pods) == 1
+    p = pods[0]
+    assert p["metadata"]["labels"]["aim-engine.io/recipe-id"] == "qwen3-32b-mi300x-1gpu-fp8"
+    assert p["metadata"]["labels"]["aim-engine.io/gpu-model"] == "MI300X"
+    assert p["spec"]["nodeName"].startswith("mi300x-")
+    assert p["status"]["phase"] == "Running"
+    vllm = p["spec"]["containers"][0]
+    assert vllm["resources"]["limits"]["amd.com/gpu"] == str(recipe["gpu_count"])
+    args = " ".join(vllm.get("command", []) + vllm.get("args", []))
+    assert "--quantization fp8" in args, args
+    env = {e["name"]: e.get("value") for e in vllm.get("env", [])}
+    assert recipe["config"]["env"]
+    for k, v in recipe["config"]["env"].items():
+        assert env.get(k) == str(v), (k, env)
+
+    # Monitoring objects were accepted against the real prometheus-operator CRD schemas.
+    assert get(e2e, "servicemonitor", "-n", NS)["items"]
+    assert get(e2e, "prometheusrule", "-n", NS)["items"]
+
+
+@pytest.mark.parametrize(
+    ("fixture", "code", "fragment"),
+    [
+        ("deployment-gpu-count-mismatch.json", "GPU_COUNT_MISMATCH", "resources.limits[amd.com/gpu] is 2"),
+        ("deployment-tp-mismatch.json", "PARALLELISM_MISMATCH", "--tensor-parallel-size 2"),
+        ("deployment-fp8-on-a100.json", "PRECISION_UNSUPPORTED", "A100 cannot run fp8"),
+        ("deployment-memory-too-small.json", "RESOURCES_BELOW_RECIPE", "requests.memory is 8Gi"),
+    ],
+)
+def test_kubectl_apply_of_a_bad_deployment_is_refused_with_the_webhooks_message(
+    release: E2ECluster, fixture: str, code: str, fragment: str
+) -> None:
+    out = apply(release, fixture_object(fixture))
+    assert out.returncode != 0, out.stdout
+    assert 'admission webhook "workloads.validate.aim-engine.io" denied the request' in out.stderr
+    assert code in out.stderr and fragment in out.stderr, out.stderr
+    name = fixture_object(fixture)["metadata"]["name"]
+    assert release.kubectl("get", "deployment", name, "-n", APPS).returncode != 0
+
+
+def test_a_good_deployment_is_admitted_and_stored_with_the_injection(release: E2ECluster) -> None:
+    obj = fixture_object("deployment-good.json")
+    out = apply(release, obj)
+    assert out.returncode == 0, out.stderr
+    stored = get(release, "deployment", obj["metadata"]["name"], "-n", APPS)
+    tmpl = stored["spec"]["template"]
+    assert tmpl["metadata"]["labels"]["aim-engine.io/gpu-model"] == "MI300X"
+    assert any(t.get("key") == "amd.com/gpu" for t in tmpl["spec"].get("tolerations", []))
+    # Its pod is admitted, mutated and scheduled on an MI300X node.
+    pods = wait_for(
+        lambda: [
+            p
+            for p in live_pods(release, APPS, f"app.kubernetes.io/name={obj['metadata']['labels']['app.kubernetes.io/name']}")
+            if p.get("spec", {}).get("nodeName")
+        ],
+        what="the good deployment's pod scheduled",
+    )
+    assert pods[0]["spec"]["nodeName"].startswith("mi300x-")
+
+
+def test_server_side_dry_run(release: E2ECluster) -> None:
+    bad = apply(release, fixture_object("deployment-tp-mismatch.json"), "--dry-run=server")
+    assert bad.returncode != 0 and "PARALLELISM_MISMATCH" in bad.stderr
+    good = fixture_object("deployment-good.json")
+    good["metadata"]["name"] = "dry-run-only"
+    out = release.kubectl("apply", "--dry-run=server", "-o", "json", "-f", "-", stdin=json.dumps(good))
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["spec"]["template"]["metadata"]["labels"]["aim-engine.io/gpu-model"] == "MI300X"
+    assert release.kubectl("get", "deployment", "dry-run-only", "-n", APPS).returncode != 0
+
+
+def test_kube_system_objects_never_reach_the_webhook(release: E2ECluster) -> None:
+    obj = fixture_object("deployment-gpu-count-mismatch.json", namespace="kube-system")
+    obj["metadata"]["name"] = "kube-system-untouched"
+    out = apply(release, obj)
+    assert out.returncode == 0, out.stderr
+    stored = get(release, "deployment", "kube-system-untouched", "-n", "kube-system")
+    assert "aim-engine.io/gpu-model" not in stored["spec"]["template"]["metadata"]["labels"]
+    logs = release.kubectl("logs", "-n", NS, "-l", "app.kubernetes.io/component=recipe-validator", "--tail=-1", "--prefix")
+    assert "kube-system-untouched" not in logs.stdout
+    release.kubectl("delete", "deployment", "kube-system-untouched", "-n", "kube-system", "--wait=false")
+
+
+def test_helm_upgrade_that_changes_the_model_and_gpu_count_rolls_the_pods(release: E2ECluster) -> None:
+    e2e = release
+    before = {p["metadata"]["name"] for p in live_pods(e2e, NS, INFERENCE)}
+    rs_before = {r["metadata"]["name"] for r in get(e2e, "replicaset", "-n", NS, "-l", INFERENCE)["items"]}
+    out = e2e.helm(
+        "upgrade",
+        "aim-engine",
+        str(ROOT / "chart"),
+        "-n",
+        NS,
+        "--reuse-values",
+        "--set",
+        "aim_engine.model_id=meta-llama/Llama-3.1-70B-Instruct",
+        "--set",
+        "aim_engine.overrides.gpu_count=8",
+        "--wait",
+        "--timeout",
+        "5m",
+    )
+    assert out.returncode == 0, out.stderr
+    cm = get(e2e, "configmap", "aim-engine-recipe-config", "-n", NS)
+    new_recipe = cm["metadata"]["labels"]["aim-engine.io/recipe-id"]
+    assert new_recipe.startswith("llama-3.1-70b-") and "8gpu" in new_recipe, new_recipe
+    rs_after = {r["metadata"]["name"] for r in get(e2e, "replicaset", "-n", NS, "-l", INFERENCE)["items"]}
+    assert rs_after - rs_before, "no new ReplicaSet: the pod template did not change"
+    pods = wait_for(
+        lambda: [
+            p for p in live_pods(e2e, NS, INFERENCE) if p["metadata"]["name"] not in before and p["status"]["phase"] == "Running"
+        ],
+        what="a pod of the new recipe running",
+    )
+    p = pods[0]
+    assert p["metadata"]["labels"]["aim-engine.io/recipe-id"] == new_recipe
+    gpus = p["spec"]["containers"][0]["resources"]["limits"]
+    assert "8" in (gpus.get("amd.com/gpu"), gpus.get("nvidia.com/gpu")), gpus
+    wait_for(lambda: not (before & {q["metadata"]["name"] for q in live_pods(e2e, NS, INFERENCE)}), what="old pods gone")
+
+
+def _pod(name: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": name,
+            "namespace": APPS,
+            "labels": {"aim-engine.io/recipe-id": "qwen3-32b-mi300x-1gpu-fp8"},
+        },
+        "spec": {"containers": [{"name": "vllm", "image": "rocm/vllm:latest", "args": ["--model", "Qwen/Qwen3-32B"]}]},
+    }
+
+
+def _scale_webhook(e2e: E2ECluster, replicas: int) -> None:
+    e2e.kubectl("scale", f"deployment/{VALIDATOR}", "-n", NS, f"--replicas={replicas}", check=True)
+    if replicas == 0:
+        wait_for(lambda: not live_pods(e2e, NS, "app.kubernetes.io/component=recipe-validator"), what="webhook pods gone")
+        wait_for(
+            lambda: (
+                not any(
+                    s.get("endpoints")
+                    for s in get(e2e, "endpointslices", "-n", NS, "-l", f"kubernetes.io/service-name={VALIDATOR}")["items"]
+                )
+            ),
+            what="no webhook endpoints",
+        )
+    else:
+        e2e.kubectl("rollout", "status", f"deployment/{VALIDATOR}", "-n", NS, "--timeout=180s", check=True)
+
+
+def test_with_the_webhook_down_fail_blocks_and_ignore_admits(release: E2ECluster) -> None:
+    e2e = release
+    _scale_webhook(e2e, 0)
+    try:
+        out = apply(e2e, _pod("blocked-while-down"))
+        assert out.returncode != 0
+        assert "failed calling webhook" in out.stderr, out.stderr
+
+        up = e2e.helm(
+            "upgrade",
+            "aim-engine",
+            str(ROOT / "chart"),
+            "-n",
+            NS,
+            "--reuse-values",
+            "--set",
+            "admission_controller.webhook.failure_policy=Ignore",
+        )
+        assert up.returncode == 0, up.stderr
+        _scale_webhook(e2e, 0)  # the upgrade put the replicas back
+        out = apply(e2e, _pod("admitted-while-down"))
+        assert out.returncode == 0, out.stderr
+        stored = get(e2e, "pod", "admitted-while-down", "-n", APPS)
+        assert "aim-engine.io/gpu-model" not in stored["metadata"]["labels"]  # admitted unmutated
+    finally:
+        e2e.kubectl("delete", "pod", "admitted-while-down", "-n", APPS, "--ignore-not-found", "--wait=false")
+        _scale_webhook(e2e, 2)
+
+
+def test_helm_uninstall_leaves_no_webhook_configuration(release: E2ECluster) -> None:
+    e2e = release
+    out = e2e.helm("uninstall", "aim-engine", "-n", NS, "--wait", "--timeout", "3m")
+    assert out.returncode == 0, out.stderr
+    for kind in ("validatingwebhookconfigurations", "mutatingwebhookconfigurations"):
+        names = [c["metadata"]["name"] for c in get(e2e, kind)["items"]]
+        assert not [n for n in names if "aim-engine" in n], names
+    # The selection record is written by the hook, not owned by Helm: kept (docs/chart.md).
+    assert e2e.kubectl("get", "configmap", "aim-engine-recipe-config", "-n", NS).returncode == 0
+    # With no webhook registered, nothing stops a labelled pod.
+    out = apply(e2e, _pod("after-uninstall"))
+    assert out.returncode == 0, out.stderr
+    e2e.kubectl("delete", "namespace", APPS, "--wait=false")
+
+
+def test_webhook_and_selector_pods_are_admitted_under_pod_security_restricted(e2e: E2ECluster) -> None:
+    ns = "aim-restricted"
+    e2e.kubectl("create", "namespace", ns, check=True)
+    e2e.kubectl(
+        "label",
+        "namespace",
+        ns,
+        "pod-security.kubernetes.io/enforce=restricted",
+        "pod-security.kubernetes.io/enforce-version=latest",
+        check=True,
+    )
+    try:
+        out = e2e.helm(
+            "install",
+            "aim-engine-restricted",
+            str(ROOT / "chart"),
+            "-n",
+            ns,
+            "--set",
+            "aim_engine.model_id=Qwen/Qwen3-32B",
+            "--set",
+            "admission_controller.enabled=true",
+            "--set",
+            "workload.replicas=0",
+            "--set",
+            "model_cache.enabled=false",
+            *image_sets(),
+            "--wait",
+            "--timeout",
+            "5m",
+        )
+        assert out.returncode == 0, out.stderr + e2e.kubectl("get", "events", "-n", ns).stdout
+        assert "violate PodSecurity" not in e2e.kubectl("get", "events", "-n", ns).stdout
+        validators = live_pods(e2e, ns, "app.kubernetes.io/component=recipe-validator")
+        assert len(validators) == 2 and all(p["status"]["phase"] == "Running" for p in validators)
+        logs = e2e.kubectl("logs", "job/aim-engine-restricted-recipe-selector", "-n", ns, check=True).stdout
+        assert "wrote selection to configmap aim-restricted/aim-engine-restricted-recipe-config" in logs
+    finally:
+        e2e.helm("uninstall", "aim-engine-restricted", "-n", ns, "--wait", "--timeout", "3m")
+        e2e.kubectl("delete", "namespace", ns, "--wait=false")
