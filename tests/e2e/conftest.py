@@ -46,8 +46,8 @@ class E2ECluster:
     def kubectl(self, *args: str, check: bool = False, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
         return self.run(str(ROOT / ".tools/bin/kubectl"), *args, check=check, stdin=stdin)
 
-    def helm(self, *args: str, check: bool = False) -> subprocess.CompletedProcess[str]:
-        return self.run(str(ROOT / ".tools/bin/helm"), *args, check=check)
+    def helm(self, *args: str, check: bool = False, helm4: bool = False) -> subprocess.CompletedProcess[str]:
+        return self.run(str(ROOT / ".tools/bin" / ("helm4" if helm4 else "helm")), *args, check=check)
 
 
 @pytest.fixture(scope="session")

@@ -310,6 +310,8 @@ def test_helm_uninstall_leaves_no_webhook_configuration(release: E2ECluster) -> 
 
 
 def test_webhook_and_selector_pods_are_admitted_under_pod_security_restricted(e2e: E2ECluster) -> None:
+    """Installed with Helm 4 (the rest of the suite uses Helm 3): hooks, wait and uninstall work
+    with both."""
     ns = "aim-restricted"
     e2e.kubectl("create", "namespace", ns, check=True)
     e2e.kubectl(
@@ -339,6 +341,7 @@ def test_webhook_and_selector_pods_are_admitted_under_pod_security_restricted(e2
             "--wait",
             "--timeout",
             "5m",
+            helm4=True,
         )
         assert out.returncode == 0, out.stderr + e2e.kubectl("get", "events", "-n", ns).stdout
         assert "violate PodSecurity" not in e2e.kubectl("get", "events", "-n", ns).stdout
@@ -347,5 +350,5 @@ def test_webhook_and_selector_pods_are_admitted_under_pod_security_restricted(e2
         logs = e2e.kubectl("logs", "job/aim-engine-restricted-recipe-selector", "-n", ns, check=True).stdout
         assert "wrote selection to configmap aim-restricted/aim-engine-restricted-recipe-config" in logs
     finally:
-        e2e.helm("uninstall", "aim-engine-restricted", "-n", ns, "--wait", "--timeout", "3m")
+        e2e.helm("uninstall", "aim-engine-restricted", "-n", ns, "--wait", "--timeout", "3m", helm4=True)
         e2e.kubectl("delete", "namespace", ns, "--wait=false")
