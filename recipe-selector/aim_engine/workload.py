@@ -112,6 +112,9 @@ def _str_map(value: object, where: str) -> dict[str, str]:
 
 
 POLICED_KINDS = ("Deployment", "StatefulSet", "Pod", "LeaderWorkerSet")
+# What the LeaderWorkerSet controller puts on the Pods of a group (sigs.k8s.io/lws api/v1).
+LWS_SIZE_ANNOTATION = "leaderworkerset.sigs.k8s.io/size"
+LWS_WORKER_INDEX_LABEL = "leaderworkerset.sigs.k8s.io/worker-index"
 
 
 def parse_workload(obj: object, *, kind: str, namespace: str) -> Workload | None:
@@ -126,7 +129,8 @@ def parse_workload(obj: object, *, kind: str, namespace: str) -> Workload | None
     templates: list[PodTemplate] = []
     group = 1
     if kind == "Pod":
-        templates.append(PodTemplate("pod", "/spec", "/metadata", spec, meta))
+        role, group = _lws_member(labels, annotations)
+        templates.append(PodTemplate(role, "/spec", "/metadata", spec, meta))
     elif kind in ("Deployment", "StatefulSet"):
         tpl = _map(spec.get("template"), "spec.template")
         templates.append(
@@ -183,9 +187,24 @@ def parse_workload(obj: object, *, kind: str, namespace: str) -> Workload | None
 
 def serving_templates(workload: Workload) -> list[PodTemplate]:
     """The templates whose container runs `vllm serve`: in a LeaderWorkerSet the leader (workers
-    join it through Ray); otherwise the one template. Every template needs the GPUs."""
+    join it through Ray), and none in a worker Pod; otherwise the one template. Every template
+    needs the GPUs."""
     leaders = [t for t in workload.templates if t.role == "leader"]
-    return leaders or list(workload.templates)
+    return leaders or [t for t in workload.templates if t.role != "worker"]
+
+
+def _lws_member(labels: Mapping[str, str], annotations: Mapping[str, str]) -> tuple[str, int]:
+    """A Pod that a LeaderWorkerSet created: its role in the group (worker index 0 is the leader)
+    and the group size, from the labels and annotation the LeaderWorkerSet controller sets."""
+    size_text, index = annotations.get(LWS_SIZE_ANNOTATION), labels.get(LWS_WORKER_INDEX_LABEL)
+    if size_text is None or index is None:
+        return "pod", 1
+    if not size_text.isdigit() or int(size_text) < 1:
+        raise MalformedObject(f"metadata.annotations[{LWS_SIZE_ANNOTATION}] must be a positive integer, got {size_text!r}")
+    size = int(size_text)
+    if size == 1:
+        return "pod", 1
+    return ("leader" if index == "0" else "worker"), size
 
 
 def container_index(template: PodTemplate, annotations: Mapping[str, str], gpu_resources: frozenset[str]) -> int | None:

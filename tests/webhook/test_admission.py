@@ -84,6 +84,8 @@ def test_objects_that_are_not_ours_pass_untouched(client, name):
         "pod-from-replicaset.json",
         "statefulset-good.json",
         "leaderworkerset-multinode.json",
+        "pod-lws-leader.json",
+        "pod-lws-worker.json",
         "deployment-good.json",
     ],
 )
@@ -151,6 +153,43 @@ def test_leaderworkerset_args_only_on_the_leader(client):
     assert "--max-model-len" in lwt["leaderTemplate"]["spec"]["containers"][0]["args"]
     assert "args" not in lwt["workerTemplate"]["spec"]["containers"][0]
     assert lwt["workerTemplate"]["spec"]["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == "8"
+
+
+def test_pods_of_a_leaderworkerset_group_are_judged_as_members(client):
+    """The Pods a LeaderWorkerSet creates (worker index and group size from its controller): the
+    worker runs `ray start`, not `vllm serve`, so it is neither refused for lacking the parallelism
+    flags nor given them; both get the per-node GPUs, env and /dev/shm."""
+    worker = review("pod-lws-worker.json")
+    mutated = apply_patch(worker["request"]["object"], decode_patch(post(client, "/mutate", worker)))
+    after = {**worker, "request": {**worker["request"], "object": mutated}}
+    assert post(client, "/validate", after)["response"]["allowed"] is True  # as the API server calls them
+    w = mutated["spec"]
+    assert w["containers"][0]["command"][-1].startswith("ray start")
+    assert "args" not in w["containers"][0]
+    assert w["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == "8"
+    assert any(v.get("emptyDir", {}).get("medium") == "Memory" for v in w["volumes"])
+    leader = review("pod-lws-leader.json")
+    out = post(client, "/mutate", leader)
+    ld = apply_patch(leader["request"]["object"], decode_patch(out))["spec"]
+    args = " ".join(ld["containers"][0]["args"])
+    assert "--tensor-parallel-size 8" in args and "--pipeline-parallel-size 2" in args and "--max-model-len" in args
+    assert any(v.get("emptyDir", {}).get("medium") == "Memory" for v in ld["volumes"])
+
+
+def test_a_leaderworkerset_worker_with_the_wrong_gpu_count_is_refused(client):
+    req = review("pod-lws-worker.json")
+    req["request"]["object"]["spec"]["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] = "4"
+    out = post(client, "/validate", req)["response"]
+    assert out["allowed"] is False and "[GPU_COUNT_MISMATCH]" in out["status"]["message"]
+    assert "needs 8" in out["status"]["message"]
+
+
+def test_a_malformed_group_size_is_a_bad_request(client):
+    req = review("pod-lws-worker.json")
+    req["request"]["object"]["metadata"]["annotations"]["leaderworkerset.sigs.k8s.io/size"] = "two"
+    out = post(client, "/validate", req)["response"]
+    assert out["allowed"] is False and out["status"]["code"] == 400
+    assert "leaderworkerset.sigs.k8s.io/size" in out["status"]["message"]
 
 
 def test_recipe_from_the_release_configmap(client, configmaps, wbundle):

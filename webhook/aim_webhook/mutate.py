@@ -113,7 +113,6 @@ def _template(
     base = f"{t.spec_path}/containers/{idx}"
     container = t.spec["containers"][idx]
     per_pod = recipe.gpus_per_node
-    leader_only = t.role == "leader" and workload.group_size > 1
     serving = serving_templates(workload)
     _resources(m, base, container, recipe=recipe, resource=resource, per_pod=per_pod)
     if t in serving:
@@ -121,7 +120,7 @@ def _template(
     _env(m, base, container, recipe)
     _tolerations(m, t, resource)
     _affinity(m, t, vendor)
-    if recipe.gpu_count > 1 and not leader_only:
+    if recipe.gpu_count > 1:  # every pod of a multi-GPU group, the leader included (NCCL)
         _shm(m, t, base, container)
 
 
