@@ -155,6 +155,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="leave out multi-node recipes (the workload cannot span nodes, e.g. no LeaderWorkerSet)",
     )
     s.add_argument(
+        "--nodes",
+        type=_positive,
+        help="the workload's shape: only recipes spanning exactly N nodes fit (N > 1: a LeaderWorkerSet group of N pods)",
+    )
+    s.add_argument(
         "--keep-existing",
         action="store_true",
         help="hook mode: when --write-configmap already holds a recipe (restored from a backup), keep it",
@@ -398,6 +403,7 @@ def cmd_select(args: argparse.Namespace) -> int:
         min_context=args.min_context,
         custom_recipe=pinned,
         allow_default=not args.no_default,
+        nodes=args.nodes,
     )
     recipes = [r for r in bundle.recipes if not (args.single_node and r.multi_node)]
     sel = select(

@@ -62,6 +62,9 @@ class Request:
     min_context: int = DEFAULT_MIN_CONTEXT
     custom_recipe: Recipe | None = None
     allow_default: bool = True
+    # The workload's shape: None = any; 1 = one pod (Deployment); N > 1 = a LeaderWorkerSet group
+    # of N pods, one per node. Only recipes spanning exactly that many nodes fit.
+    nodes: int | None = None
 
     def validate(self, catalog: HardwareCatalog) -> None:
         if not re.match(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$", self.model_id):
@@ -76,11 +79,13 @@ class Request:
             catalog.require(self.gpu_type)
         if self.max_model_len is not None and self.max_model_len < 1:
             raise InputError(f"max_model_len {self.max_model_len}: must be positive")
+        if self.nodes is not None and not 1 <= self.nodes <= 64:
+            raise InputError(f"nodes {self.nodes}: must be between 1 and 64")
 
     @property
     def overrides(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
-        for key in ("gpu_count", "precision", "backend", "gpu_type", "max_model_len"):
+        for key in ("gpu_count", "precision", "backend", "gpu_type", "max_model_len", "nodes"):
             value = getattr(self, key)
             if value is not None:
                 out[key] = value
@@ -183,6 +188,21 @@ def override_findings(recipe: Recipe, request: Request) -> list[Finding]:
                 "OVERRIDE_PRECISION",
                 f"runs {recipe.precision}; precision={request.precision} was requested",
                 f"drop the precision override to allow {recipe.precision}",
+            )
+        )
+    if request.nodes is not None and recipe.nodes != request.nodes:
+        shape = (
+            "one pod (a Deployment)"
+            if request.nodes == 1
+            else f"a group of {request.nodes} pods, one per node (a LeaderWorkerSet)"
+        )
+        out.append(
+            Finding(
+                "WORKLOAD_SHAPE",
+                f"spans {recipe.nodes} node(s); the workload is {shape}",
+                "use a LeaderWorkerSet of that many nodes (workload.kind, workload.leader_worker.group_size)"
+                if recipe.nodes > 1
+                else "use a Deployment (workload.kind: Deployment) for single-node recipes",
             )
         )
     if request.gpu_type is not None and recipe.hardware.upper() != request.gpu_type.upper():
@@ -466,7 +486,9 @@ def select(
             ambiguous = ambiguity(with_capacity[0][0], with_capacity)
 
     tertiary_pool: list[tuple[Recipe, MemoryPlan]] = []
-    if chosen is None and model is not None:
+    # Derived and synthesised configurations are single-node: not for a multi-node group.
+    single_pod = request.nodes in (None, 1)
+    if chosen is None and model is not None and single_pod:
         tertiary_pool = _derived_variants(ordered, model=model, request=request, catalog=catalog, inventory=inventory)
         if tertiary_pool:
             chosen, level = tertiary_pool[0], "tertiary"
@@ -477,7 +499,7 @@ def select(
         general = [e for e in ordered if e[0].type == "general" and not e[1] and not e[2]]
         if general:
             chosen, level = (general[0][0], general[0][3]), "default"
-        elif model is not None:
+        elif model is not None and single_pod:
             options, synthesized_notes = _synthesis_options(model, request, inventory, catalog)
             if options:
                 options.sort(key=lambda o: o[0])

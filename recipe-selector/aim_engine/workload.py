@@ -247,6 +247,16 @@ def command_tokens(container: Mapping[str, Any]) -> tuple[list[str], bool]:
     return tokens, False
 
 
+def shell_forwards_args(container: Mapping[str, Any]) -> bool:
+    """A `sh -c SCRIPT NAME [ARGS...]` command whose script passes "$@" on (e.g. `ray start --head
+    && exec vllm serve MODEL "$@"`): arguments appended to the container reach the program. NAME
+    ($0) must be there, or the first appended argument would become $0 and be lost."""
+    command = [str(x) for x in _list(container.get("command"), "command")]
+    args = [str(x) for x in _list(container.get("args"), "args")]
+    tokens = command + args
+    return len(tokens) >= 4 and tokens[0].rsplit("/", 1)[-1] in ("sh", "bash") and tokens[1] == "-c" and '"$@"' in tokens[2]
+
+
 def parse_flags(tokens: Sequence[str]) -> dict[str, str | bool]:
     """vLLM flags from a command line: --name value, --name=value, --flag, --no-flag, -tp N."""
     out: dict[str, str | bool] = {}

@@ -189,6 +189,23 @@ def test_multi_node_recipe_needs_two_nodes_each_with_room(bundle):
     assert codes(by_id(sel, "deepseek-r1-h100-16gpu-fp8")) == ["NO_FREE_CAPACITY"]
 
 
+def test_the_workload_shape_limits_recipes_to_that_many_nodes(bundle):
+    """nodes=2 (a LeaderWorkerSet group of 2): only 2-node recipes; nodes=1 (a Deployment): none of
+    them; neither the derived nor the synthesised levels produce a single-node recipe for a group."""
+    two = cluster([gfd_node("h0", "H100"), gfd_node("h1", "H100"), amd_node("m0", "MI300X")])
+    sel = run_select(bundle, two, model_id="deepseek-ai/DeepSeek-R1", nodes=2)
+    assert sel.recipe.recipe_id == "deepseek-r1-h100-16gpu-fp8"
+    assert codes(by_id(sel, "deepseek-r1-mi300x-8gpu-fp8")) == ["WORKLOAD_SHAPE"]
+    sel = run_select(bundle, two, model_id="deepseek-ai/DeepSeek-R1", nodes=1)
+    assert sel.recipe.nodes == 1 and sel.recipe.recipe_id == "deepseek-r1-mi300x-8gpu-fp8"
+    assert codes(by_id(sel, "deepseek-r1-h100-16gpu-fp8")) == ["WORKLOAD_SHAPE"]
+    sel = run_select(bundle, two, model_id="Qwen/Qwen3-32B", nodes=2)
+    assert sel.recipe is None and sel.level is None
+    assert all("WORKLOAD_SHAPE" in codes(c) for c in sel.candidates)
+    with pytest.raises(InputError):
+        run_select(bundle, two, model_id=QWEN, nodes=0)
+
+
 def test_single_node_recipe_bigger_than_any_node(bundle):
     doc = cluster([gfd_node("h", "H100", gpus=4)])
     sel = run_select(bundle, doc, model_id="meta-llama/Llama-3.1-405B-Instruct")

@@ -176,6 +176,28 @@ def test_pods_of_a_leaderworkerset_group_are_judged_as_members(client):
     assert any(v.get("emptyDir", {}).get("medium") == "Memory" for v in ld["volumes"])
 
 
+@pytest.mark.parametrize("forwards", [True, False])
+def test_a_shell_script_gets_the_recipe_args_only_when_it_forwards_them(client, forwards):
+    """The chart's LeaderWorkerSet leader starts the Ray head, then `exec vllm serve MODEL "$@"`:
+    arguments appended to the container reach vLLM, so the recipe's flags are injected; a script
+    that does not forward them is left alone with a warning."""
+    req = review("pod-lws-leader.json")
+    c = req["request"]["object"]["spec"]["containers"][0]
+    tail = ' "$@"' if forwards else ""
+    c["command"] = ["sh", "-c", f"ray start --head --port=6379 && exec vllm serve deepseek-ai/DeepSeek-R1{tail}", "vllm"]
+    c.pop("args", None)
+    out = post(client, "/mutate", req)
+    patched = apply_patch(req["request"]["object"], decode_patch(out))
+    args = patched["spec"]["containers"][0].get("args", [])
+    if forwards:
+        assert "--tensor-parallel-size" in args and "--pipeline-parallel-size" in args
+        after = {**req, "request": {**req["request"], "object": patched}}
+        assert post(client, "/validate", after)["response"]["allowed"] is True
+    else:
+        assert args == []
+        assert any("shell script" in w for w in out["response"].get("warnings", []))
+
+
 def test_a_leaderworkerset_worker_with_the_wrong_gpu_count_is_refused(client):
     req = review("pod-lws-worker.json")
     req["request"]["object"]["spec"]["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] = "4"

@@ -27,6 +27,7 @@ from aim_engine.workload import (
     container_index,
     parse_flags,
     serving_templates,
+    shell_forwards_args,
 )
 
 DSHM_VOLUME = "aim-dshm"
@@ -158,7 +159,7 @@ def _args(m: Mutation, base: str, container: Mapping[str, Any], recipe: Recipe) 
         m.warn(f"--{k.replace('_', '-')} {present[k]} kept; recipe {recipe.recipe_id} sets {recipe.args[k]}")
     if not missing:
         return
-    if is_shell:
+    if is_shell and not shell_forwards_args(container):
         m.warn(f"command is a shell script: recipe args not injected ({len(missing)} missing)")
         return
     flags = to_cli(missing)
