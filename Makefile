@@ -44,6 +44,9 @@ NODE_STAMP := $(TOOLS)/.node-debs-$(shell echo '$(NODE_DEBS)' | sha256sum | cut 
 # The prometheus-operator CRDs, real ones, for the cluster (ServiceMonitor, PrometheusRule).
 PROMOP_VERSION := v0.85.0
 PROMOP_CRDS := $(TOOLS)/crds/monitoring.coreos.com_servicemonitors.yaml
+# The LeaderWorkerSet CRD (multi-node workloads), from its Go module.
+LWS_VERSION := v0.7.0
+LWS_CRD := $(TOOLS)/crds/leaderworkerset.x-k8s.io_leaderworkersets.yaml
 SUDO := $(shell test "$$(id -u)" = 0 || echo sudo)
 PROMOP_MODELS_VERSION := 6.0.0
 CERTMANAGER_MODELS_VERSION := 6.0.0
@@ -69,7 +72,7 @@ help:
 
 setup: $(STAMP) $(PROMTOOL) $(HELM) $(HELM4) $(UNTT) $(CRD_MODELS) $(KUBE_SCORE) $(ETCD) $(KUBE_APISERVER) \
        $(KUBE_CONTROLLER_MANAGER) $(KUBE_SCHEDULER) $(KWOK) $(KWOK_STAGES) $(KUBELET) $(KUBE_PROXY) $(KUBECTL) \
-       $(NODE_STAMP) $(PROMOP_CRDS)
+       $(NODE_STAMP) $(PROMOP_CRDS) $(LWS_CRD)
 
 $(NODE_STAMP):
 	@echo ">> installing the node packages (Debian): $(NODE_DEBS)"
@@ -88,6 +91,13 @@ $(PROMOP_CRDS):
 	  cp "$$dir"/example/prometheus-operator-crd/monitoring.coreos.com_prometheusrules.yaml $(TOOLS)/crds/ && \
 	  cp "$$dir"/example/prometheus-operator-crd/monitoring.coreos.com_servicemonitors.yaml $(TOOLS)/crds/ && \
 	  chmod u+w $(TOOLS)/crds/*
+
+$(LWS_CRD):
+	@echo ">> fetching the LeaderWorkerSet $(LWS_VERSION) CRD (from its Go module)"
+	@mkdir -p $(TOOLS)/crds $(TOOLS)/src
+	@dir=$$(cd $(TOOLS)/src && go mod download -json sigs.k8s.io/lws@$(LWS_VERSION) | \
+	  $(PYTHON3) -c 'import json,sys; print(json.load(sys.stdin)["Dir"])') && \
+	  cp "$$dir"/config/crd/bases/leaderworkerset.x-k8s.io_leaderworkersets.yaml $@ && chmod u+w $@
 
 $(KUBE_CONTROLLER_MANAGER) $(KUBE_SCHEDULER) $(KUBELET) $(KUBE_PROXY) $(KUBECTL): $(TOOLS)/bin/%: tools/k8s/go.mod tools/k8s/go.sum
 	@echo ">> building $* from k8s.io/kubernetes (tools/k8s/go.mod)"

@@ -15,6 +15,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import jsonschema
 import kubernetes_validate
 import yaml
 
@@ -30,7 +31,14 @@ KUBE_SCORE_IGNORED = [
     "networkpolicy-targets-pod",  # the hook-Job policy targets pods that exist only during hooks
 ]
 K8S_VERSION = "1.34.0"
-API_VERSIONS = ["monitoring.coreos.com/v1/ServiceMonitor", "monitoring.coreos.com/v1/PrometheusRule"]
+API_VERSIONS = [
+    "monitoring.coreos.com/v1/ServiceMonitor",
+    "monitoring.coreos.com/v1/PrometheusRule",
+    "leaderworkerset.x-k8s.io/v1/LeaderWorkerSet",
+]
+# CRDs validated here from their own structural schema (fetched by make setup from the project's Go
+# module), strictly: unknown fields are errors, as the API server would prune them.
+CRD_FILES = {"LeaderWorkerSet": TOOLS / "crds" / "leaderworkerset.x-k8s.io_leaderworkersets.yaml"}
 CRD_KINDS = {"ServiceMonitor", "PrometheusRule", "Certificate", "Issuer"}
 # kubernetes-validate bundles no schema for these (CRDs the chart may reference).
 SKIP_KINDS: set[str] = set()
@@ -55,11 +63,45 @@ def render(helm: Path, release: str, values: Path) -> list[dict]:
     return [d for d in yaml.safe_load_all(out.stdout) if d]
 
 
+def _strict(schema: object) -> object:
+    """An OpenAPI v3 structural schema as JSON Schema that refuses unknown fields."""
+    if isinstance(schema, list):
+        return [_strict(x) for x in schema]
+    if not isinstance(schema, dict):
+        return schema
+    out = {k: _strict(v) for k, v in schema.items()}
+    if out.get("x-kubernetes-int-or-string"):
+        out.pop("type", None)
+        out["anyOf"] = [{"type": "integer"}, {"type": "string"}]
+    if "properties" in out and "additionalProperties" not in out and not out.get("x-kubernetes-preserve-unknown-fields"):
+        out["additionalProperties"] = False
+    return out
+
+
+def crd_errors(doc: dict, where: str) -> list[str]:
+    path = CRD_FILES[doc["kind"]]
+    if not path.exists():
+        return [f"{path} missing: run make setup"]
+    crd = yaml.safe_load(path.read_text())
+    version = doc["apiVersion"].split("/")[-1]
+    schemas = [v["schema"]["openAPIV3Schema"] for v in crd["spec"]["versions"] if v["name"] == version]
+    if not schemas:
+        return [f"{where}: {doc['kind']}: no version {version} in {path.name}"]
+    validator = jsonschema.Draft7Validator(_strict(schemas[0]))
+    return [
+        f"{where}: {doc['kind']}/{doc['metadata']['name']}: {e.message} at {'.'.join(map(str, e.path))}"
+        for e in validator.iter_errors(doc)
+    ]
+
+
 def validate(docs: list[dict], where: str) -> list[str]:
     errors = []
     crds = []
     for d in docs:
         kind = d.get("kind")
+        if kind in CRD_FILES:
+            errors += crd_errors(d, where)
+            continue
         if kind in CRD_KINDS:
             crds.append(d)
             continue

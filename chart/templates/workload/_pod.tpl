@@ -1,0 +1,178 @@
+{{/*
+The vLLM pod template (metadata + spec), shared by the Deployment (role "single") and the
+LeaderWorkerSet (roles "leader" and "worker"). Called with (dict "root" $ "role" ROLE).
+- single: `vllm serve MODEL` with the flags as args;
+- leader: starts the Ray head, waits for the group's workers, then `exec vllm serve MODEL "$@"`:
+  the args (and the recipe flags the webhook appends) reach vLLM through "$@";
+- worker: joins the leader's Ray cluster; serves nothing itself (no port, no probes, no flags).
+In manual mode each pod of a group holds gpu_count / group_size GPUs.
+*/}}
+{{- define "aim-engine.vllmPod" -}}
+{{- $root := .root -}}
+{{- $role := .role -}}
+{{- $ae := $root.Values.aim_engine -}}
+{{- $managed := include "aim-engine.managed" $root -}}
+{{- $group := ternary 1 (int $root.Values.workload.leader_worker.group_size) (eq $role "single") -}}
+{{- $gpus := include "aim-engine.gpuCount" $root -}}
+{{- $perPod := "" -}}
+{{- if $gpus }}{{ $perPod = div (int $gpus) $group | toString }}{{ end -}}
+metadata:
+  labels:
+    {{- include "aim-engine.selectorLabels" (dict "root" $root "component" "inference") | nindent 4 }}
+    {{- if $managed }}
+    aim-engine.io/recipe-id: {{ include "aim-engine.recipeLabel" $root | quote }}
+    {{- end }}
+    {{- if $ae.performance_tuning }}
+    aim-engine.io/performance-tuning: "true"
+    {{- end }}
+    {{- if ne $role "single" }}
+    aim-engine.io/role: {{ $role }}
+    {{- end }}
+  annotations:
+    {{- if $managed }}
+    # The release's selection: the admission webhook injects this recipe into each Pod.
+    aim-engine.io/recipe-config: {{ include "aim-engine.recipeConfig" $root }}
+    {{- end }}
+    # Pods roll when what the selection depends on changes (model, overrides, pins).
+    checksum/selection-inputs: {{ list $ae.model_id $ae.gpu_count $ae.precision $ae.backend $ae.overrides $ae.custom_recipe $ae.recipe_id $ae.pinned_recipe $ae.hardware.gpu_type $ae.performance | toJson | sha256sum | trunc 16 }}
+    checksum/serving: {{ list (include "aim-engine.vllmArgs" $root) (include "aim-engine.env" $root) | toJson | sha256sum | trunc 16 }}
+spec:
+  automountServiceAccountToken: false
+  {{- with $root.Values.image_pull_secrets }}
+  imagePullSecrets:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+  {{- with $root.Values.workload.security_context }}
+  securityContext:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+  {{- with $root.Values.workload.node_selector }}
+  nodeSelector:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+  {{- with $root.Values.workload.tolerations }}
+  tolerations:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+  {{- with $root.Values.workload.affinity }}
+  affinity:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+  containers:
+    - name: vllm
+      image: {{ include "aim-engine.image" $root.Values.image.vllm | quote }}
+      imagePullPolicy: {{ $root.Values.image.vllm.pull_policy }}
+      {{- if eq $role "worker" }}
+      # LWS_LEADER_ADDRESS is set on every pod of the group by the LeaderWorkerSet controller.
+      command: ["sh", "-c", "exec ray start --address=$(LWS_LEADER_ADDRESS):6379 --block --disable-usage-stats"]
+      {{- else }}
+      {{- if eq $role "leader" }}
+      command:
+        - "sh"
+        - "-c"
+        - |
+          set -e
+          ray start --head --port=6379 --disable-usage-stats
+          until [ "$(python3 -c 'import ray; ray.init(address="auto", logging_level="ERROR"); print(sum(n["Alive"] for n in ray.nodes()))')" -ge "${LWS_GROUP_SIZE:-1}" ]; do
+            echo "waiting for the group's ${LWS_GROUP_SIZE} Ray nodes"; sleep 5
+          done
+          exec vllm serve {{ $ae.model_id | quote }} "$@"
+        - "vllm"
+      {{- else }}
+      command: ["vllm", "serve", {{ $ae.model_id | quote }}]
+      {{- end }}
+      args:
+        - "--host"
+        - "0.0.0.0"
+        - "--port"
+        - "8000"
+        {{- if not $managed }}
+        {{- if $gpus }}
+        {{- if eq $role "leader" }}
+        - "--tensor-parallel-size"
+        - {{ $perPod | quote }}
+        - "--pipeline-parallel-size"
+        - {{ $group | toString | quote }}
+        - "--distributed-executor-backend"
+        - "ray"
+        {{- else }}
+        - "--tensor-parallel-size"
+        - {{ $gpus | quote }}
+        {{- end }}
+        {{- end }}
+        {{- with include "aim-engine.precision" $root }}
+        {{- if eq . "fp8" }}
+        - "--quantization"
+        - "fp8"
+        {{- else if eq . "bf16" }}
+        - "--dtype"
+        - "bfloat16"
+        {{- else if eq . "fp16" }}
+        - "--dtype"
+        - "float16"
+        {{- end }}
+        {{- end }}
+        {{- end }}
+        {{- if $ae.debug }}
+        - "--enable-log-requests"
+        {{- end }}
+        {{- include "aim-engine.vllmFlags" $root | nindent 8 }}
+      {{- end }}
+      env:
+        - name: HF_HOME
+          value: {{ $root.Values.model_cache.mount_path | quote }}
+        - name: VLLM_LOGGING_LEVEL
+          value: {{ ternary "DEBUG" ($ae.log_level | upper) $ae.debug | quote }}
+        {{- include "aim-engine.env" $root | nindent 8 }}
+      {{- if ne $role "worker" }}
+      ports:
+        - name: http
+          containerPort: 8000
+          protocol: TCP
+      startupProbe:
+        httpGet: {path: /health, port: http}
+        periodSeconds: 10
+        failureThreshold: {{ $root.Values.workload.startup_probe_failure_threshold }}
+      readinessProbe:
+        httpGet: {path: /health, port: http}
+        periodSeconds: 10
+      livenessProbe:
+        httpGet: {path: /health, port: http}
+        periodSeconds: 20
+        failureThreshold: 6
+      {{- end }}
+      {{- if or $root.Values.workload.resources (and (not $managed) $gpus) }}
+      resources:
+        {{- $res := deepCopy ($root.Values.workload.resources | default dict) }}
+        {{- if and (not $managed) $gpus }}
+        {{- $gpuRes := ternary "nvidia.com/gpu" "amd.com/gpu" (has ($ae.hardware.gpu_type | default "MI300X" | upper) (list "H100" "H100-PCIE" "H200" "B200" "A100" "A100-40GB" "L40S")) }}
+        {{- $_ := set $res "limits" (merge (dict $gpuRes $perPod) ($res.limits | default dict)) }}
+        {{- $_ := set $res "requests" (merge (dict $gpuRes $perPod) ($res.requests | default dict)) }}
+        {{- if $ae.hardware.cpu_cores }}
+        {{- $_ := set $res.requests "cpu" ($ae.hardware.cpu_cores | toString) }}
+        {{- end }}
+        {{- end }}
+        {{- toYaml $res | nindent 8 }}
+      {{- end }}
+      volumeMounts:
+        - name: model-cache
+          mountPath: {{ $root.Values.model_cache.mount_path }}
+        {{- if and (not $managed) $gpus (gt (int $gpus) 1) }}
+        - name: dshm
+          mountPath: /dev/shm
+        {{- end }}
+  volumes:
+    - name: model-cache
+      {{- if $root.Values.model_cache.enabled }}
+      persistentVolumeClaim:
+        claimName: {{ $root.Values.model_cache.existing_claim | default (include "aim-engine.cache" $root) }}
+      {{- else }}
+      emptyDir: {}
+      {{- end }}
+    {{- if and (not $managed) $gpus (gt (int $gpus) 1) }}
+    - name: dshm
+      emptyDir:
+        medium: Memory
+        sizeLimit: {{ $root.Values.workload.shm_size }}
+    {{- end }}
+{{- end -}}
