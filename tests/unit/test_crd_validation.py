@@ -43,13 +43,21 @@ def test_a_wrong_type_is_refused(lws):
 
 def test_int_or_string_fields_take_both(lws):
     ok = copy.deepcopy(lws)
-    ok["spec"]["rolloutStrategy"] = {"type": "RollingUpdate", "rollingUpdateConfiguration": {"maxUnavailable": "50%", "maxSurge": 1}}
+    rolling = {"maxUnavailable": "50%", "maxSurge": 1}
+    ok["spec"]["rolloutStrategy"] = {"type": "RollingUpdate", "rollingUpdateConfiguration": rolling}
     assert render_chart.crd_errors(ok, "t") == []
 
 
 def test_helm_refuses_leaderworkerset_without_the_crd():
     out = subprocess.run(
-        [str(render_chart.HELMS["helm3"]), "template", "x", str(ROOT / "chart"), "-f", str(ROOT / "chart/ci/leaderworkerset-values.yaml")],
+        [
+            str(render_chart.HELMS["helm3"]),
+            "template",
+            "x",
+            str(ROOT / "chart"),
+            "-f",
+            str(ROOT / "chart/ci/leaderworkerset-values.yaml"),
+        ],
         capture_output=True,
         text=True,
         check=False,
