@@ -71,6 +71,7 @@ GPU_NODES: list[tuple[str, dict[str, str], str, int]] = [
     ("mi300x-0", AMD_MI300X, "amd.com/gpu", 8),
     ("mi300x-1", AMD_MI300X, "amd.com/gpu", 8),
     ("h100-0", GFD_H100, "nvidia.com/gpu", 8),
+    ("h100-1", GFD_H100, "nvidia.com/gpu", 8),
     ("a100-0", GFD_A100, "nvidia.com/gpu", 8),
 ]
 

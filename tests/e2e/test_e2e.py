@@ -8,6 +8,7 @@ The tests share one release and run in file order (each leaves the cluster as th
 
 from __future__ import annotations
 
+import copy
 import json
 import time
 from typing import Any
@@ -351,4 +352,85 @@ def test_webhook_and_selector_pods_are_admitted_under_pod_security_restricted(e2
         assert "wrote selection to configmap aim-restricted/aim-engine-restricted-recipe-config" in logs
     finally:
         e2e.helm("uninstall", "aim-engine-restricted", "-n", ns, "--wait", "--timeout", "3m", helm4=True)
+        e2e.kubectl("delete", "namespace", ns, "--wait=false")
+
+
+def test_a_multi_node_recipe_is_served_by_a_leaderworkerset(e2e: E2ECluster) -> None:
+    """workload.kind=LeaderWorkerSet: the hook selects a recipe spanning two nodes, the API server
+    stores the LeaderWorkerSet (validated by the real LWS CRD schema and by the webhook), and the
+    group's Pods — created here as the LeaderWorkerSet controller creates them, since that
+    controller is not part of this cluster — get the recipe: the leader its parallelism flags through
+    "$@", the worker only its GPUs; each lands on its own H100 node."""
+    ns = "aim-lws"
+    release = "aim-engine-lws"
+    e2e.kubectl("create", "namespace", ns, check=True)
+    try:
+        out = e2e.helm(
+            "install",
+            release,
+            str(ROOT / "chart"),
+            "-n",
+            ns,
+            "--set",
+            "aim_engine.model_id=deepseek-ai/DeepSeek-R1",
+            "--set",
+            "workload.kind=LeaderWorkerSet",
+            "--set",
+            "model_cache.access_modes={ReadWriteMany}",
+            *image_sets(),
+            "--wait",
+            "--timeout",
+            "5m",
+        )
+        assert out.returncode == 0, out.stderr
+        cm = get(e2e, "configmap", f"{release}-recipe-config", "-n", ns)
+        assert cm["metadata"]["labels"]["aim-engine.io/recipe-id"] == "deepseek-r1-h100-16gpu-fp8"
+        lws = get(e2e, "leaderworkerset", release, "-n", ns)
+        lwt = lws["spec"]["leaderWorkerTemplate"]
+        assert lwt["size"] == 2
+        for idx, tpl in ((0, lwt["leaderTemplate"]), (1, lwt["workerTemplate"])):
+            name = f"{release}-0" + (f"-{idx}" if idx else "")
+            labels = {
+                **tpl["metadata"]["labels"],
+                "leaderworkerset.sigs.k8s.io/name": release,
+                "leaderworkerset.sigs.k8s.io/group-index": "0",
+                "leaderworkerset.sigs.k8s.io/worker-index": str(idx),
+            }
+            annotations = {**tpl["metadata"].get("annotations", {}), "leaderworkerset.sigs.k8s.io/size": "2"}
+            spec = copy.deepcopy(tpl["spec"])
+            for c in spec["containers"]:
+                c.setdefault("env", [])[:0] = [
+                    {"name": "LWS_LEADER_ADDRESS", "value": f"{release}-0.{release}.{ns}"},
+                    {"name": "LWS_GROUP_SIZE", "value": "2"},
+                ]
+            pod = {
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "metadata": {"name": name, "namespace": ns, "labels": labels, "annotations": annotations},
+                "spec": spec,
+            }
+            created = apply(e2e, pod)
+            assert created.returncode == 0, created.stderr
+        leader = get(e2e, "pod", f"{release}-0", "-n", ns)
+        worker = get(e2e, "pod", f"{release}-0-1", "-n", ns)
+        largs = " ".join(leader["spec"]["containers"][0]["args"])
+        assert "--tensor-parallel-size 8" in largs and "--pipeline-parallel-size 2" in largs, largs
+        assert leader["spec"]["containers"][0]["command"][-1] == "vllm"  # $0: the args reach vLLM via "$@"
+        assert "args" not in worker["spec"]["containers"][0]
+        for p in (leader, worker):
+            assert p["metadata"]["labels"]["aim-engine.io/recipe-id"] == "deepseek-r1-h100-16gpu-fp8"
+            assert p["spec"]["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == "8"
+        placed = wait_for(
+            lambda: (
+                {
+                    q["spec"].get("nodeName")
+                    for q in (get(e2e, "pod", f"{release}-0", "-n", ns), get(e2e, "pod", f"{release}-0-1", "-n", ns))
+                }
+                == {"h100-0", "h100-1"}
+            ),
+            what="the group's pods on the two H100 nodes",
+        )
+        assert placed
+    finally:
+        e2e.helm("uninstall", release, "-n", ns, "--wait", "--timeout", "3m")
         e2e.kubectl("delete", "namespace", ns, "--wait=false")
