@@ -198,7 +198,8 @@ lint: setup
 validate: setup
 	$(BIN)/aim-recipes validate
 
-unit: setup
+# (images: tests/apiserver/test_demo.py runs `make demo` on the local cluster.)
+unit: setup images
 	$(BIN)/pytest -q --ignore=tests/e2e
 
 # Images from the repository's Dockerfiles, for the local cluster (no registry: debootstrap base).
