@@ -27,7 +27,8 @@ from .catalog import (
     typed_recipe,
 )
 from .errors import AimError, InputError
-from .inventory import DEFAULT_TOLERATED_TAINTS, Inventory, build_inventory, split_list
+from .hardware import HardwareCatalog
+from .inventory import DEFAULT_TOLERATED_TAINTS, Inventory, build_inventory, product_node_terms, split_list
 from .lint import lint_recipes
 from .metrics import METRICS_KEY, SelectionCollector, updated_counts
 from .models import ModelProfile
@@ -46,6 +47,7 @@ from .render import (
     vllm_command,
 )
 from .selection import Request, Selection, select
+from .workload import NODE_AFFINITY_KEY
 
 log = logging.getLogger("aim_engine")
 EXIT_OK, EXIT_NOT_FOUND, EXIT_ERROR = 0, 1, 2
@@ -416,7 +418,7 @@ def cmd_select(args: argparse.Namespace) -> int:
     )
     duration = time.perf_counter() - started
     if args.write_configmap:
-        _write_selection(args, kube, sel, inv, duration)
+        _write_selection(args, kube, sel, inv, duration, catalog=bundle.hardware)
     _print_selection(args, sel, inv)
     return EXIT_OK if sel.ok else EXIT_NOT_FOUND
 
@@ -461,7 +463,9 @@ def _print_selection(args: argparse.Namespace, sel: Selection, inv: Inventory) -
         sys.stderr.write(explanation(sel, inv))
 
 
-def _write_selection(args: argparse.Namespace, kube: Any, sel: Selection, inv: Inventory, duration: float) -> None:
+def _write_selection(
+    args: argparse.Namespace, kube: Any, sel: Selection, inv: Inventory, duration: float, *, catalog: HardwareCatalog
+) -> None:
     ns = _namespace(args)
     name = args.write_configmap
     release = args.release or name.removesuffix("-recipe-config")
@@ -469,6 +473,8 @@ def _write_selection(args: argparse.Namespace, kube: Any, sel: Selection, inv: I
     now = time.time()
     explain_text = explanation(sel, inv)
     selection_json = to_json(selection_dict(sel))
+    product = catalog.get(sel.recipe.hardware) if sel.recipe is not None else None
+    node_terms = product_node_terms(inv, product.name) if product is not None else []
 
     def update(current: dict[str, Any] | None) -> dict[str, str]:
         data = dict((current or {}).get("data") or {})
@@ -476,6 +482,10 @@ def _write_selection(args: argparse.Namespace, kube: Any, sel: Selection, inv: I
             data["recipe.yaml"] = to_yaml(sel.recipe.to_seed())
             data["selection.json"] = selection_json
             data["explanation.txt"] = explain_text
+            if node_terms:
+                data[NODE_AFFINITY_KEY] = to_json({"nodeSelectorTerms": node_terms})
+            else:
+                data.pop(NODE_AFFINITY_KEY, None)
         data["last-attempt.json"] = selection_json
         data["last-attempt.txt"] = explain_text
         data[METRICS_KEY] = updated_counts(

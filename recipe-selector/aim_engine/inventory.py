@@ -77,6 +77,20 @@ class Inventory:
         return sorted(self.products)
 
 
+def product_node_terms(inventory: Inventory, product_name: str) -> list[dict[str, Any]]:
+    """How to keep a pod on this cluster's nodes of one GPU product, as Kubernetes
+    nodeSelectorTerms (ORed): for each label that identified the product on some node, the values
+    it has on those nodes. Cordoned or busy nodes count too (they may take the pod later). Empty
+    when no node of the product is known."""
+    by_key: dict[str, set[str]] = {}
+    for n in inventory.nodes:
+        if n.product is not None and n.product.name == product_name and n.source in n.labels:
+            by_key.setdefault(n.source, set()).add(n.labels[n.source])
+    return [
+        {"matchExpressions": [{"key": key, "operator": "In", "values": sorted(values)}]} for key, values in sorted(by_key.items())
+    ]
+
+
 def _labels(node: Mapping[str, Any]) -> dict[str, str]:
     labels = (node.get("metadata") or {}).get("labels") or {}
     return {str(k): str(v) for k, v in labels.items()}

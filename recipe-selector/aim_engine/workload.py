@@ -31,6 +31,9 @@ RECIPE_LABEL = "aim-engine.io/recipe-id"
 # webhook injects that recipe into each Pod at creation (and replaces the label with the recipe id).
 SELECTED = "selected"
 RECIPE_CONFIG_ANNOTATION = "aim-engine.io/recipe-config"
+# The selection ConfigMap's key holding the nodeSelectorTerms that keep pods on the selected
+# product's nodes (written by the selector, required by the webhook at Pod creation).
+NODE_AFFINITY_KEY = "node-affinity.json"
 CONTAINER_ANNOTATION = "aim-engine.io/container"
 SLO_TPS_ANNOTATION = "aim-engine.io/slo-min-tokens-per-second"
 SLO_LATENCY_ANNOTATION = "aim-engine.io/slo-max-latency-ms"

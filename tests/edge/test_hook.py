@@ -75,6 +75,12 @@ def test_hook_reads_all_pages_and_writes_the_selection(capsys, api):
     assert cm["metadata"]["labels"]["aim-engine.io/recipe-id"] == recipe["recipe_id"]
     assert cm["metadata"]["annotations"]["aim-engine.io/selection-level"] == "primary"
     assert json.loads(cm["data"]["selection.json"])["level"] == "primary"
+    # How the webhook keeps the pods on the selected product's nodes (h100-0 is left out).
+    assert json.loads(cm["data"]["node-affinity.json"]) == {
+        "nodeSelectorTerms": [
+            {"matchExpressions": [{"key": "amd.com/gpu.product-name", "operator": "In", "values": ["AMD_Instinct_MI300X_OAM"]}]}
+        ]
+    }
     assert "Selected (primary)" in cm["data"]["explanation.txt"]
     assert "Selected (primary): qwen3-32b-mi300x-1gpu-fp8" in out  # the Job log alone says what and why
     assert api.events[-1]["reason"] == "RecipeSelected"

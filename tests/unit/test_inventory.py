@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from aim_engine.errors import InputError
-from aim_engine.inventory import split_list
+from aim_engine.inventory import product_node_terms, split_list
 from conftest import inventory_of
 from k8s_objects import amd_node, cluster, gfd_node, mixed_cluster, node, pod
 
@@ -73,3 +73,25 @@ def test_nodelist_and_podlist_items_without_kind(bundle):
     n.pop("kind")
     nodes, pods = split_list({"kind": "NodeList", "items": [n]})
     assert len(nodes) == 1 and pods == []
+
+
+def test_product_node_terms_pin_the_products_nodes_by_the_labels_that_identified_them(bundle):
+    """Every node of the product counts (cordoned too), each by the label that identified it; other
+    products on the same vendor resource (A100 next to H100) are left out."""
+    doc = cluster(
+        [
+            gfd_node("h100-a", "H100"),
+            gfd_node("h100-b", "H100", cordoned=True),
+            node("h100-c", labels={"node.kubernetes.io/instance-type": "p5.48xlarge"}, gpus=8),
+            gfd_node("a100-a", "A100"),
+        ]
+    )
+    inv = inventory_of(bundle, doc)
+    assert product_node_terms(inv, "H100") == [
+        {"matchExpressions": [{"key": "node.kubernetes.io/instance-type", "operator": "In", "values": ["p5.48xlarge"]}]},
+        {"matchExpressions": [{"key": "nvidia.com/gpu.product", "operator": "In", "values": ["NVIDIA-H100-80GB-HBM3"]}]},
+    ]
+    assert product_node_terms(inv, "A100") == [
+        {"matchExpressions": [{"key": "nvidia.com/gpu.product", "operator": "In", "values": ["NVIDIA-A100-SXM4-80GB"]}]}
+    ]
+    assert product_node_terms(inv, "MI300X") == []

@@ -3,6 +3,8 @@ mutation, idempotency, and the ConfigMap path."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import yaml
 from helpers import all_reviews, apply_patch, decode_patch, review
@@ -290,6 +292,70 @@ def test_pods_of_a_delegated_controller_get_the_recipe_and_its_id(client, config
     assert patched["spec"]["containers"][0]["resources"]["limits"]["amd.com/gpu"] == "4"
     req["request"]["object"] = patched
     assert post(client, "/validate", req)["response"]["allowed"] is True
+
+
+H100_TERMS = {
+    "nodeSelectorTerms": [
+        {"matchExpressions": [{"key": "nvidia.com/gpu.product", "operator": "In", "values": ["NVIDIA-H100-80GB-HBM3"]}]}
+    ]
+}
+
+
+def _h100_pod(configmaps, wbundle, terms=H100_TERMS):
+    recipe = next(r for r in wbundle.recipes if r.recipe_id == "qwen3-32b-h100-1gpu-fp8")
+    data = {"recipe.yaml": yaml.safe_dump(recipe.to_seed())}
+    if terms is not None:
+        data["node-affinity.json"] = terms if isinstance(terms, str) else json.dumps(terms)
+    configmaps[("inference", "aim-engine-recipe-config")] = {"data": data}
+    req = review("pod-from-replicaset.json")
+    pod = req["request"]["object"]
+    pod["metadata"]["labels"]["aim-engine.io/recipe-id"] = "selected"
+    pod["metadata"]["annotations"] = {"aim-engine.io/recipe-config": "aim-engine-recipe-config"}
+    return req
+
+
+def test_pods_are_kept_on_the_selected_products_nodes(client, configmaps, wbundle):
+    """nvidia.com/gpu alone would let an H100 recipe land on an A100 node (found end to end): the
+    selection's node terms become a required node affinity; mutating again changes nothing."""
+    req = _h100_pod(configmaps, wbundle)
+    patched = apply_patch(req["request"]["object"], decode_patch(post(client, "/mutate", req)))
+    node = patched["spec"]["affinity"]["nodeAffinity"]
+    assert node["requiredDuringSchedulingIgnoredDuringExecution"] == H100_TERMS
+    assert node["preferredDuringSchedulingIgnoredDuringExecution"]  # the vendor preference stays
+    again = {**req, "request": {**req["request"], "object": patched}}
+    assert "patch" not in post(client, "/mutate", again)["response"]
+    assert post(client, "/validate", again)["response"]["allowed"] is True
+
+
+def test_a_required_node_affinity_of_the_users_is_kept_with_a_warning(client, configmaps, wbundle):
+    req = _h100_pod(configmaps, wbundle)
+    own = {"nodeSelectorTerms": [{"matchExpressions": [{"key": "pool", "operator": "In", "values": ["inference"]}]}]}
+    req["request"]["object"]["spec"]["affinity"] = {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": own}}
+    out = post(client, "/mutate", req)
+    patched = apply_patch(req["request"]["object"], decode_patch(out))
+    assert patched["spec"]["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"] == own
+    assert any("required node affinity kept" in w for w in out["response"]["warnings"])
+
+
+def test_without_node_terms_only_the_vendor_preference_is_added(client, configmaps, wbundle):
+    req = _h100_pod(configmaps, wbundle, terms=None)
+    patched = apply_patch(req["request"]["object"], decode_patch(post(client, "/mutate", req)))
+    assert "requiredDuringSchedulingIgnoredDuringExecution" not in patched["spec"]["affinity"]["nodeAffinity"]
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "not json",
+        json.dumps({"nodeSelectorTerms": []}),
+        json.dumps({"nodeSelectorTerms": [{"matchExpressions": [{"key": "k"}]}]}),
+    ],
+)
+def test_a_malformed_node_affinity_in_the_selection_is_refused(client, configmaps, wbundle, bad):
+    req = _h100_pod(configmaps, wbundle, terms=bad)
+    out = post(client, "/validate", req)["response"]
+    assert out["allowed"] is False and "node-affinity.json" in out["status"]["message"]
+    assert "run the selector again" in out["status"]["message"]
 
 
 def test_selected_without_a_configmap_is_refused(client):

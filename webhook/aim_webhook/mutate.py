@@ -7,7 +7,7 @@ Pure: dicts in, (patch, warnings) out."""
 from __future__ import annotations
 
 import copy
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -68,7 +68,9 @@ class Mutation:
             self.warnings.append(text)
 
 
-def mutate(workload: Workload, recipe: Recipe, *, catalog: HardwareCatalog) -> Mutation:
+def mutate(
+    workload: Workload, recipe: Recipe, *, catalog: HardwareCatalog, node_terms: Sequence[Mapping[str, Any]] = ()
+) -> Mutation:
     m = Mutation()
     product = catalog.get(recipe.hardware)
     if product is None:
@@ -83,6 +85,8 @@ def mutate(workload: Workload, recipe: Recipe, *, catalog: HardwareCatalog) -> M
     for t in workload.templates:
         _labels(m, t, labels)
         _template(m, t, workload=workload, recipe=recipe, resource=product.resource, vendor=product.vendor, catalog=catalog)
+        if node_terms:
+            _required_nodes(m, t, node_terms, product=product.name)
     return m
 
 
@@ -215,6 +219,23 @@ def _affinity(m: Mutation, t: PodTemplate, vendor: str) -> None:
         return
     if "preferredDuringSchedulingIgnoredDuringExecution" not in node:
         m.op(f"{t.spec_path}/affinity/nodeAffinity/preferredDuringSchedulingIgnoredDuringExecution", terms)
+
+
+def _required_nodes(m: Mutation, t: PodTemplate, terms: Sequence[Mapping[str, Any]], *, product: str) -> None:
+    """Keep the pod on the selected product's nodes: the GPU resource alone does not (an H100 recipe
+    would land on an A100 node that also advertises nvidia.com/gpu — found end to end). The terms
+    come from the selection (the labels that identified those nodes). A required node affinity the
+    user set is kept: it is theirs, and the validating webhook checks their nodeSelector."""
+    affinity = t.spec.get("affinity")
+    node = affinity.get("nodeAffinity") if isinstance(affinity, Mapping) else None
+    required = node.get("requiredDuringSchedulingIgnoredDuringExecution") if isinstance(node, Mapping) else None
+    wanted = {"nodeSelectorTerms": [dict(x) for x in terms]}
+    if required is not None:
+        if required != wanted:
+            m.warn(f"required node affinity kept; the selection pins {product} nodes")
+        return
+    # _affinity, earlier in the same patch, made sure /affinity/nodeAffinity exists.
+    m.op(f"{t.spec_path}/affinity/nodeAffinity/requiredDuringSchedulingIgnoredDuringExecution", wanted)
 
 
 def _shm(m: Mutation, t: PodTemplate, base: str, container: Mapping[str, Any]) -> None:

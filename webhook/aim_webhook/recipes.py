@@ -7,6 +7,7 @@ the recipe, and may be reviewed often."""
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -14,9 +15,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from aim_engine.catalog import Bundle, parse_yaml_documents, recipe_documents, typed_recipe
-from aim_engine.errors import AimError
+from aim_engine.errors import AimError, InputError
 from aim_engine.recipe import Recipe
-from aim_engine.workload import RECIPE_CONFIG_ANNOTATION, SELECTED, Workload
+from aim_engine.workload import NODE_AFFINITY_KEY, RECIPE_CONFIG_ANNOTATION, SELECTED, Workload
 
 ConfigMapReader = Callable[[str, str], Mapping[str, Any] | None]
 
@@ -25,6 +26,37 @@ ConfigMapReader = Callable[[str, str], Mapping[str, Any] | None]
 class Resolution:
     recipe: Recipe | None
     problem: str = ""
+    # nodeSelectorTerms keeping the pods on the selected product's nodes (from the selection).
+    node_terms: tuple[Mapping[str, Any], ...] = ()
+
+
+def parse_node_terms(text: str, *, where: str) -> tuple[Mapping[str, Any], ...]:
+    """The selector's node-affinity.json: {"nodeSelectorTerms": [{"matchExpressions": [{"key",
+    "operator": "In", "values": [...]}]}]}. Anything else is refused: the webhook would otherwise
+    require a node affinity nobody can read."""
+    try:
+        doc = json.loads(text)
+    except ValueError as e:
+        raise InputError(f"{where}: not JSON ({e})") from e
+    terms = doc.get("nodeSelectorTerms") if isinstance(doc, dict) else None
+    if not isinstance(terms, list) or not terms:
+        raise InputError(f"{where}: expected a non-empty nodeSelectorTerms list")
+    for term in terms:
+        exprs = term.get("matchExpressions") if isinstance(term, dict) else None
+        if not isinstance(exprs, list) or not exprs:
+            raise InputError(f"{where}: each term needs matchExpressions")
+        for expr in exprs:
+            ok = (
+                isinstance(expr, dict)
+                and isinstance(expr.get("key"), str)
+                and expr.get("operator") == "In"
+                and isinstance(expr.get("values"), list)
+                and expr["values"]
+                and all(isinstance(v, str) for v in expr["values"])
+            )
+            if not ok:
+                raise InputError(f"{where}: each expression needs a key, operator In and string values, got {expr!r}")
+    return tuple(terms)
 
 
 class RecipeResolver:
@@ -107,4 +139,10 @@ class RecipeResolver:
             return Resolution(None, str(e))
         if len(found) != 1:
             return Resolution(None, f"ConfigMap {namespace}/{name} recipe.yaml holds {len(found)} recipes, expected one")
-        return Resolution(found[0])
+        terms: tuple[Mapping[str, Any], ...] = ()
+        if NODE_AFFINITY_KEY in data:
+            try:
+                terms = parse_node_terms(str(data[NODE_AFFINITY_KEY]), where=f"ConfigMap {namespace}/{name} {NODE_AFFINITY_KEY}")
+            except AimError as e:
+                return Resolution(None, f"{e}; run the selector again (helm upgrade)")
+        return Resolution(found[0], node_terms=terms)
