@@ -23,6 +23,10 @@ class KubeError(AimError):
     """The API server could not be reached or refused a request."""
 
 
+class Forbidden(KubeError):
+    """RBAC does not let this service account read it (403)."""
+
+
 def _api_exception() -> Any:
     from kubernetes.client.exceptions import ApiException
 
@@ -91,7 +95,8 @@ class Kube:
         except api_exc as e:
             if e.status == 404:
                 return None
-            raise KubeError(f"read configmap {namespace}/{name}: {e.status} {e.reason}: {_message(e.body)}") from e
+            error = Forbidden if e.status == 403 else KubeError
+            raise error(f"read configmap {namespace}/{name}: {e.status} {e.reason}: {_message(e.body)}") from e
         except _transport_errors() as e:
             raise KubeError(f"read configmap {namespace}/{name}: cannot reach the API server ({e})") from e
         return json.loads(resp.data)  # type: ignore[no-any-return]

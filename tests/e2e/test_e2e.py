@@ -295,24 +295,11 @@ def test_with_the_webhook_down_fail_blocks_and_ignore_admits(release: E2ECluster
         _scale_webhook(e2e, 2)
 
 
-def test_helm_uninstall_leaves_no_webhook_configuration(release: E2ECluster) -> None:
-    e2e = release
-    out = e2e.helm("uninstall", "aim-engine", "-n", NS, "--wait", "--timeout", "3m")
-    assert out.returncode == 0, out.stderr
-    for kind in ("validatingwebhookconfigurations", "mutatingwebhookconfigurations"):
-        names = [c["metadata"]["name"] for c in get(e2e, kind)["items"]]
-        assert not [n for n in names if "aim-engine" in n], names
-    # The selection record is written by the hook, not owned by Helm: kept (docs/chart.md).
-    assert e2e.kubectl("get", "configmap", "aim-engine-recipe-config", "-n", NS).returncode == 0
-    # With no webhook registered, nothing stops a labelled pod.
-    out = apply(e2e, _pod("after-uninstall"))
-    assert out.returncode == 0, out.stderr
-    e2e.kubectl("delete", "namespace", APPS, "--wait=false")
-
-
 def test_webhook_and_selector_pods_are_admitted_under_pod_security_restricted(e2e: E2ECluster) -> None:
     """Installed with Helm 4 (the rest of the suite uses Helm 3): hooks, wait and uninstall work
-    with both."""
+    with both. A second release in another namespace, while the first is installed: each webhook
+    sees the other's objects and leaves them to their own release (it may not read their
+    selection), so neither blocks the other."""
     ns = "aim-restricted"
     e2e.kubectl("create", "namespace", ns, check=True)
     e2e.kubectl(
@@ -353,6 +340,21 @@ def test_webhook_and_selector_pods_are_admitted_under_pod_security_restricted(e2
     finally:
         e2e.helm("uninstall", "aim-engine-restricted", "-n", ns, "--wait", "--timeout", "3m", helm4=True)
         e2e.kubectl("delete", "namespace", ns, "--wait=false")
+
+
+def test_helm_uninstall_leaves_no_webhook_configuration(release: E2ECluster) -> None:
+    e2e = release
+    out = e2e.helm("uninstall", "aim-engine", "-n", NS, "--wait", "--timeout", "3m")
+    assert out.returncode == 0, out.stderr
+    for kind in ("validatingwebhookconfigurations", "mutatingwebhookconfigurations"):
+        names = [c["metadata"]["name"] for c in get(e2e, kind)["items"]]
+        assert not [n for n in names if "aim-engine" in n], names
+    # The selection record is written by the hook, not owned by Helm: kept (docs/chart.md).
+    assert e2e.kubectl("get", "configmap", "aim-engine-recipe-config", "-n", NS).returncode == 0
+    # With no webhook registered, nothing stops a labelled pod.
+    out = apply(e2e, _pod("after-uninstall"))
+    assert out.returncode == 0, out.stderr
+    e2e.kubectl("delete", "namespace", APPS, "--wait=false")
 
 
 def test_a_multi_node_recipe_is_served_by_a_leaderworkerset(e2e: E2ECluster) -> None:

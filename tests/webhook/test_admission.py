@@ -232,6 +232,28 @@ def test_recipe_from_the_release_configmap(client, configmaps, wbundle):
     assert r["allowed"] is False and "holds recipe other-id" in r["status"]["message"]
 
 
+@pytest.mark.parametrize(("error", "allowed"), [("forbidden", True), ("unreachable", False)])
+def test_a_selection_this_webhook_may_not_read_is_left_to_its_own_release(wbundle, error, allowed):
+    """Two releases in two namespaces: each webhook sees the other's objects (the configurations are
+    cluster-wide) but may read ConfigMaps only in its own namespace. A 403 means "not mine": allowed
+    with a warning, the other release's webhook judges it (found end to end). Any other failure to
+    read still denies."""
+    from aim_engine.kube import Forbidden, KubeError
+
+    def read(ns, name):
+        if error == "forbidden":
+            raise Forbidden(f"read configmap {ns}/{name}: 403 Forbidden")
+        raise KubeError(f"read configmap {ns}/{name}: cannot reach the API server")
+
+    app = create_app(bundle=wbundle, resolver=RecipeResolver(wbundle, read_configmap=read, ttl_seconds=0), settings=Settings())
+    req = review("deployment-good.json")
+    req["request"]["object"]["spec"]["template"]["metadata"]["annotations"] = {"aim-engine.io/recipe-config": "r-recipe-config"}
+    out = post(app.test_client(), "/validate", req)["response"]
+    assert out["allowed"] is allowed
+    if allowed:
+        assert "not judged here" in out["warnings"][0] and "the release in inference judges it" in out["warnings"][0]
+
+
 def test_validation_families_can_be_switched_off(wbundle):
     resolver = RecipeResolver(wbundle, read_configmap=None)
     off = create_app(bundle=wbundle, resolver=resolver, settings=Settings(toggles=Toggles(False, False, False))).test_client()

@@ -180,6 +180,8 @@ def create_app(
             return response(req, allowed=True), "skipped", ""
         workload = prepared[0]
         resolution = resolver.resolve(workload)
+        if resolution.recipe is None and resolution.not_ours:
+            return response(req, allowed=True, warnings=[resolution.problem]), "allowed", "NOT_OURS"
         if resolution.recipe is None:
             return (
                 response(req, allowed=False, message=f"aim-engine: {req.kind} {workload.name}: {resolution.problem}"),

@@ -16,6 +16,7 @@ from typing import Any
 
 from aim_engine.catalog import Bundle, parse_yaml_documents, recipe_documents, typed_recipe
 from aim_engine.errors import AimError, InputError
+from aim_engine.kube import Forbidden
 from aim_engine.recipe import Recipe
 from aim_engine.workload import NODE_AFFINITY_KEY, RECIPE_CONFIG_ANNOTATION, SELECTED, Workload
 
@@ -28,6 +29,9 @@ class Resolution:
     problem: str = ""
     # nodeSelectorTerms keeping the pods on the selected product's nodes (from the selection).
     node_terms: tuple[Mapping[str, Any], ...] = ()
+    # The selection lives where this webhook may not read (another release's namespace): that
+    # release's own webhook judges the object; this one lets it pass with a warning.
+    not_ours: bool = False
 
 
 def parse_node_terms(text: str, *, where: str) -> tuple[Mapping[str, Any], ...]:
@@ -115,6 +119,12 @@ class RecipeResolver:
             return Resolution(None, f"recipe ConfigMap {namespace}/{name} cannot be read: the webhook runs without API access")
         try:
             cm = self.read_configmap(namespace, name)
+        except Forbidden:
+            return Resolution(
+                None,
+                f"not judged here: {namespace}/{name} is not readable (Forbidden); the release in {namespace} judges it",
+                not_ours=True,
+            )
         except AimError as e:
             return Resolution(None, f"recipe ConfigMap {namespace}/{name} cannot be read: {e}")
         if cm is None:
