@@ -269,6 +269,19 @@ def _wait_ready(cp: ControlPlane, procs: list[subprocess.Popen[bytes]], logs: li
     raise RuntimeError("kube-apiserver not ready: " + logs[1].read_text()[-3000:])
 
 
+def wait_for(fn, *, timeout: float = 180, what: str):  # type: ignore[no-untyped-def]
+    """Poll `fn` every second until it returns something truthy; return that, or fail the test with
+    what was awaited and the last value seen."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = fn()
+        if last:
+            return last
+        time.sleep(1)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}; last: {last}")
+
+
 def ensure_default_service_account(core, namespace: str) -> None:  # type: ignore[no-untyped-def]
     """Create the namespace's "default" ServiceAccount, which the ServiceAccount admission plugin
     wants before it admits Pods; no controller-manager makes it on the bare control plane."""

@@ -384,6 +384,20 @@ def up(state: Path = DEFAULT_STATE) -> Cluster:
 
 
 CRDS = ROOT / ".tools" / "crds"
+# Seed 004's Production Deployment command, as the helm arguments after the chart (used by
+# `make demo` and the e2e suite), and the image this cluster runs (tools/cluster/build-images.sh).
+SEED_PRODUCTION_SETS = [
+    "--set",
+    "aim_engine.auto_select=true",
+    "--set",
+    "monitoring.enabled=true",
+    "--set",
+    "admission_controller.enabled=true",
+    "--set",
+    "aim_engine.model_id=Qwen/Qwen3-32B",
+]
+LOCAL_IMAGE_REPOSITORY = "aim-engine.local/aim-engine"
+LOCAL_IMAGE_TAG = "dev"
 
 
 def prepare(kubeconfig: Path) -> None:

@@ -26,7 +26,7 @@ from kubernetes import client, config
 from server import start as start_webhook
 
 from k8s_objects import AMD, GFD
-from localcluster import ROOT, start
+from localcluster import ROOT, start, wait_for
 
 HELM = str(ROOT / ".tools/bin/helm")
 AIM = str(ROOT / ".tools/venv/bin/aim-recipes")
@@ -47,17 +47,6 @@ def kwok_node(name: str, labels: dict, resource: str, gpus: int) -> dict:
             "capacity": {"cpu": "192", "memory": "2Ti", "pods": "110", resource: str(gpus)},
         },
     }
-
-
-def wait_for(fn, timeout=90, what=""):  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = fn()
-        if last:
-            return last
-        time.sleep(1)
-    raise AssertionError(f"timed out waiting for {what}: {last}")
 
 
 @pytest.fixture(scope="module")

@@ -23,8 +23,8 @@ sys.path.insert(0, str(ROOT / "tools"))
 import realcluster  # noqa: E402
 
 IMAGE_VALUES = {
-    "image.aim_engine.repository": os.environ.get("AIM_E2E_IMAGE_REPOSITORY", "aim-engine.local/aim-engine"),
-    "image.aim_engine.tag": os.environ.get("AIM_E2E_IMAGE_TAG", "dev"),
+    "image.aim_engine.repository": os.environ.get("AIM_E2E_IMAGE_REPOSITORY", realcluster.LOCAL_IMAGE_REPOSITORY),
+    "image.aim_engine.tag": os.environ.get("AIM_E2E_IMAGE_TAG", realcluster.LOCAL_IMAGE_TAG),
     "image.aim_engine.pull_policy": "IfNotPresent",
 }
 

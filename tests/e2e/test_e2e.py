@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import copy
 import json
-import time
 from typing import Any
 
 import pytest
 import yaml
+
+import realcluster
+from localcluster import wait_for
 
 from .conftest import IMAGE_VALUES, ROOT, E2ECluster
 
@@ -29,15 +31,11 @@ def image_sets() -> list[str]:
     return [x for k, v in IMAGE_VALUES.items() for x in ("--set", f"{k}={v}")]
 
 
-def wait_for(fn: Any, *, timeout: float = 180, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = fn()
-        if last:
-            return last
-        time.sleep(2)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}; last: {last}")
+def upgrade(e2e: E2ECluster, *sets: str, wait: bool = False) -> Any:
+    """helm upgrade of the suite's release, keeping its values, with `--set` for each of `sets`."""
+    waiting = ["--wait", "--timeout", "5m"] if wait else []
+    args = [x for kv in sets for x in ("--set", kv)]
+    return e2e.helm("upgrade", "aim-engine", str(ROOT / "chart"), "-n", NS, "--reuse-values", *args, *waiting)
 
 
 def get(e2e: E2ECluster, *args: str) -> Any:
@@ -69,14 +67,7 @@ def release(e2e: E2ECluster) -> E2ECluster:
         "-n",
         NS,
         "--create-namespace",
-        "--set",
-        "aim_engine.auto_select=true",
-        "--set",
-        "monitoring.enabled=true",
-        "--set",
-        "admission_controller.enabled=true",
-        "--set",
-        "aim_engine.model_id=Qwen/Qwen3-32B",
+        *realcluster.SEED_PRODUCTION_SETS,
         *image_sets(),
         "--wait",
         "--timeout",
@@ -202,21 +193,7 @@ def test_helm_upgrade_that_changes_the_model_and_gpu_count_rolls_the_pods(releas
     e2e = release
     before = {p["metadata"]["name"] for p in live_pods(e2e, NS, INFERENCE)}
     rs_before = {r["metadata"]["name"] for r in get(e2e, "replicaset", "-n", NS, "-l", INFERENCE)["items"]}
-    out = e2e.helm(
-        "upgrade",
-        "aim-engine",
-        str(ROOT / "chart"),
-        "-n",
-        NS,
-        "--reuse-values",
-        "--set",
-        "aim_engine.model_id=meta-llama/Llama-3.1-70B-Instruct",
-        "--set",
-        "aim_engine.overrides.gpu_count=8",
-        "--wait",
-        "--timeout",
-        "5m",
-    )
+    out = upgrade(e2e, "aim_engine.model_id=meta-llama/Llama-3.1-70B-Instruct", "aim_engine.overrides.gpu_count=8", wait=True)
     assert out.returncode == 0, out.stderr
     cm = get(e2e, "configmap", "aim-engine-recipe-config", "-n", NS)
     new_recipe = cm["metadata"]["labels"]["aim-engine.io/recipe-id"]
@@ -274,16 +251,7 @@ def test_with_the_webhook_down_fail_blocks_and_ignore_admits(release: E2ECluster
         assert out.returncode != 0
         assert "failed calling webhook" in out.stderr, out.stderr
 
-        up = e2e.helm(
-            "upgrade",
-            "aim-engine",
-            str(ROOT / "chart"),
-            "-n",
-            NS,
-            "--reuse-values",
-            "--set",
-            "admission_controller.webhook.failure_policy=Ignore",
-        )
+        up = upgrade(e2e, "admission_controller.webhook.failure_policy=Ignore")
         assert up.returncode == 0, up.stderr
         _scale_webhook(e2e, 0)  # the upgrade put the replicas back
         out = apply(e2e, _pod("admitted-while-down"))
