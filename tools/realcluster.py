@@ -396,6 +396,7 @@ SEED_PRODUCTION_SETS = [
     "--set",
     "aim_engine.model_id=Qwen/Qwen3-32B",
 ]
+MODEL_CACHE_VOLUMES = 40
 LOCAL_IMAGE_REPOSITORY = "aim-engine.local/aim-engine"
 LOCAL_IMAGE_TAG = "dev"
 
@@ -415,7 +416,9 @@ def prepare(kubeconfig: Path) -> None:
         except utils.FailToCreateError as e:
             if not all(isinstance(x, ApiException) and x.status == 409 for x in e.api_exceptions):
                 raise
-    for i in range(8):
+    # Model-cache volumes, one per release the e2e suite installs (each is used once: a released
+    # hostPath volume is not reclaimed without a deleter), with room for a few reruns.
+    for i in range(MODEL_CACHE_VOLUMES):
         pv = {
             "apiVersion": "v1",
             "kind": "PersistentVolume",

@@ -145,6 +145,19 @@ capabilities:
   drop: [ALL]
 {{- end -}}
 
+{{/*
+Manual mode's GPU vendor: the vendor of aim_engine.hardware.gpu_type, AMD when it is not set. The
+NVIDIA product names are those of recipes/hardware/gpus.yaml with vendor nvidia (the schema's enum
+lists them all).
+*/}}
+{{- define "aim-engine.manualVendor" -}}
+{{- $type := .Values.aim_engine.hardware.gpu_type | default "" | upper -}}
+{{- ternary "nvidia" "amd" (has $type (list "H100" "H100-PCIE" "H200" "B200" "A100" "A100-40GB" "L40S")) -}}
+{{- end -}}
+{{- define "aim-engine.manualGpuResource" -}}
+{{- printf "%s.com/gpu" (include "aim-engine.manualVendor" .) -}}
+{{- end -}}
+
 {{/* Recipe-managed: the selector runs and the webhook injects (auto_select, or a pinned recipe). */}}
 {{- define "aim-engine.managed" -}}
 {{- $ae := .Values.aim_engine -}}

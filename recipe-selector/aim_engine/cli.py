@@ -172,6 +172,23 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("-o", "--output", choices=["table", "json", "yaml", "values"], default="table")
     s.add_argument("--write-configmap", metavar="NAME", help="hook mode: write the selection to this ConfigMap in --namespace")
     s.add_argument("--release", help="Helm release name, for labels (hook mode)")
+    _hook_args(s)
+
+    pl = sub.add_parser(
+        "place",
+        help="check that the cluster places a hand-set (manual mode) workload on the product meant (the chart's manual hook)",
+    )
+    _cluster_args(pl)
+    pl.add_argument("--gpu-count", type=_positive, required=True, help="GPUs of the workload (all pods together)")
+    pl.add_argument("--gpu-type", help="the GPU product the workload is meant for, e.g. MI300X or H100")
+    pl.add_argument(
+        "--vendor", choices=["amd", "nvidia"], default="amd", help="the vendor whose GPUs the pods request without --gpu-type"
+    )
+    pl.add_argument("--pods", type=_positive, default=1, help="pods sharing the GPUs, one per node (a LeaderWorkerSet group)")
+    pl.add_argument(
+        "--node-selector", action="append", type=_label, default=[], metavar="KEY=VALUE", help="the workload's nodeSelector"
+    )
+    _hook_args(pl)
 
     est = sub.add_parser("estimate", help="recompute a recipe's estimated figures (method aim-engine-roofline-v1)")
     est.add_argument("recipe_id")
@@ -201,6 +218,18 @@ def _cluster_args(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--ignore-usage", action="store_true", help="count allocatable GPUs, not free ones")
     p.add_argument("--tolerate-taint", action="append", default=[], metavar="KEY", help="a taint key the workload tolerates")
+
+
+def _hook_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--pod-name",
+        help="hook mode: this pod's name; a failure is then recorded as an Event on the Job that owns it (kubectl describe job)",
+    )
+    p.add_argument(
+        "--termination-log",
+        type=Path,
+        help="hook mode: write a failure's reason here (the container's terminationMessagePath, shown by kubectl describe pod)",
+    )
 
 
 def _bundle(args: argparse.Namespace) -> Bundle:
@@ -420,6 +449,8 @@ def cmd_select(args: argparse.Namespace) -> int:
     if args.write_configmap:
         _write_selection(args, kube, sel, inv, duration, catalog=bundle.hardware)
     _print_selection(args, sel, inv)
+    if not sel.ok:
+        args.failure = f"no recipe selected ({sel.result}): {sel.message}"
     return EXIT_OK if sel.ok else EXIT_NOT_FOUND
 
 
@@ -516,6 +547,59 @@ def _write_selection(
     )
 
 
+def cmd_place(args: argparse.Namespace) -> int:
+    from .placement import check_placement, placement_request
+
+    bundle = _bundle(args)
+    kube = _kube(args) if args.cluster is None else None
+    if args.gpu_count % args.pods != 0:
+        raise InputError(f"--gpu-count {args.gpu_count} does not split evenly over {args.pods} pods")
+    request = placement_request(
+        bundle.hardware,
+        gpus_per_pod=args.gpu_count // args.pods,
+        pods=args.pods,
+        gpu_type=args.gpu_type,
+        default_vendor=args.vendor,
+        node_selector=dict(args.node_selector),
+    )
+    placement = check_placement(_inventory(args, bundle, kube), request)
+    sys.stdout.write(placement.text())
+    if not placement.ok:
+        args.failure = f"{placement.message}; to fix: {placement.fix}"
+        return EXIT_NOT_FOUND
+    return EXIT_OK
+
+
+def _report_failure(args: argparse.Namespace, message: str) -> None:
+    """Hook mode: leave a failure's reason where `kubectl describe job` and `describe pod` show it."""
+    path = getattr(args, "termination_log", None)
+    if path is not None:
+        try:
+            path.write_text(message[:4000] + "\n")
+        except OSError as e:
+            log.warning("could not write the termination message to %s: %s", path, e)
+    pod = getattr(args, "pod_name", None)
+    if not pod:
+        return
+    try:
+        kube = _kube(args)
+        ns = _namespace(args)
+        owner = kube.owner_job(ns, pod)
+        if owner is not None:
+            kube.event_on(
+                ns,
+                kind="Job",
+                api_version="batch/v1",
+                name=owner[0],
+                uid=owner[1],
+                reason="RecipeNotFound" if args.command == "select" else "PlacementFailed",
+                message=message,
+                warning=True,
+            )
+    except Exception as e:  # reporting must never hide the failure itself
+        log.warning("could not record the failure on the hook Job: %s", e)
+
+
 def cmd_estimate(args: argparse.Namespace) -> int:
     bundle = _bundle(args)
     recipe = _find(bundle, args.recipe_id)
@@ -566,6 +650,7 @@ COMMANDS = {
     "validate": cmd_validate,
     "detect": cmd_detect,
     "select": cmd_select,
+    "place": cmd_place,
     "estimate": cmd_estimate,
     "metrics": cmd_metrics,
 }
@@ -576,9 +661,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     _setup_logging(args.log_level, args.log_format)
     try:
-        return COMMANDS[args.command](args)
+        code = COMMANDS[args.command](args)
+        if code != EXIT_OK and getattr(args, "failure", None):
+            _report_failure(args, args.failure)
+        return code
     except AimError as e:
         sys.stderr.write(f"aim-recipes: error: {e}\n")
+        _report_failure(args, f"error: {e}")
         return EXIT_ERROR
     except BrokenPipeError:
         return EXIT_OK

@@ -142,12 +142,48 @@ class Kube:
 
     def event(self, namespace: str, *, configmap: str, reason: str, message: str, warning: bool) -> None:
         """Record an Event on the selection ConfigMap (best effort: a failure is logged, not fatal)."""
+        self.event_on(
+            namespace, kind="ConfigMap", api_version="v1", name=configmap, reason=reason, message=message, warning=warning
+        )
+
+    def owner_job(self, namespace: str, pod_name: str) -> tuple[str, str] | None:
+        """The (name, uid) of the Job that owns this pod, or None (best effort)."""
+        try:
+            pod = self.core.read_namespaced_pod(pod_name, namespace)
+        except Exception as e:
+            log.warning("could not read pod %s/%s: %s", namespace, pod_name, e)
+            return None
+        for ref in pod.metadata.owner_references or []:
+            if ref.kind == "Job":
+                return str(ref.name), str(ref.uid)
+        return None
+
+    def event_on(
+        self,
+        namespace: str,
+        *,
+        kind: str,
+        api_version: str,
+        name: str,
+        reason: str,
+        message: str,
+        warning: bool,
+        uid: str | None = None,
+    ) -> None:
+        """Record an Event on any namespaced object, e.g. the hook Job, so `kubectl describe` shows it
+        (best effort: a failure is logged, not fatal)."""
         now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         body = {
             "apiVersion": "v1",
             "kind": "Event",
-            "metadata": {"generateName": f"{configmap}.", "namespace": namespace},
-            "involvedObject": {"apiVersion": "v1", "kind": "ConfigMap", "name": configmap, "namespace": namespace},
+            "metadata": {"generateName": f"{name}.", "namespace": namespace},
+            "involvedObject": {
+                "apiVersion": api_version,
+                "kind": kind,
+                "name": name,
+                "namespace": namespace,
+                **({"uid": uid} if uid else {}),
+            },
             "reason": reason,
             "message": message[:1024],
             "type": "Warning" if warning else "Normal",
@@ -159,7 +195,7 @@ class Kube:
         try:
             self.core.create_namespaced_event(namespace, body)
         except Exception as e:
-            log.warning("could not record event %s on configmap %s/%s: %s", reason, namespace, configmap, e)
+            log.warning("could not record event %s on %s %s/%s: %s", reason, kind, namespace, name, e)
 
 
 def _message(body: object) -> str:

@@ -92,9 +92,42 @@ def _resources(raw: Mapping[str, Any] | None, where: str) -> dict[str, Decimal]:
     return out
 
 
+PARALLEL_ARGS: tuple[str, ...] = ("tensor_parallel_size", "pipeline_parallel_size", "data_parallel_size")
+
+
+def default_parallelism(*, gpu_count: int, nodes: int) -> dict[str, int]:
+    """The parallelism a vLLM user expects from a recipe that gives gpu_count but no parallel sizes:
+    tensor parallel over each node's GPUs and, for a multi-node recipe, pipeline parallel across the
+    nodes. Whether the model's heads split that way is checked like any other TP (TP_INDIVISIBLE)."""
+    if gpu_count <= 1 or nodes < 1 or gpu_count % nodes != 0:
+        return {}
+    out = {"tensor_parallel_size": gpu_count // nodes}
+    if nodes > 1:
+        out["pipeline_parallel_size"] = nodes
+    return {k: v for k, v in out.items() if v > 1}
+
+
+def with_default_parallelism(raw: Mapping[str, Any]) -> Mapping[str, Any]:
+    """The recipe document with default_parallelism() filled in when it names no parallel size, so
+    the recipe written as the selection, the webhook's injected flags and the checks all see it."""
+    config_raw = raw.get("config")
+    config: Mapping[str, Any] = config_raw if isinstance(config_raw, Mapping) else {}
+    args_raw = config.get("args")
+    args: Mapping[str, Any] = args_raw if isinstance(args_raw, Mapping) else {}
+    gpu_count, nodes = raw.get("gpu_count"), raw.get("nodes", 1)
+    if any(k in args for k in PARALLEL_ARGS) or not isinstance(gpu_count, int) or not isinstance(nodes, int):
+        return raw
+    extra = default_parallelism(gpu_count=gpu_count, nodes=nodes)
+    if not extra:
+        return raw
+    return {**raw, "config": {**config, "args": {**args, **extra}}}
+
+
 def parse_recipe(raw: Mapping[str, Any], *, origin: str = "catalog", where: str = "recipe") -> Recipe:
-    """Build a Recipe from a mapping that already passed the JSON Schema."""
+    """Build a Recipe from a mapping that already passed the JSON Schema. A recipe that names no
+    parallel size gets default_parallelism()."""
     try:
+        raw = with_default_parallelism(raw)
         config = raw.get("config") or {}
         perf_raw = raw.get("performance")
         perf = None

@@ -50,7 +50,15 @@ spec:
   nodeSelector:
     {{- toYaml . | nindent 4 }}
   {{- end }}
-  {{- with $root.Values.workload.tolerations }}
+  {{- /* Manual mode: tolerate the GPU taint of the vendor whose GPUs the pod requests (the GPU
+  operators taint GPU nodes with the resource name as key, as Kubernetes' ExtendedResourceToleration
+  expects); the selector hook has checked that the cluster places it on the product meant. With a
+  recipe the webhook adds the recipe's toleration. */}}
+  {{- $tolerations := $root.Values.workload.tolerations | default list }}
+  {{- if and (not $managed) $gpus }}
+  {{- $tolerations = append $tolerations (dict "key" (include "aim-engine.manualGpuResource" $root) "operator" "Exists") }}
+  {{- end }}
+  {{- with $tolerations }}
   tolerations:
     {{- toYaml . | nindent 4 }}
   {{- end }}
@@ -145,7 +153,7 @@ spec:
       resources:
         {{- $res := deepCopy ($root.Values.workload.resources | default dict) }}
         {{- if and (not $managed) $gpus }}
-        {{- $gpuRes := ternary "nvidia.com/gpu" "amd.com/gpu" (has ($ae.hardware.gpu_type | default "MI300X" | upper) (list "H100" "H100-PCIE" "H200" "B200" "A100" "A100-40GB" "L40S")) }}
+        {{- $gpuRes := include "aim-engine.manualGpuResource" $root }}
         {{- $_ := set $res "limits" (merge (dict $gpuRes $perPod) ($res.limits | default dict)) }}
         {{- $_ := set $res "requests" (merge (dict $gpuRes $perPod) ($res.requests | default dict)) }}
         {{- if $ae.hardware.cpu_cores }}
