@@ -94,15 +94,19 @@ def uninstall_clean(e2e: E2ECluster, inst: Install) -> None:
     configs = e2e.kubectl("get", "validatingwebhookconfigurations,mutatingwebhookconfigurations", "-o", "name").stdout
     assert f"{inst.release}-recipe-validator-{inst.namespace}" not in configs
     wait_for(lambda: not inference_pods(e2e, inst), what=f"{inst.release}'s vLLM pods gone")
-    assert not get(e2e, "deployments", "-n", inst.namespace)["items"]
+    assert not get(e2e, "deployments", "-n", inst.namespace, "-l", f"app.kubernetes.io/instance={inst.release}")["items"]
 
 
 @pytest.fixture
 def namespace(e2e: E2ECluster, request: pytest.FixtureRequest) -> Iterator[str]:
-    ns = "seed-" + request.node.callspec.id if hasattr(request.node, "callspec") else "seed-" + request.node.name[5:40]
-    ns = ns.lower().replace("_", "-")[:50].rstrip("-")
+    name = request.node.callspec.id if hasattr(request.node, "callspec") else request.node.name
+    ns = "seed-" + name.removeprefix("test_").removeprefix("seed_").replace("_", "-").lower()
+    ns = ns[:50].rstrip("-")
     e2e.kubectl("create", "namespace", ns, check=True)
     yield ns
+    # A failed test may leave its releases: remove them, so the next one finds the GPUs free.
+    for left in e2e.helm("list", "-n", ns, "-a", "-q").stdout.split():
+        e2e.helm("uninstall", left, "-n", ns, "--wait", "--timeout", "3m")
     e2e.kubectl("delete", "namespace", ns, "--wait=false")
 
 
