@@ -7,11 +7,13 @@ Levels:
   primary    the best recipe for the hardware this cluster has, and it has free capacity now
   secondary  the best one lacks free capacity; the best recipe that has it (another precision,
              GPU count or GPU product)
-  tertiary   no catalog recipe fits as written: the minimal viable configuration derived from the
-             best catalog recipe whose hardware and precision are here, with the fewest GPUs that
-             fit on one node's free capacity and, if needed, a shorter context (never below
-             min_context, never when the user set max_model_len explicitly)
+  tertiary   no catalog recipe fits as written: a configuration derived from the best catalog
+             recipe whose hardware and precision are here, with another GPU count and, if needed,
+             a shorter context (never below min_context, never when the user set max_model_len)
   default    a general recipe from the catalog, else one synthesised from the model analysis
+
+Derived and synthesised configurations are sized by size_for_context(): more GPUs (within one
+node's free GPUs) before a much shorter context, and the trade made is said (reason SIZING).
 
 Explicit overrides (gpu_count, precision, backend, gpu_type, max_model_len, a custom recipe) are
 constraints at every level: honoured, or the selection is refused with the reason. Ranking, best
@@ -22,9 +24,10 @@ these are a catalog error: the selection refuses rather than toss a coin.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from typing import Any
@@ -302,6 +305,107 @@ def _slug(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
 
 
+# Sizing: how many GPUs, and how much context -----------------------------------------------------
+
+# The context a configuration keeps when one node cannot hold the whole of it: long enough for
+# retrieval-augmented prompts and multi-turn chat; below it, a shorter context is a real loss.
+CONTEXT_FLOOR = 32768
+
+
+@dataclass(frozen=True, slots=True)
+class Sizing:
+    """A GPU count and context for one node, and the trade made to reach them."""
+
+    gpus: int
+    max_model_len: int
+    tier: int  # 0: the whole context wanted; 1: at least the floor; 2: shorter (never below min_context)
+    trade: str = ""  # what was given up, and why; "" when nothing was
+    fix: str = ""  # how to make the other trade
+
+    @property
+    def shortened(self) -> bool:
+        return self.tier > 0
+
+
+def size_for_context(
+    fit: Callable[[int], int],
+    *,
+    sizes: Sequence[int],
+    free: int,
+    context: int,
+    whose: str,
+    where: str,
+    requested_len: int | None = None,
+    min_context: int = DEFAULT_MIN_CONTEXT,
+    floor: int = CONTEXT_FLOOR,
+    pinned: bool = False,
+) -> Sizing | None:
+    """The GPU count a seasoned engineer picks for a configuration built here (default and tertiary
+    levels): more GPUs before a much shorter context.
+
+    `fit(n)` is the longest context the memory plan on n GPUs holds (0: the weights do not fit);
+    `sizes` the GPU counts allowed (tensor-parallel sizes that divide the model's heads, up to the
+    largest node; or the one `gpu_count` override: `pinned`), ascending; `free` the most GPUs free
+    on one node; `context` the context wanted (the model's, or the catalog recipe's).
+
+    1. An explicit max_model_len is never changed: the fewest free GPUs that hold it.
+    2. Else the fewest free GPUs that hold the whole context.
+    3. Else (capacity or memory does not allow it) the fewest free GPUs that hold at least
+       min(context, max(floor, min_context)) tokens, with the longest context they hold.
+    4. Else the free GPU count that holds the longest context, never below min_context.
+    None when no free GPU count holds min_context (or the explicit max_model_len).
+    The trade names the count passed over and what it would have held, or what the whole context
+    would need."""
+    usable = [n for n in sizes if n <= free]
+    fit = functools.cache(fit)  # each count's memory plan once
+
+    def first(pool: Sequence[int], length: int) -> int | None:
+        return next((n for n in pool if fit(n) >= length), None)
+
+    if requested_len is not None:
+        n = first(usable, requested_len)
+        return None if n is None else Sizing(n, requested_len, 0)
+    fewest = first(usable, min(context, min_context))
+    if fewest is None:
+        return None
+
+    def passed_over(n: int) -> str:
+        if n == fewest:
+            return ""
+        return f"{n} GPUs rather than {fewest}: {fewest} would fit only {fit(fewest):,} tokens of {whose} {context:,} context"
+
+    full = first(usable, context)
+    if full is not None:
+        trade = passed_over(full)
+        fewer = "set gpu_count (and max_model_len) to trade the context for fewer GPUs"
+        return Sizing(full, context, 0, trade, fewer if trade else "")
+
+    def needs(length: int) -> str:
+        if pinned:
+            return f"the requested {fewest} GPUs hold no more"
+        n = first(sizes, length)
+        if n is None:
+            return f"no tensor-parallel size on {where} holds {length:,}"
+        return f"{length:,} would need {n} GPUs, more than the {free} free on {where}"
+
+    if pinned:
+        fix = "raise the gpu_count override for a longer context"
+    elif first(sizes, context) is None:
+        fix = "use a GPU with more memory, or a lower precision, for the whole context"
+    else:
+        fix = f"free GPUs on {where} for the whole context"
+    wanted = min(context, max(floor, min_context))
+    mid = first(usable, wanted)
+    if mid is not None:
+        length = min(context, fit(mid))
+        trade = f"context {length:,} of {whose} {context:,} tokens: {needs(context)}"
+        other = passed_over(mid)
+        return Sizing(mid, length, 1, trade + (f"; {other}" if other else ""), fix)
+    best = max((n for n in usable if fit(n) >= min_context), key=lambda n: (fit(n), -n))
+    length = min(context, fit(best))
+    return Sizing(best, length, 2, f"context cut to {length:,} of {whose} {context:,} tokens: {needs(wanted)}", fix)
+
+
 def synthesize(
     model: ModelProfile,
     product: GpuProduct,
@@ -350,10 +454,15 @@ def synthesize(
     )
 
 
+SynthOption = tuple[tuple[Any, ...], Recipe, MemoryPlan, Sizing]
+
+
 def _synthesis_options(
     model: ModelProfile, request: Request, inventory: Inventory, catalog: HardwareCatalog
-) -> tuple[list[tuple[tuple[Any, ...], Recipe, MemoryPlan]], list[Finding]]:
-    options: list[tuple[tuple[Any, ...], Recipe, MemoryPlan]] = []
+) -> tuple[list[SynthOption], list[Finding]]:
+    """The default level's generic recipe for each product present, sized by size_for_context():
+    (sort key, recipe, memory plan, sizing), and why the other products got none."""
+    options: list[SynthOption] = []
     notes: list[Finding] = []
     for name in inventory.product_names:
         cap: ProductCapacity = inventory.products[name]
@@ -370,58 +479,86 @@ def _synthesis_options(
                 )
             )
             continue
-        if request.gpu_count is not None:
-            if not model.tp_divides(request.gpu_count):
-                notes.append(
-                    Finding(
-                        "TP_INDIVISIBLE",
-                        f"gpu_count {request.gpu_count} does not divide {model.id}'s "
-                        f"{model.attention_heads} attention heads ({model.kv_heads} KV heads)",
-                        f"use gpu_count {', '.join(str(t) for t in model.valid_tp_sizes(up_to=16))}",
-                    )
+        if request.gpu_count is not None and not model.tp_divides(request.gpu_count):
+            notes.append(
+                Finding(
+                    "TP_INDIVISIBLE",
+                    f"gpu_count {request.gpu_count} does not divide {model.id}'s "
+                    f"{model.attention_heads} attention heads ({model.kv_heads} KV heads)",
+                    f"use gpu_count {', '.join(str(t) for t in model.valid_tp_sizes(up_to=16))}",
                 )
-                continue
-            sizes = [request.gpu_count]
-        else:
-            smallest = min_gpus(
-                model, product, precision, max_model_len=request.max_model_len or min(model.max_context, request.min_context)
             )
-            if smallest is None:
-                notes.append(
-                    Finding(
-                        "INSUFFICIENT_MEMORY",
-                        f"{model.id} at {precision} does not fit any tensor-parallel size of {product.name}",
-                    )
-                )
-                continue
-            sizes = [smallest]
-        for n in sizes:
-            probe = synthesize(
-                model, product, gpu_count=n, precision=precision, max_model_len=request.max_model_len or model.max_context
-            )
+            continue
+
+        def fit(n: int, product: GpuProduct = product, precision: str = precision) -> int:
+            probe = synthesize(model, product, gpu_count=n, precision=precision, max_model_len=model.max_context)
             plan = recipe_memory(probe, model, product)
-            length = request.max_model_len or model.max_context
-            if not plan.fits:
-                if request.max_model_len is not None or plan.max_model_len_fit < request.min_context:
-                    notes.append(
-                        Finding(
-                            "INSUFFICIENT_MEMORY" if not plan.weights_fit else "KV_CACHE_TOO_SMALL",
-                            f"{n} x {product.name} at {precision}: {model.id} fits {plan.max_model_len_fit} tokens of context"
-                            f" (needs {request.max_model_len or request.min_context})",
-                            f"use more than {n} GPUs" if request.gpu_count else "use a GPU with more memory",
-                        )
-                    )
-                    continue
-                length = plan.max_model_len_fit
-            recipe = synthesize(model, product, gpu_count=n, precision=precision, max_model_len=length)
-            plan = recipe_memory(recipe, model, product)
-            cap_findings = capacity_findings(recipe, product, inventory)
-            if cap_findings:
-                notes.extend(cap_findings)
-                continue
-            key = (n, PRECISION_ORDER.get(precision, 99), -product.bandwidth_gbps, product.name)
-            options.append((key, recipe, plan))
+            return plan.max_model_len_fit if plan.weights_fit else 0
+
+        pinned = request.gpu_count is not None
+        sizing = size_for_context(
+            fit,
+            sizes=[request.gpu_count] if request.gpu_count is not None else model.valid_tp_sizes(up_to=cap.max_allocatable),
+            # A pinned count is not moved for capacity: capacity_findings() below says what is missing.
+            free=request.gpu_count if request.gpu_count is not None else cap.max_free,
+            context=model.max_context,
+            whose="the model's",
+            where=f"one {product.name} node",
+            requested_len=request.max_model_len,
+            min_context=request.min_context,
+            pinned=pinned,
+        )
+        if sizing is None:
+            notes.extend(_unsized_notes(model, product, precision, request, inventory))
+            continue
+        recipe = synthesize(model, product, gpu_count=sizing.gpus, precision=precision, max_model_len=sizing.max_model_len)
+        plan = recipe_memory(recipe, model, product)
+        cap_findings = capacity_findings(recipe, product, inventory)
+        if cap_findings:
+            notes.extend(cap_findings)
+            continue
+        # Across products: the whole context first, then the fewest GPUs, the lowest precision,
+        # the fastest memory.
+        key = (sizing.tier, sizing.gpus, PRECISION_ORDER.get(precision, 99), -product.bandwidth_gbps, product.name)
+        options.append((key, recipe, plan, sizing))
     return options, notes
+
+
+def _unsized_notes(
+    model: ModelProfile, product: GpuProduct, precision: str, request: Request, inventory: Inventory
+) -> list[Finding]:
+    """Why no GPU count of a product holds the model: too little memory at the count pinned or at
+    any count, or the smallest count that would hold it is not free on one node."""
+    length = request.max_model_len or min(model.max_context, request.min_context)
+    if request.gpu_count is not None:
+        n = request.gpu_count
+        probe = synthesize(model, product, gpu_count=n, precision=precision, max_model_len=length)
+        plan = recipe_memory(probe, model, product)
+        return [
+            Finding(
+                "INSUFFICIENT_MEMORY" if not plan.weights_fit else "KV_CACHE_TOO_SMALL",
+                f"{n} x {product.name} at {precision}: {model.id} fits {plan.max_model_len_fit} tokens of context"
+                f" (needs {length})",
+                f"use more than {n} GPUs",
+            )
+        ]
+    smallest = min_gpus(model, product, precision, max_model_len=length)
+    if smallest is None:
+        return [
+            Finding(
+                "INSUFFICIENT_MEMORY",
+                f"{model.id} at {precision} does not fit any tensor-parallel size of {product.name}",
+                "use a GPU with more memory or a lower precision",
+            )
+        ]
+    recipe = synthesize(model, product, gpu_count=smallest, precision=precision, max_model_len=length)
+    return capacity_findings(recipe, product, inventory) or [
+        Finding(
+            "INSUFFICIENT_MEMORY",
+            f"{model.id} at {precision} needs {smallest} x {product.name} for {length} tokens of context",
+            f"free {smallest} GPUs on one {product.name} node",
+        )
+    ]
 
 
 def select(
@@ -485,13 +622,13 @@ def select(
             chosen, level = (with_capacity[0][0], with_capacity[0][3]), "secondary"
             ambiguous = ambiguity(with_capacity[0][0], with_capacity)
 
-    tertiary_pool: list[tuple[Recipe, MemoryPlan]] = []
     # Derived and synthesised configurations are single-node: not for a multi-node group.
     single_pod = request.nodes in (None, 1)
+    sizing: Sizing | None = None
     if chosen is None and model is not None and single_pod:
         tertiary_pool = _derived_variants(ordered, model=model, request=request, catalog=catalog, inventory=inventory)
         if tertiary_pool:
-            chosen, level = tertiary_pool[0], "tertiary"
+            chosen, level, sizing = (tertiary_pool[0][0], tertiary_pool[0][1]), "tertiary", tertiary_pool[0][2]
 
     synthesized_notes: list[Finding] = []
     synthesized: Recipe | None = None
@@ -504,7 +641,7 @@ def select(
             if options:
                 options.sort(key=lambda o: o[0])
                 synthesized = options[0][1]
-                chosen, level = (options[0][1], options[0][2]), "default"
+                chosen, level, sizing = (options[0][1], options[0][2]), "default", options[0][3]
 
     # Verdicts for every catalog candidate.
     chosen_id = chosen[0].recipe_id if chosen else None
@@ -584,11 +721,13 @@ def select(
         reasons.append(
             Finding(
                 "DERIVED",
-                f"minimal viable configuration {recipe.description}, max_model_len {recipe.max_model_len}; "
+                f"configuration {recipe.description}, max_model_len {recipe.max_model_len}; "
                 "untested, so no expected performance is claimed",
                 "free GPUs for the catalog recipe as written, or add a tested recipe for this configuration",
             )
         )
+    if sizing is not None and sizing.trade:
+        reasons.append(Finding("SIZING", sizing.trade, sizing.fix))
     if level == "secondary" and ideal is not None:
         cap_reason = ideal[2][0] if ideal[2] else None
         reasons.append(
@@ -622,7 +761,7 @@ def _why(recipe: Recipe, level: str, ideal: Recipe | None, plan: MemoryPlan | No
     prefix = {
         "primary": "best recipe for this cluster's hardware, and capacity is free",
         "secondary": "fallback: an alternative precision, GPU count or product with free capacity",
-        "tertiary": "fallback: minimal viable configuration (fewer GPUs or a shorter context)",
+        "tertiary": "fallback: a catalog recipe adapted to the free GPUs (another GPU count, or a shorter context)",
         "default": "fallback: generic recipe"
         + (" synthesised from the model analysis" if recipe.origin == "synthesized" else ""),
     }[level]
@@ -636,10 +775,11 @@ def _derived_variants(
     request: Request,
     catalog: HardwareCatalog,
     inventory: Inventory,
-) -> list[tuple[Recipe, MemoryPlan]]:
+) -> list[tuple[Recipe, MemoryPlan, Sizing]]:
     """Tertiary: keep a catalog recipe's hardware, precision, args and env; change only the GPU
-    count (fewest that fit on one node's free GPUs, or the gpu_count override) and, if needed, the
-    context. Only recipes whose failures are about size (memory, context, capacity, GPU count) qualify."""
+    count and, if needed, the context, as size_for_context() trades them against the recipe's own
+    context (or the gpu_count override). Only recipes whose failures are about size (memory,
+    context, capacity, GPU count) qualify. Each: (derived recipe, its memory plan, its sizing)."""
     adaptable = {
         "KV_CACHE_TOO_SMALL",
         "INSUFFICIENT_MEMORY",
@@ -650,7 +790,7 @@ def _derived_variants(
         "NOT_ENOUGH_NODES",
         "PARALLELISM_MISMATCH",
     }
-    out: list[tuple[tuple[Any, ...], Recipe, MemoryPlan]] = []
+    out: list[tuple[tuple[Any, ...], Recipe, MemoryPlan, Sizing]] = []
     for recipe, hard, cap, _plan in ordered:
         if recipe.type == "general" or not (hard or cap):
             continue
@@ -660,51 +800,66 @@ def _derived_variants(
         capacity = inventory.capacity(product.name) if product is not None else None
         if product is None or capacity is None:
             continue
-        sizes = [request.gpu_count] if request.gpu_count is not None else model.valid_tp_sizes(up_to=capacity.max_free)
-        for n in sizes:
-            if n > capacity.max_free or not model.tp_divides(n):
-                continue
-            args = {
-                k: v
-                for k, v in recipe.args.items()
-                if k not in ("pipeline_parallel_size", "data_parallel_size", "distributed_executor_backend")
-            }
-            args["tensor_parallel_size"] = n
+        pinned = request.gpu_count is not None
+        if request.gpu_count is not None and (
+            request.gpu_count > capacity.max_free or not model.tp_divides(request.gpu_count)
+        ):
+            continue
+        base = {
+            k: v
+            for k, v in recipe.args.items()
+            if k not in ("pipeline_parallel_size", "data_parallel_size", "distributed_executor_backend")
+        }
+
+        def args_for(n: int, length: int, base: Mapping[str, Any] = base) -> dict[str, Any]:
+            args = {**base, "tensor_parallel_size": n, "max_model_len": length}
             if args.get("enable_expert_parallel") and n == 1:
                 args.pop("enable_expert_parallel")
-            length = request.max_model_len or recipe.max_model_len or model.max_context
-            args["max_model_len"] = length
-            probe = with_changes(recipe, gpu_count=n, nodes=1, args=args)
+            return args
+
+        target = recipe.max_model_len or model.max_context
+
+        def fit(n: int, recipe: Recipe = recipe, product: GpuProduct = product, target: int = target) -> int:
+            probe = with_changes(recipe, gpu_count=n, nodes=1, args=args_for(n, target))
             plan = recipe_memory(probe, model, product)
-            if not plan.fits:
-                if request.max_model_len is not None or plan.max_model_len_fit < request.min_context:
-                    continue
-                args["max_model_len"] = plan.max_model_len_fit
-                probe = with_changes(recipe, gpu_count=n, nodes=1, args=args)
-                plan = recipe_memory(probe, model, product)
-            suffix = f"-tp{n}" + (
-                "" if args["max_model_len"] == (recipe.max_model_len or model.max_context) else f"-ctx{args['max_model_len']}"
-            )
-            rid = (recipe.recipe_id + suffix)[:63].rstrip("-.")
-            per_node = {product.resource: Decimal(n)}
-            derived = with_changes(
-                recipe,
-                recipe_id=rid,
-                gpu_count=n,
-                nodes=1,
-                args=args,
-                type="unoptimized",
-                priority=0,
-                performance=None,
-                origin="derived",
-                requests={**recipe.requests, **per_node} if recipe.requests else per_node,
-                limits={**recipe.limits, **per_node} if recipe.limits else per_node,
-                description=f"derived from {recipe.recipe_id}; {n} x {product.name}",
-            )
-            out.append(((rank_key(recipe), n, recipe.recipe_id), derived, plan))
-            break  # the fewest GPUs that fit is the minimal viable configuration
+            return plan.max_model_len_fit if plan.weights_fit else 0
+
+        sizing = size_for_context(
+            fit,
+            sizes=[request.gpu_count] if request.gpu_count is not None else model.valid_tp_sizes(up_to=capacity.max_allocatable),
+            free=capacity.max_free,
+            context=target,
+            whose="the recipe's",
+            where=f"one {product.name} node",
+            requested_len=request.max_model_len,
+            min_context=request.min_context,
+            pinned=pinned,
+        )
+        if sizing is None:
+            continue
+        n = sizing.gpus
+        args = args_for(n, sizing.max_model_len)
+        plan = recipe_memory(with_changes(recipe, gpu_count=n, nodes=1, args=args), model, product)
+        suffix = f"-tp{n}" + ("" if args["max_model_len"] == target else f"-ctx{args['max_model_len']}")
+        rid = (recipe.recipe_id + suffix)[:63].rstrip("-.")
+        per_node = {product.resource: Decimal(n)}
+        derived = with_changes(
+            recipe,
+            recipe_id=rid,
+            gpu_count=n,
+            nodes=1,
+            args=args,
+            type="unoptimized",
+            priority=0,
+            performance=None,
+            origin="derived",
+            requests={**recipe.requests, **per_node} if recipe.requests else per_node,
+            limits={**recipe.limits, **per_node} if recipe.limits else per_node,
+            description=f"derived from {recipe.recipe_id}; {n} x {product.name}",
+        )
+        out.append(((rank_key(recipe), sizing.tier, n, recipe.recipe_id), derived, plan, sizing))
     out.sort(key=lambda o: o[0])
-    return [(r, p) for _, r, p in out]
+    return [(r, p, t) for _, r, p, t in out]
 
 
 def _outranked(recipe: Recipe, chosen: Recipe | None) -> Finding:

@@ -6,7 +6,7 @@ import pytest
 
 from aim_engine.errors import InputError
 from aim_engine.recipe import parse_recipe, with_changes
-from aim_engine.selection import Request
+from aim_engine.selection import Request, size_for_context
 from conftest import run_select
 from k8s_objects import amd_node, cluster, gfd_node, mixed_cluster, node, pod
 
@@ -298,3 +298,155 @@ def test_selection_is_deterministic_whatever_the_catalog_order(bundle):
 def test_request_overrides_are_reported(bundle):
     req = Request(model_id=QWEN, gpu_count=4, precision="bf16")
     assert req.overrides == {"gpu_count": 4, "precision": "bf16"}
+
+
+# Sizing a derived or synthesised configuration: more GPUs before a much shorter context -----------
+
+
+def _fits(table):
+    return lambda n: table.get(n, 0)
+
+
+def _size(table, **kw):
+    args = {
+        "sizes": [1, 2, 4, 8],
+        "free": 8,
+        "context": 131072,
+        "whose": "the model's",
+        "where": "one H100 node",
+        **kw,
+    }
+    return size_for_context(_fits(table), **args)
+
+
+def test_sizing_takes_more_gpus_for_the_whole_context():
+    s = _size({2: 6912, 4: 131072, 8: 131072})
+    assert (s.gpus, s.max_model_len, s.tier) == (4, 131072, 0)
+    assert s.trade == "4 GPUs rather than 2: 2 would fit only 6,912 tokens of the model's 131,072 context"
+    assert "gpu_count" in s.fix
+
+
+def test_sizing_says_nothing_when_the_fewest_gpus_hold_the_whole_context():
+    s = _size({1: 131072, 2: 131072})
+    assert (s.gpus, s.max_model_len, s.trade) == (1, 131072, "")
+
+
+def test_sizing_limited_by_capacity_keeps_at_least_the_floor():
+    """The whole context needs 4 GPUs, only 3 are free: the fewest that hold 32,768 tokens, with
+    all the context they hold."""
+    s = _size({1: 0, 2: 40000, 4: 131072}, free=3)
+    assert (s.gpus, s.max_model_len, s.tier) == (2, 40000, 1)
+    assert (
+        s.trade
+        == "context 40,000 of the model's 131,072 tokens: 131,072 would need 4 GPUs, more than the 3 free on one H100 node"
+    )
+    assert s.fix == "free GPUs on one H100 node for the whole context"
+
+
+def test_sizing_below_the_floor_takes_the_count_that_holds_the_most():
+    s = _size({1: 5000, 2: 9000, 4: 131072}, free=3)
+    assert (s.gpus, s.max_model_len, s.tier) == (2, 9000, 2)
+    assert (
+        s.trade
+        == "context cut to 9,000 of the model's 131,072 tokens: 32,768 would need 4 GPUs, more than the 3 free on one H100 node"
+    )
+
+
+def test_sizing_when_no_node_holds_the_whole_context():
+    s = _size({2: 20000, 4: 30000, 8: 50000})
+    assert (s.gpus, s.max_model_len, s.tier) == (8, 50000, 1)
+    assert "no tensor-parallel size on one H100 node holds 131,072" in s.trade
+    assert s.fix.startswith("use a GPU with more memory")
+
+
+def test_sizing_never_goes_below_min_context_and_the_floor_follows_it():
+    assert _size({2: 3000, 4: 4000}, free=4) is None
+    s = _size({2: 40000, 4: 70000}, min_context=65536)
+    assert (s.gpus, s.max_model_len) == (4, 70000)  # 40,000 is below the 65,536 asked for
+
+
+def test_sizing_never_changes_an_explicit_max_model_len():
+    s = _size({2: 6912, 4: 131072}, requested_len=8192)
+    assert (s.gpus, s.max_model_len, s.trade) == (4, 8192, "")
+    assert _size({2: 6912, 4: 131072}, requested_len=4096).gpus == 2
+    assert _size({2: 6912, 4: 7000}, requested_len=8192) is None
+
+
+def test_sizing_never_changes_an_explicit_gpu_count():
+    s = _size({2: 6912, 4: 131072}, sizes=[2], free=2, pinned=True)
+    assert (s.gpus, s.max_model_len) == (2, 6912)
+    assert s.trade.endswith("the requested 2 GPUs hold no more") and "gpu_count" in s.fix
+
+
+def _without(bundle, model_id):
+    return [r for r in bundle.recipes if r.model_key != model_id.lower()]
+
+
+def test_default_for_llama_70b_on_h100_takes_4_gpus_not_a_7k_context(bundle):
+    """No catalog recipe: the synthesised recipe holds the model's whole 131,072 tokens on 4 H100
+    rather than about 7,000 on 2, and says so."""
+    for used in (0, 2):  # 8 or 6 free on the node
+        doc = cluster([gfd_node("h", "H100")], [pod("x", "h", gpus=used)] if used else [])
+        sel = run_select(bundle, doc, model_id=L70, precision="bf16", gpu_type="H100", recipes=_without(bundle, L70))
+        assert sel.level == "default"
+        r = sel.recipe
+        assert (r.gpu_count, r.args["tensor_parallel_size"], r.max_model_len) == (4, 4, 131072)
+        (sizing,) = [f for f in sel.candidates[0].reasons if f.code == "SIZING"]
+        assert sizing.message.startswith("4 GPUs rather than 2: 2 would fit only")
+        assert "of the model's 131,072 context" in sizing.message
+
+
+def test_default_limited_by_capacity_says_what_the_context_needs(bundle):
+    doc = cluster([gfd_node("h", "H100")], [pod("x", "h", gpus=5)])  # 3 free: 4 do not fit
+    sel = run_select(bundle, doc, model_id=L70, precision="bf16", recipes=_without(bundle, L70))
+    r = sel.recipe
+    assert sel.level == "default" and r.gpu_count == 2 and 4096 <= r.max_model_len < 32768
+    (sizing,) = [f for f in sel.candidates[0].reasons if f.code == "SIZING"]
+    assert f"context cut to {r.max_model_len:,} of the model's 131,072 tokens" in sizing.message
+    assert "32,768 would need 4 GPUs, more than the 3 free on one H100 node" in sizing.message
+
+
+def test_tertiary_takes_more_gpus_for_the_recipes_context(bundle):
+    """A catalog recipe too small for its own context is derived at the GPU count that holds it."""
+    base = next(r for r in bundle.recipes if r.recipe_id == "llama-3.1-70b-instruct-h100-4gpu-bf16")
+    two = {"nvidia.com/gpu": 2}
+    small = with_changes(
+        base,
+        recipe_id="llama-70b-h100-2gpu-test",
+        gpu_count=2,
+        args={**base.args, "tensor_parallel_size": 2},
+        requests={**base.requests, **two},
+        limits={**base.limits, **two},
+    )
+    sel = run_select(bundle, cluster([gfd_node("h", "H100")]), model_id=L70, recipes=[small])
+    assert sel.level == "tertiary"
+    assert (sel.recipe.gpu_count, sel.recipe.max_model_len) == (4, base.max_model_len)
+    (sizing,) = [f for f in sel.candidates[0].reasons if f.code == "SIZING"]
+    assert sizing.message.startswith("4 GPUs rather than 2") and f"the recipe's {base.max_model_len:,} context" in sizing.message
+
+
+def test_tertiary_limited_by_capacity_cuts_the_context_and_says_so(bundle):
+    doc = cluster([gfd_node("h", "H100")], [pod("x", "h", gpus=5)])
+    sel = run_select(bundle, doc, model_id=L70, precision="bf16", gpu_type="H100")
+    assert sel.level == "tertiary" and sel.recipe.gpu_count == 2
+    (sizing,) = [f for f in sel.candidates[0].reasons if f.code == "SIZING"]
+    assert "of the recipe's 65,536 tokens" in sizing.message and "would need 4 GPUs" in sizing.message
+
+
+@pytest.mark.parametrize(
+    ("override", "gpus", "length"),
+    [
+        ({"gpu_count": 2}, 2, None),  # the context is what 2 GPUs hold
+        ({"max_model_len": 8192}, 4, 8192),  # 2 GPUs hold only ~7,000 tokens
+        ({"max_model_len": 4096}, 2, 4096),
+        ({"gpu_count": 8, "max_model_len": 16384}, 8, 16384),
+    ],
+)
+def test_explicit_overrides_win_over_the_sizing(bundle, override, gpus, length):
+    sel = run_select(
+        bundle, cluster([gfd_node("h", "H100")]), model_id=L70, precision="bf16", recipes=_without(bundle, L70), **override
+    )
+    assert sel.recipe.gpu_count == gpus
+    assert sel.recipe.max_model_len == (length or sel.recipe.max_model_len)
+    if length is None:
+        assert sel.recipe.max_model_len < 131072

@@ -62,6 +62,21 @@ def test_good_deployment_is_allowed(client):
         ("deployment-bad-quantity.json", None, ["malformed Deployment", "'lots' is not a Kubernetes quantity"]),
         ("deployment-null-object.json", None, ["object is empty or null"]),
         ("deployment-bare.json", "GPU_LIMIT_MISSING", ["has no amd.com/gpu"]),
+        (
+            "deployment-wrong-model-positional.json",
+            "MODEL_MISMATCH",
+            ["serves meta-llama/Llama-3.1-8B-Instruct (positional argument to `vllm serve`)", "is for Qwen/Qwen3-32B"],
+        ),
+        (
+            "deployment-wrong-model-equals.json",
+            "MODEL_MISMATCH",
+            ["serves meta-llama/Llama-3.1-8B-Instruct (--model= to the image's entrypoint)", "fix: serve Qwen/Qwen3-32B"],
+        ),
+        (
+            "deployment-local-path-undeclared.json",
+            "MODEL_MISMATCH",
+            ["serves /models/qwen3-32b", "annotate the pod template with aim-engine.io/served-model: Qwen/Qwen3-32B"],
+        ),
     ],
 )
 def test_bad_workloads_are_denied_with_field_value_and_fix(client, name, code, fragments):
@@ -403,3 +418,146 @@ def test_pods_read_the_selection_fresh_while_controllers_may_use_the_cache(wbund
         patched = apply_patch(pod, decode_patch(post(app, "/mutate", req)))
         assert patched["metadata"]["labels"]["aim-engine.io/recipe-id"] == rid
         assert patched["spec"]["containers"][0]["resources"]["limits"]["amd.com/gpu"] == gpus
+
+
+# The served model ------------------------------------------------------------------------------
+
+
+def _message(client, req):
+    r = post(client, "/validate", req)["response"]
+    return r["allowed"], r.get("status", {}).get("message", "")
+
+
+def test_a_wrong_model_is_reported_first(client):
+    """The model decides whether the rest means anything: its finding leads the message."""
+    allowed, message = _message(client, review("deployment-wrong-model-positional.json"))
+    assert not allowed and message.index("[MODEL_MISMATCH]") == message.index("[")
+
+
+def test_a_local_path_declared_on_the_pod_template_is_admitted(client):
+    req = review("deployment-local-path-declared.json")
+    assert _message(client, req) == (True, "")
+    # Declared as another model: refused, whatever the path.
+    req["request"]["object"]["spec"]["template"]["metadata"]["annotations"]["aim-engine.io/served-model"] = (
+        "meta-llama/Llama-3.1-8B-Instruct"
+    )
+    allowed, message = _message(client, req)
+    assert not allowed and "[MODEL_MISMATCH]" in message
+    assert "aim-engine.io/served-model declares meta-llama/Llama-3.1-8B-Instruct" in message
+
+
+def test_the_declaration_must_be_on_the_pod_template(client):
+    """Pods carry their template's annotations, not the Deployment's: declared on the Deployment
+    alone, its Pods would be refused at creation — so the Deployment is refused now, saying where
+    the annotation belongs."""
+    req = review("deployment-local-path-declared.json")
+    obj = req["request"]["object"]
+    obj["metadata"]["annotations"]["aim-engine.io/served-model"] = obj["spec"]["template"]["metadata"].pop("annotations")[
+        "aim-engine.io/served-model"
+    ]
+    allowed, message = _message(client, req)
+    assert not allowed and "[MODEL_MISMATCH]" in message and "to the pod template's" in message
+
+
+def test_served_model_name_alone_does_not_make_a_path_the_recipes_model(client):
+    req = review("deployment-local-path-undeclared.json")
+    assert "--served-model-name" in req["request"]["object"]["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert _message(client, req)[0] is False
+
+
+@pytest.mark.parametrize("model", ["qwen/qwen3-32b", "QWEN/QWEN3-32B", "Qwen/Qwen3-32B"])
+def test_hub_ids_match_case_insensitively(client, model):
+    req = review("deployment-wrong-model-positional.json")
+    req["request"]["object"]["spec"]["template"]["spec"]["containers"][0]["command"][2] = model
+    assert _message(client, req) == (True, "")
+
+
+def test_no_model_at_all_serves_vllms_default_and_is_refused(client):
+    req = review("deployment-good.json")
+    c = req["request"]["object"]["spec"]["template"]["spec"]["containers"][0]
+    c["args"] = c["args"][2:]  # drop --model Qwen/Qwen3-32B
+    allowed, message = _message(client, req)
+    assert not allowed and "[MODEL_MISSING]" in message and "Qwen/Qwen3-0.6B" in message
+    assert "add --model Qwen/Qwen3-32B to the args" in message
+    c["command"] = ["vllm", "serve"]
+    allowed, message = _message(client, req)
+    assert not allowed and "[MODEL_MISSING]" in message and "`vllm serve Qwen/Qwen3-32B`" in message
+
+
+def test_the_api_server_module_reads_only_dash_dash_model(client):
+    req = review("deployment-good.json")
+    c = req["request"]["object"]["spec"]["template"]["spec"]["containers"][0]
+    c["command"] = ["python3", "-m", "vllm.entrypoints.openai.api_server"]
+    assert _message(client, req) == (True, "")
+    c["args"] = ["Qwen/Qwen3-32B", *c["args"][2:]]
+    allowed, message = _message(client, req)
+    assert not allowed and "[MODEL_MISSING]" in message and "ignores the positional Qwen/Qwen3-32B" in message
+    c["args"] = ["--model", "meta-llama/Llama-3.1-8B-Instruct", *c["args"][1:]]
+    allowed, message = _message(client, req)
+    assert not allowed and "(--model to `python -m vllm.entrypoints.openai.api_server`)" in message
+
+
+def test_statefulsets_and_pods_are_checked_alike(client):
+    sts = review("statefulset-good.json")
+    sts["request"]["object"]["spec"]["template"]["spec"]["containers"][0]["args"][1] = "meta-llama/Llama-3.1-8B-Instruct"
+    assert "[MODEL_MISMATCH]" in _message(client, sts)[1]
+    pod = review("pod-from-replicaset.json")
+    pod["request"]["object"]["spec"]["containers"][0]["args"] = ["--model", "/models/x"]
+    assert "[MODEL_MISMATCH]" in _message(client, pod)[1]
+    pod["request"]["object"]["metadata"]["annotations"] = {"aim-engine.io/served-model": "Qwen/Qwen3-32B"}
+    patched = apply_patch(pod["request"]["object"], decode_patch(post(client, "/mutate", pod)))
+    assert _message(client, {**pod, "request": {**pod["request"], "object": patched}}) == (True, "")
+
+
+def test_a_leaderworkerset_is_judged_by_its_leader(client):
+    """The leader serves; the workers run `ray start` and name no model (never refused for it)."""
+    req = review("leaderworkerset-multinode.json")
+    lwt = req["request"]["object"]["spec"]["leaderWorkerTemplate"]
+    patched = apply_patch(req["request"]["object"], decode_patch(post(client, "/mutate", req)))
+    assert _message(client, {**req, "request": {**req["request"], "object": patched}}) == (True, "")
+    lwt["leaderTemplate"]["spec"]["containers"][0]["args"][1] = "deepseek-ai/DeepSeek-V3"
+    allowed, message = _message(client, req)
+    assert not allowed and "leaderTemplate.spec.containers" in message and "serves deepseek-ai/DeepSeek-V3" in message
+    worker = review("pod-lws-worker.json")
+    mutated = apply_patch(worker["request"]["object"], decode_patch(post(client, "/mutate", worker)))
+    assert _message(client, {**worker, "request": {**worker["request"], "object": mutated}}) == (True, "")
+
+
+@pytest.mark.parametrize(
+    ("script", "ok"),
+    [
+        ('ray start --head --port=6379 && exec vllm serve deepseek-ai/DeepSeek-R1 "$@"', True),
+        ('ray start --head\nexec vllm serve "meta-llama/Llama-3.1-8B-Instruct" "$@"', False),
+        ('exec vllm serve "$@"', True),  # the model comes from the forwarded args (--model below)
+        ("exec python3 -m vllm.entrypoints.openai.api_server --model deepseek-ai/DeepSeek-R1", True),
+    ],
+)
+def test_a_leader_script_is_read_as_the_shell_runs_it(client, script, ok):
+    req = review("pod-lws-leader.json")
+    c = req["request"]["object"]["spec"]["containers"][0]
+    c["command"] = ["sh", "-c", script, "vllm"]
+    mutated = apply_patch(req["request"]["object"], decode_patch(post(client, "/mutate", req)))
+    allowed, message = _message(client, {**req, "request": {**req["request"], "object": mutated}})
+    assert allowed is ok, message
+    if not ok:
+        assert "[MODEL_MISMATCH]" in message
+
+
+def test_the_selected_mode_checks_the_model_of_the_selection(client, configmaps, wbundle):
+    """`recipe-id: selected`: the model is judged against the recipe the selection holds."""
+    req = _delegated(configmaps, wbundle)
+    c = req["request"]["object"]["spec"]["template"]["spec"]["containers"][0]
+    c["command"], c["args"] = ["vllm", "serve", "Qwen/Qwen3-32B"], []
+    assert _message(client, req) == (True, "")
+    _delegated(configmaps, wbundle, recipe_id="llama-3.1-70b-instruct-mi300x-2gpu-bf16")
+    allowed, message = _message(client, req)
+    assert not allowed and "[MODEL_MISMATCH]" in message and "is for meta-llama/Llama-3.1-70B-Instruct" in message
+
+
+def test_the_model_check_is_part_of_recipe_compatibility(wbundle):
+    off = create_app(
+        bundle=wbundle,
+        resolver=RecipeResolver(wbundle, read_configmap=None),
+        settings=Settings(toggles=Toggles(check_recipe_compatibility=False)),
+    ).test_client()
+    assert post(off, "/validate", review("deployment-wrong-model-positional.json"))["response"]["allowed"] is True
