@@ -52,6 +52,7 @@ from localcluster import TOKEN, ControlPlane, _cert, _pem_key, free_port, start 
 NODE = "aim-engine-node"
 RUN = Path("/run/aim-engine-cluster")
 SOCK = RUN / "containerd.sock"
+OWNER = Path("/run/aim-engine-cluster.owner")  # outside RUN: down() removes RUN
 BRIDGE = "aimcni0"
 POD_CIDR = "10.244.0.0/24"
 K8S = ROOT / ".tools" / "k8s"
@@ -279,6 +280,9 @@ def up(state: Path = DEFAULT_STATE) -> Cluster:
     shutil.rmtree(state, ignore_errors=True)
     (state / "logs").mkdir(parents=True)
     RUN.mkdir(parents=True, exist_ok=True)
+    # The machine-wide pieces (containerd's socket, the bridge, kube-proxy's rules, the kubepods
+    # cgroups) belong to this state directory: down() of another one must leave them alone.
+    OWNER.write_text(str(state.resolve()))
     ip = host_ip()
     t0 = time.monotonic()
 
@@ -543,7 +547,25 @@ def _drain_pods(state: Path) -> None:
         print(f"   (draining pods through the API failed: {e}; stopping containers directly)", flush=True)
 
 
+def owner() -> Path | None:
+    """The state directory of the cluster running on this machine, if any."""
+    try:
+        return Path(OWNER.read_text().strip())
+    except OSError:
+        return None
+
+
 def down(state: Path = DEFAULT_STATE, *, quiet: bool = False) -> list[str]:
+    running = owner()
+    if running is not None and running != state.resolve():
+        # Another state directory's cluster runs here (e.g. `make cluster-up` while a test brings up
+        # its own, which fails): stop only what this state recorded, touch nothing machine-wide.
+        for pid, _ in _pids(state):
+            _stop(pid)
+        (state / "pids").unlink(missing_ok=True)
+        if not quiet:
+            log(f"the running cluster belongs to {running}; only {state}'s own processes were stopped")
+        return []
     if not quiet:
         log("stopping Pods on the real node")
     pids = _pids(state)
@@ -583,6 +605,7 @@ def down(state: Path = DEFAULT_STATE, *, quiet: bool = False) -> list[str]:
     _delete_cni_chains()
     _remove_cgroups()
     shutil.rmtree(RUN, ignore_errors=True)
+    OWNER.unlink(missing_ok=True)
     (state / "pids").unlink(missing_ok=True)
     left = [line for line in leftovers(state) if int(line.split(" ", 1)[0]) != os.getpid()]
     if not quiet:
