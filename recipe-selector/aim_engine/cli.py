@@ -20,7 +20,6 @@ from . import __version__
 from .catalog import (
     Bundle,
     load_bundle,
-    load_model_config,
     load_recipe_file,
     parse_yaml_documents,
     recipe_documents,
@@ -31,7 +30,7 @@ from .hardware import HardwareCatalog
 from .inventory import DEFAULT_TOLERATED_TAINTS, Inventory, build_inventory, product_node_terms, split_list
 from .lint import lint_recipes
 from .metrics import METRICS_KEY, SelectionCollector, updated_counts
-from .models import ModelProfile
+from .models import ModelProfile, read_model_config
 from .perf import METHOD, estimate_recipe, recipe_conditions
 from .recipe import Recipe
 from .render import (
@@ -325,7 +324,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
     bundle = _bundle(args)
     models = bundle.model_map()
     for model_id, path in args.model_config:
-        profile = load_model_config(model_id, Path(path))
+        profile = read_model_config(model_id, Path(path))
         models[profile.id.lower()] = profile
     if args.paths:
         recipes: list[Recipe] = []
@@ -419,7 +418,7 @@ def cmd_select(args: argparse.Namespace) -> int:
     model_id = args.model or (pinned.huggingface_id if pinned else None)
     if not model_id:
         raise InputError("--model is required (or pin a recipe with --recipe-file / --recipe-configmap)")
-    extra: ModelProfile | None = load_model_config(model_id, args.model_config) if args.model_config else None
+    extra: ModelProfile | None = read_model_config(model_id, args.model_config) if args.model_config else None
     inv = _inventory(args, bundle, kube)
     # The catalog and inventory live until exit: move them out of the cyclic collector's way so a
     # large cluster or catalog does not pay for repeated full collections during selection.

@@ -3,10 +3,14 @@
 Per GPU, with tensor parallel size t and pipeline parallel size p (N = t x p GPUs):
 
     budget      = memory x gpu_memory_utilization           (vLLM never uses more than this)
-    weights     = W x 1.02 / N                              W = checkpoint size at its native precision,
-                                                            else parameters x bytes-per-parameter;
-                                                            1.02 covers buffers and scales outside the
-                                                            parameter count (Kaito's factor)
+    weights     = W x 1.02 / N                              W = checkpoint size at its native precision
+                                                            when published, else Q x bytes-per-parameter
+                                                            + (P - Q) x 2 B: Q weights at the quantised
+                                                            precision, the other P - Q (embeddings, LM
+                                                            head, norms, routers, modules a checkpoint
+                                                            leaves unconverted) at 16 bit; 1.02 covers
+                                                            buffers and scales outside the parameter
+                                                            count (Kaito's factor)
     activations = T x (4h + 2i/t) x 2 B + S x V x 4 B       peak of vLLM's profiling forward pass with
                                                             T = max_num_batched_tokens tokens, S = max_num_seqs
                                                             fp32 logits rows of vocabulary V
@@ -83,11 +87,21 @@ class MemoryPlan:
         return self.weights + self.activations + self.overhead + self.kv_per_token * self.max_model_len
 
 
+SIXTEEN_BIT = Decimal(2)
+
+
 def weight_bytes(model: ModelProfile, precision: str) -> Decimal:
-    """Total weight bytes at a precision (before splitting across GPUs)."""
+    """Total weight bytes at a precision (before splitting across GPUs). A quantised precision
+    applies to the model's quantised weights only (`quantized_parameters`: a pre-quantised
+    checkpoint's converted layers, or the linear layers vLLM converts online); the rest stays
+    16 bit. Without that split (bundled entries) every weight is priced at the precision."""
     if precision == model.native_precision and model.checkpoint_gib is not None:
         return model.checkpoint_gib * GIB
-    return model.parameters * BYTES_PER_PARAM[precision]
+    per_weight = BYTES_PER_PARAM[precision]
+    quantized = model.quantized_parameters
+    if quantized is None or per_weight >= SIXTEEN_BIT:
+        return model.parameters * per_weight
+    return quantized * per_weight + (model.parameters - quantized) * SIXTEEN_BIT
 
 
 def kv_element_bytes(model: ModelProfile, kv_cache_dtype: str) -> int:

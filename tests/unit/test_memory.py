@@ -5,7 +5,9 @@ from __future__ import annotations
 from decimal import Decimal
 
 from aim_engine.memory import MemoryInputs, kv_bytes_per_token, min_gpus, plan_memory, weight_bytes
+from aim_engine.models import ModelProfile, read_model_config
 from aim_engine.quantity import GIB
+from conftest import FIXTURES
 
 
 def test_weights_at_each_precision(bundle):
@@ -73,3 +75,39 @@ def test_gpu_memory_utilization_bounds_the_budget(bundle):
     full = plan_memory(m, l40s, "bf16", MemoryInputs(tp=1, gpu_memory_utilization=Decimal("0.9")))
     half = plan_memory(m, l40s, "bf16", MemoryInputs(tp=1, gpu_memory_utilization=Decimal("0.5")))
     assert half.budget < full.budget and half.max_model_len_fit < full.max_model_len_fit
+
+
+def _profile(**kw):
+    base = {
+        "id": "org/m",
+        "architecture": "X",
+        "parameters": Decimal(1000),
+        "layers": 2,
+        "hidden_size": 64,
+        "intermediate_size": 256,
+        "attention_heads": 4,
+        "kv_heads": 4,
+        "head_dim": 16,
+        "vocab_size": 100,
+        "max_context": 4096,
+        "native_precision": "bf16",
+    }
+    return ModelProfile(**{**base, **kw})
+
+
+def test_weights_are_priced_by_the_quantised_split():
+    split = _profile(native_precision="mxfp4", quantized_parameters=Decimal(800))
+    assert weight_bytes(split, "mxfp4") == 800 * Decimal("0.53125") + 200 * 2
+    assert weight_bytes(split, "fp8") == 800 * 1 + 200 * 2
+    assert weight_bytes(split, "bf16") == 1000 * 2  # 16 bit: the split does not matter
+    unknown = _profile(native_precision="fp8")  # bundled entries without the split: every weight at the precision
+    assert weight_bytes(unknown, "fp8") == 1000
+
+
+def test_plan_weights_use_the_split(bundle):
+    oss = read_model_config("openai/gpt-oss-120b", FIXTURES / "configs" / "gpt-oss-120b.config.json")
+    bundled = bundle.models.get("openai/gpt-oss-120b")
+    # The config.json analysis reproduces the published checkpoint size the bundled entry records.
+    assert abs(weight_bytes(oss, "mxfp4") - weight_bytes(bundled, "mxfp4")) / weight_bytes(bundled, "mxfp4") < Decimal("0.01")
+    plan = plan_memory(oss, bundle.hardware.require("MI300X"), "mxfp4", MemoryInputs(tp=2))
+    assert plan.weights == weight_bytes(oss, "mxfp4") * Decimal("1.02") / 2

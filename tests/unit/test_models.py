@@ -7,9 +7,8 @@ from decimal import Decimal
 
 import pytest
 
-from aim_engine.catalog import load_model_config
 from aim_engine.errors import InputError
-from aim_engine.models import model_from_hf_config
+from aim_engine.models import model_from_hf_config, read_model_config
 from conftest import FIXTURES, REQUIRED_MODELS
 
 
@@ -29,7 +28,7 @@ def test_moe_facts(bundle):
 
 
 def test_config_json_gives_the_bundled_parameter_count(bundle):
-    parsed = load_model_config("Qwen/Qwen3-32B", FIXTURES / "configs" / "qwen3-32b.config.json")
+    parsed = read_model_config("Qwen/Qwen3-32B", FIXTURES / "configs" / "qwen3-32b.config.json")
     bundled = bundle.models.get("Qwen/Qwen3-32B")
     assert abs(parsed.parameters - bundled.parameters) / bundled.parameters < Decimal("0.03")
     assert (parsed.layers, parsed.attention_heads, parsed.kv_heads, parsed.max_context) == (64, 64, 8, 40960)
@@ -37,14 +36,14 @@ def test_config_json_gives_the_bundled_parameter_count(bundle):
 
 
 def test_config_json_moe_total_and_active(bundle):
-    parsed = load_model_config("mistralai/Mixtral-8x7B-Instruct-v0.1", FIXTURES / "configs" / "mixtral-8x7b.config.json")
+    parsed = read_model_config("mistralai/Mixtral-8x7B-Instruct-v0.1", FIXTURES / "configs" / "mixtral-8x7b.config.json")
     bundled = bundle.models.get("mistralai/Mixtral-8x7B-Instruct-v0.1")
     assert abs(parsed.parameters - bundled.parameters) / bundled.parameters < Decimal("0.03")
     assert abs(parsed.active - bundled.active) / bundled.active < Decimal("0.05")
 
 
 def test_config_json_mla_and_fp8_checkpoint():
-    parsed = load_model_config("deepseek-ai/DeepSeek-V3", FIXTURES / "configs" / "deepseek-v3-like.config.json")
+    parsed = read_model_config("deepseek-ai/DeepSeek-V3", FIXTURES / "configs" / "deepseek-v3.config.json")
     assert parsed.is_mla and parsed.mla_kv_lora_rank == 512
     assert parsed.native_precision == "fp8"
     assert Decimal("640e9") < parsed.parameters < Decimal("700e9")
@@ -55,11 +54,11 @@ def test_config_json_mla_and_fp8_checkpoint():
     ("cfg", "match"),
     [
         ({}, "missing 'num_hidden_layers'"),
-        ({"num_hidden_layers": 2, "hidden_size": 8, "num_attention_heads": 0, "vocab_size": 10}, "must be positive"),
-        ({"num_hidden_layers": "many", "hidden_size": 8, "num_attention_heads": 2, "vocab_size": 10}, "non-negative integer"),
+        ({"num_hidden_layers": 2, "hidden_size": 8, "num_attention_heads": 0, "vocab_size": 10}, "from 1 to 16384, got 0"),
+        ({"num_hidden_layers": "many", "hidden_size": 8, "num_attention_heads": 2, "vocab_size": 10}, "must be an integer"),
         (
             {"num_hidden_layers": 2, "hidden_size": 8, "num_attention_heads": 2, "vocab_size": 10, "intermediate_size": "x"},
-            "malformed",
+            "intermediate_size must be an integer",
         ),
         ([], "expected a JSON object"),
     ],
@@ -73,9 +72,9 @@ def test_unreadable_config_is_a_clear_error(tmp_path):
     bad = tmp_path / "config.json"
     bad.write_text("{not json")
     with pytest.raises(InputError, match="not valid JSON"):
-        load_model_config("org/model", bad)
+        read_model_config("org/model", bad)
     with pytest.raises(InputError, match="no such file"):
-        load_model_config("org/model", tmp_path / "missing.json")
+        read_model_config("org/model", tmp_path / "missing.json")
 
 
 def test_tensor_parallel_must_divide_heads(bundle):
