@@ -15,7 +15,7 @@ import yaml
 
 from .errors import InputError
 from .hardware import HardwareCatalog, parse_hardware
-from .models import ModelProfile, ModelTable, model_from_hf_config, parse_models
+from .models import ModelProfile, ModelTable, parse_models
 from .recipe import Recipe, parse_recipe
 from .vllm_args import ArgRegistry, parse_registry
 
@@ -164,6 +164,3 @@ def load_bundle(root: Path | None = None) -> Bundle:
         recipes.extend(load_recipe_file(partial, path, origin="catalog"))
     return Bundle(root=root, hardware=hardware, models=models, registry=registry, schema=schema, recipes=tuple(recipes))
 
-
-def load_model_config(model_id: str, path: Path) -> ModelProfile:
-    return model_from_hf_config(model_id, load_json(path))
