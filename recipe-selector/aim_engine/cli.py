@@ -129,6 +129,15 @@ def build_parser() -> argparse.ArgumentParser:
         type=_label,
         help="config.json for a model not in the bundled table",
     )
+    val.add_argument(
+        "--engine",
+        action="store_true",
+        help="also have vLLM judge each command line: its own parser (exact flags) and engine-config builder on the "
+        "model's real config.json (recipes/models/configs); needs the vLLM venv of `make setup`, an error without it",
+    )
+    val.add_argument(
+        "--vllm-python", type=Path, help="the vLLM venv's python (default: $AIM_VLLM_PYTHON, else .tools/vllm-venv/bin/python)"
+    )
     val.add_argument("-o", "--output", choices=["table", "json"], default="table")
 
     det = sub.add_parser("detect", help="GPU inventory of the live cluster or a snapshot")
@@ -338,19 +347,35 @@ def cmd_validate(args: argparse.Namespace) -> int:
     else:
         recipes, errors, strict = list(bundle.recipes), [], True
     issues = lint_recipes(recipes, models=models, catalog=bundle.hardware, registry=bundle.registry, strict=strict)
+    engine: dict[str, Any] | None = None
+    if args.engine:  # vLLM's own verdict (a subprocess in the vLLM venv; see aim_engine.engine_check)
+        from .engine_check import EngineSettings, checks_for, engine_issues, run_checker
+
+        settings = EngineSettings.resolve(recipes_root=bundle.root, python=args.vllm_python, env=os.environ)
+        configs = {model_id: Path(path) for model_id, path in args.model_config}
+        checks, unchecked = checks_for(recipes, recipes_root=bundle.root, catalog=bundle.hardware, model_configs=configs)
+        issues += unchecked
+        if checks:
+            report = run_checker(checks, settings)
+            issues += engine_issues(report, checks)
+            refused = sum(1 for v in report.verdicts if not v.ok)
+            engine = {"vllm": report.vllm_version, "checked": len(checks), "refused": refused}
+            engine["seconds"] = round(report.seconds, 1)
     n_err = len(errors) + sum(1 for i in issues if i.severity == "error")
     if args.output == "json":
-        sys.stdout.write(
-            to_json(
-                {"recipes": len(recipes), "valid": n_err == 0, "schema_errors": errors, "issues": [i.as_dict() for i in issues]}
-            )
-        )
+        doc = {"recipes": len(recipes), "valid": n_err == 0, "schema_errors": errors, "issues": [i.as_dict() for i in issues]}
+        sys.stdout.write(to_json(doc | ({"engine": engine} if engine is not None else {})))
     else:
         for e in errors:
             sys.stdout.write(f"error: {e}\n")
         if issues:
             sys.stdout.write(lint_table(issues))
         what = "bundled catalog" if strict else ", ".join(map(str, args.paths))
+        if engine is not None:
+            sys.stdout.write(
+                f"vLLM {engine['vllm']} judged {engine['checked']} command line(s) in {engine['seconds']} s: "
+                f"{engine['refused']} refused\n"
+            )
         sys.stdout.write(
             f"{len(recipes)} recipe(s) checked in {what}: {n_err} error(s), "
             f"{sum(1 for i in issues if i.severity == 'warning')} warning(s)\n"
