@@ -12,7 +12,7 @@ from aim_engine.catalog import catalog_files, load_recipe_file, schema_errors
 from aim_engine.errors import InputError
 from aim_engine.lint import lint_recipes
 from aim_engine.perf import estimate
-from conftest import REQUIRED_MODELS, ROOT
+from support import REQUIRED_MODELS, ROOT
 
 REQUIRED_HARDWARE = ["MI300X", "MI325X", "MI355X", "H100", "H200", "A100", "L40S"]
 

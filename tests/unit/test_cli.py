@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from aim_engine.cli import main
-from conftest import ROOT
+from support import ROOT
 
 CLUSTER = str(ROOT / "examples" / "cluster-mixed.json")
 

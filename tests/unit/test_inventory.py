@@ -6,8 +6,8 @@ import pytest
 
 from aim_engine.errors import InputError
 from aim_engine.inventory import product_node_terms, split_list
-from conftest import inventory_of
 from k8s_objects import amd_node, cluster, gfd_node, mixed_cluster, node, pod
+from support import inventory_of
 
 
 def test_example_cluster_inventory(bundle):

@@ -7,7 +7,7 @@ from decimal import Decimal
 from aim_engine.memory import MemoryInputs, kv_bytes_per_token, min_gpus, plan_memory, weight_bytes
 from aim_engine.models import ModelProfile, read_model_config
 from aim_engine.quantity import GIB
-from conftest import FIXTURES
+from support import FIXTURES
 
 
 def test_weights_at_each_precision(bundle):

@@ -31,7 +31,7 @@ from aim_engine.models import (
     read_model_config,
 )
 from aim_engine.quantity import GIB
-from conftest import FIXTURES, ROOT
+from support import FIXTURES, ROOT
 
 CONFIGS = FIXTURES / "configs"
 SOURCES = yaml.safe_load((CONFIGS / "sources.yaml").read_text())

@@ -9,7 +9,7 @@ import pytest
 
 from aim_engine.errors import InputError
 from aim_engine.models import model_from_hf_config, read_model_config
-from conftest import FIXTURES, REQUIRED_MODELS
+from support import FIXTURES, REQUIRED_MODELS
 
 
 @pytest.mark.parametrize("model_id", REQUIRED_MODELS)

@@ -11,8 +11,8 @@ import yaml
 from aim_engine.cli import main
 from aim_engine.placement import check_placement, placement_request
 from aim_engine.recipe import default_parallelism, parse_recipe
-from conftest import inventory_of, run_select
 from k8s_objects import amd_node, cluster, gfd_node, pod
+from support import inventory_of, run_select
 
 ROOT = Path(__file__).resolve().parents[2]
 QWEN = "Qwen/Qwen3-32B"

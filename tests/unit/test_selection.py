@@ -7,8 +7,8 @@ import pytest
 from aim_engine.errors import InputError
 from aim_engine.recipe import parse_recipe, with_changes
 from aim_engine.selection import Request, size_for_context
-from conftest import run_select
 from k8s_objects import amd_node, cluster, gfd_node, mixed_cluster, node, pod
+from support import run_select
 
 QWEN = "Qwen/Qwen3-32B"
 L70 = "meta-llama/Llama-3.1-70B-Instruct"
