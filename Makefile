@@ -68,7 +68,7 @@ UNTT := $(TOOLS)/bin/untt
 CRD_MODELS := $(TOOLS)/node/node_modules/@kubernetes-models/cert-manager/package.json
 export GOFLAGS := -mod=mod
 
-.PHONY: help setup setup-load test unit lint validate rules chart demo demo-offline bench bench-webhook clean \
+.PHONY: help setup setup-load test unit integration lint validate rules chart demo demo-offline bench bench-webhook clean \
         images images-vllm cluster-up cluster-down e2e e2e-kind
 
 help:
@@ -77,6 +77,8 @@ help:
 	@echo "make test      lint, catalog validation and the test suite"
 	@echo "make setup     install the virtualenv and pinned tools into .tools/ (run by the others)"
 	@echo "make lint      ruff + mypy --strict on the core"
+	@echo "make unit      the pure test tier: rootless, no built tools (about a minute)"
+	@echo "make integration  the tier that needs built tools or loopback servers (Helm, Prometheus, a control plane, vLLM)"
 	@echo "make cluster-up / cluster-down  the local cluster (control plane, a real kubelet node, kwok GPU nodes)"
 	@echo "make e2e       the end-to-end suite on the local cluster (make e2e-kind: on kind, with Docker)"
 	@echo "make bench     selection benchmark (prints figures)"
@@ -235,9 +237,15 @@ lint: setup
 validate: setup
 	$(BIN)/aim-recipes validate --engine --vllm-python $(VLLM_PY)
 
-# (images: tests/apiserver/test_demo.py runs `make demo` on the local cluster.)
-unit: setup images
-	$(BIN)/pytest -q --ignore=tests/e2e
+# Test tiers (tests/conftest.py assigns them by where a test lives): pure and rootless (needs only
+# the venv), integration (built tools, loopback servers), e2e (root, the local cluster).
+unit: $(STAMP)
+	$(BIN)/pytest -q -m "not integration and not e2e"
+
+integration: setup
+	$(BIN)/pytest -q -m integration
+
+# (tests/apiserver/test_demo.py runs `make demo` on the local cluster: e2e.)
 
 # Images from the repository's Dockerfiles, for the local cluster (no registry: debootstrap base).
 images: setup
@@ -258,7 +266,7 @@ cluster-down:
 # The end-to-end suite. On the local cluster it starts one (or uses a running `make cluster-up`
 # one: AIM_E2E_KUBECONFIG=.tools/cluster/kubeconfig) and tears it down.
 e2e: setup images
-	$(SUDO) $(BIN)/pytest -q tests/e2e
+	$(SUDO) $(BIN)/pytest -q -m e2e tests/e2e tests/apiserver/test_demo.py
 
 # The same suite on kind (needs Docker and kind): builds the image, loads it into kind, runs kwok
 # for the GPU nodes next to it.
@@ -282,7 +290,7 @@ chart: setup
 	$(UNTT) chart/
 	$(PY) tools/render_chart.py
 
-test: lint validate rules chart unit e2e
+test: lint validate rules chart unit integration e2e
 
 # The product on the local cluster (control plane, a real kubelet node running our images, kwok GPU
 # nodes): the chart installed with the seed's production command, the selection explained, a bad

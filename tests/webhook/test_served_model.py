@@ -258,6 +258,7 @@ def _judge(obj: dict[str, Any], recipe_model: str) -> list[str]:
     return [f.code for f in found if f.code.startswith("MODEL_")]
 
 
+@pytest.mark.integration  # renders the chart with Helm
 @pytest.mark.parametrize("values", _scenarios(), ids=lambda p: p.name)
 def test_every_chart_scenario_serves_its_selections_model(values):
     """Each rendered vLLM workload that names a recipe passes the model rule against a recipe for
