@@ -19,7 +19,6 @@ sys.path.insert(0, str(Path(__file__).parent))
 from aim_engine.catalog import Bundle, load_bundle
 from support import ROOT
 
-
 TESTS = Path(__file__).parent
 INTEGRATION = (
     "edge/",
