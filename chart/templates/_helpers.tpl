@@ -5,7 +5,11 @@ deployment/aim-engine-recipe-validator, service/aim-engine-service. The release 
 that release + the longest suffix ("-recipe-validator-certs", 23 characters) fits in 63.
 */}}
 {{- define "aim-engine.fullname" -}}
-{{- .Release.Name | trunc 40 | trimSuffix "-" -}}
+{{- .Values.fullname_override | default .Release.Name | trunc 40 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "aim-engine.name" -}}
+{{- .Values.name_override | default "aim-engine" | trunc 63 | trimSuffix "-" -}}
 {{- end -}}
 
 {{- define "aim-engine.component" -}}
@@ -25,7 +29,7 @@ that release + the longest suffix ("-recipe-validator-certs", 23 characters) fit
 {{- end -}}
 
 {{- define "aim-engine.selectorLabels" -}}
-app.kubernetes.io/name: aim-engine
+app.kubernetes.io/name: {{ include "aim-engine.name" .root }}
 app.kubernetes.io/instance: {{ .root.Release.Name }}
 app.kubernetes.io/component: {{ .component }}
 {{- end -}}

@@ -28,7 +28,13 @@ metadata:
     {{- if ne $role "single" }}
     aim-engine.io/role: {{ $role }}
     {{- end }}
+    {{- with $root.Values.workload.pod_labels }}
+    {{- toYaml . | nindent 4 }}
+    {{- end }}
   annotations:
+    {{- with $root.Values.workload.pod_annotations }}
+    {{- toYaml . | nindent 4 }}
+    {{- end }}
     {{- if $managed }}
     # The release's selection: the admission webhook injects this recipe into each Pod.
     aim-engine.io/recipe-config: {{ include "aim-engine.recipeConfig" $root }}
@@ -38,6 +44,9 @@ metadata:
     checksum/serving: {{ list (include "aim-engine.vllmArgs" $root) (include "aim-engine.env" $root) | toJson | sha256sum | trunc 16 }}
 spec:
   automountServiceAccountToken: false
+  {{- with $root.Values.workload.priority_class_name }}
+  priorityClassName: {{ . }}
+  {{- end }}
   {{- with $root.Values.image_pull_secrets }}
   imagePullSecrets:
     {{- toYaml . | nindent 4 }}
@@ -125,6 +134,9 @@ spec:
         - "--enable-log-requests"
         {{- end }}
         {{- include "aim-engine.vllmFlags" $root | nindent 8 }}
+        {{- range $root.Values.workload.extra_args }}
+        - {{ . | quote }}
+        {{- end }}
       {{- end }}
       env:
         - name: HF_HOME
@@ -132,6 +144,9 @@ spec:
         - name: VLLM_LOGGING_LEVEL
           value: {{ ternary "DEBUG" ($ae.log_level | upper) $ae.debug | quote }}
         {{- include "aim-engine.env" $root | nindent 8 }}
+        {{- with $root.Values.workload.extra_env }}
+        {{- toYaml . | nindent 8 }}
+        {{- end }}
       {{- if ne $role "worker" }}
       ports:
         - name: http
