@@ -265,8 +265,10 @@ cluster-down:
 
 # The end-to-end suite. On the local cluster it starts one (or uses a running `make cluster-up`
 # one: AIM_E2E_KUBECONFIG=.tools/cluster/kubeconfig) and tears it down.
+# Two runs: `make demo` brings up its own cluster, which must not overlap the suite's.
 e2e: setup images
-	$(SUDO) $(BIN)/pytest -q -m e2e tests/e2e tests/apiserver/test_demo.py
+	$(SUDO) $(BIN)/pytest -q -m e2e tests/apiserver/test_demo.py
+	$(SUDO) $(BIN)/pytest -q -m e2e tests/e2e
 
 # The same suite on kind (needs Docker and kind): builds the image, loads it into kind, runs kwok
 # for the GPU nodes next to it.
