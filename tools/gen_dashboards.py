@@ -197,16 +197,24 @@ def selection() -> Board:
         "Selections by result",
         [
             (
-                'sum by (result, level) (increase(aim_recipe_selection_total{namespace=~"$namespace"}[$__range]))',
+                "sum by (result, level) (max by (namespace, release, result, level) "
+                '(increase(aim_recipe_selection_total{namespace=~"$namespace"}[$__range])))',
                 "{{result}} / {{level}}",
             )
         ],
-        description="Hook runs by outcome (counted in the selection ConfigMaps, exported by the webhook).",
+        description="Hook runs by outcome (counted in the selection ConfigMaps, exported by every webhook replica: "
+        "max by the selection's labels counts them once).",
     )
     b.panel(
         "stat",
         "Not found (range)",
-        [('sum(increase(aim_recipe_selection_total{namespace=~"$namespace", result=~"not_found|ambiguous"}[$__range]))', "")],
+        [
+            (
+                "sum(max by (namespace, release, result, level) "
+                '(increase(aim_recipe_selection_total{namespace=~"$namespace", result=~"not_found|ambiguous"}[$__range])))',
+                "",
+            )
+        ],
         w=6,
         extra={"options": {"colorMode": "background", "reduceOptions": {"calcs": ["lastNotNull"]}}},
     )

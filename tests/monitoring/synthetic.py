@@ -115,16 +115,19 @@ def series(start: int, end: int) -> dict[str, dict[str, list[tuple[int, float]]]
             add("aim_recipe_expected_latency_seconds", {**common, "recipe_id": recipe, "source": "estimated"}, lambda t, v=itl: v)
             add("aim_recipe_gpu_count", {**common, "recipe_id": recipe}, lambda t, v=gpus: v)
     hook = {"namespace": "aim-engine", "pod": "aim-engine-recipe-validator-0", "job": "aim-engine-recipe-validator"}
-    add(
-        "aim_recipe_selection_total",
-        {**hook, "release": "aim-engine", "result": "selected", "level": "primary"},
-        lambda t: 1 + t // 1800,
-    )
-    add(
-        "aim_recipe_selection_total",
-        {**hook, "release": "aim-engine-llama", "result": "not_found", "level": "none"},
-        lambda t: 1 + t // 3000,
-    )
+    # Every webhook replica exports the selection counters from the same ConfigMaps: identical series
+    # that differ only in pod (and instance).
+    for pod in ("aim-engine-recipe-validator-0", "aim-engine-recipe-validator-1"):
+        add(
+            "aim_recipe_selection_total",
+            {**hook, "pod": pod, "release": "aim-engine", "result": "selected", "level": "primary"},
+            lambda t: 1 + t // 1800,
+        )
+        add(
+            "aim_recipe_selection_total",
+            {**hook, "pod": pod, "release": "aim-engine-llama", "result": "not_found", "level": "none"},
+            lambda t: 1 + t // 3000,
+        )
     add("aim_recipe_selection_last_duration_seconds", {**hook, "release": "aim-engine"}, lambda t: 0.41)
     add(
         "aim_recipe_selected_info",

@@ -113,17 +113,21 @@ class Load:
         conn = None
         n = 0
         while not self.stop.is_set():
-            if conn is None or n % reconnect_every == 0:
-                if conn:
-                    conn.close()
-                conn = self.server.connection()
-            n += 1
             try:
+                if conn is None or n % reconnect_every == 0:
+                    if conn:
+                        conn.close()
+                    conn = self.server.connection()
+                    conn.connect()
+                    cert = x509.load_der_x509_certificate(conn.sock.getpeercert(binary_form=True))
+                    with self.lock:
+                        self.serials.add(cert.serial_number)
+                n += 1
+                # (A response with Connection: close — the server rebalancing its workers — makes
+                # http.client open a new connection for the next request by itself.)
                 status, data = post(conn)
                 ok = status == 200 and json.loads(data)["response"]["allowed"] is True
-                cert = x509.load_der_x509_certificate(conn.sock.getpeercert(binary_form=True))
                 with self.lock:
-                    self.serials.add(cert.serial_number)
                     if ok:
                         self.ok += 1
                     else:

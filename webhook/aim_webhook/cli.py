@@ -2,14 +2,18 @@
 
     aim-webhook serve --host 0.0.0.0 --port 8443 --tls-cert /tls/tls.crt --tls-key /tls/tls.key
 
-gunicorn's gthread worker keeps connections alive (the API server reuses them); the TLS context
-follows the certificate files (rotation without restart); SIGTERM drains in-flight requests
-(graceful_timeout) before the workers exit."""
+Workers are gunicorn's gthread model with the request read in the event loop under deadlines
+(aim_webhook.worker: a slow client never holds a thread) and connections balanced across workers;
+connections are kept alive (the API server reuses them); the TLS context follows the certificate
+files (rotation without restart); SIGTERM drains (--shutdown-delay: readiness false, connections
+closed after their response) and then finishes in-flight requests (--graceful-timeout)."""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
+import shutil
 import sys
 import tempfile
 from collections.abc import Sequence
@@ -46,11 +50,27 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument(
         "--worker-connections",
         type=int,
-        default=int(os.environ.get("AIM_WEBHOOK_WORKER_CONNECTIONS", "32")),
-        help="keep-alive connections one worker holds; a full worker stops accepting, which spreads "
-        "the API server's connections over the workers",
+        default=int(os.environ.get("AIM_WEBHOOK_WORKER_CONNECTIONS", "1000")),
+        help="connections one worker holds at most (idle and slow ones included; they cost no thread)",
     )
     s.add_argument("--graceful-timeout", type=int, default=25, help="seconds SIGTERM waits for in-flight requests")
+    s.add_argument(
+        "--shutdown-delay",
+        type=float,
+        default=float(os.environ.get("AIM_WEBHOOK_SHUTDOWN_DELAY", "0")),
+        help="seconds SIGTERM drains before stopping: still serving, /readyz 503, every response with "
+        "Connection: close — long enough for the endpoint removal to reach the API server (the chart sets 5)",
+    )
+    s.add_argument("--handshake-timeout", type=float, default=5.0, help="seconds a TLS handshake may take")
+    s.add_argument("--header-timeout", type=float, default=5.0, help="seconds from a request's first byte to the end of its head")
+    s.add_argument("--body-timeout", type=float, default=10.0, help="seconds from the end of a request's head to its last byte")
+    s.add_argument(
+        "--keepalive",
+        type=float,
+        default=120.0,
+        help="seconds an idle connection is kept; above the API server's 90 s, so the client closes first "
+        "(a server-side close can race a request the API server is sending, which it does not retry)",
+    )
     s.add_argument(
         "--worker-tmp-dir",
         default=os.environ.get("AIM_WEBHOOK_TMP", tempfile.gettempdir()),
@@ -145,25 +165,57 @@ def certs(args: argparse.Namespace) -> int:
     return 0
 
 
-def _make_app(args: argparse.Namespace) -> Any:
+def _kube_credentials(args: argparse.Namespace) -> str:
+    """Load the cluster credentials the way the Kubernetes client would; '' or a one-line problem."""
+    from kubernetes import config
+    from kubernetes.config.config_exception import ConfigException
+
+    try:
+        if getattr(args, "kubeconfig", None):
+            config.load_kube_config(config_file=args.kubeconfig)  # type: ignore[no-untyped-call]
+        elif os.environ.get("KUBERNETES_SERVICE_HOST"):
+            config.load_incluster_config()  # type: ignore[no-untyped-call]
+        else:
+            config.load_kube_config()  # type: ignore[no-untyped-call]
+    except (ConfigException, OSError, TypeError, ValueError) as e:
+        needs = [
+            what
+            for what, on in (
+                ("reading recipe ConfigMaps (--kube, the default)", args.kube),
+                ("--ca-bundle-for", bool(args.ca_bundle_for)),
+                ("--reconcile-namespace", bool(args.reconcile_namespace)),
+            )
+            if on
+        ]
+        text = " ".join(str(e).split())
+        return (
+            f"no cluster credentials found ({text}), and {' and '.join(needs)} {'needs' if len(needs) == 1 else 'need'} "
+            "them: run in a pod with a service account, or set KUBECONFIG (default ~/.kube/config)"
+            + ("; or pass --no-kube to serve from the catalog alone" if args.kube else "")
+        )
+    return ""
+
+
+def _make_app(args: argparse.Namespace, board: Any) -> Any:
+    from prometheus_client import CollectorRegistry
+
     from aim_engine.catalog import load_bundle
     from aim_engine.workload import Toggles
 
     from .app import Settings, create_app
     from .recipes import RecipeResolver
+    from .worker import BoardCollector
 
     bundle = load_bundle(args.catalog)
     reader = None
-    extra = None
+    extra = CollectorRegistry()
+    extra.register(BoardCollector(board))
     if args.kube:
-        from prometheus_client import CollectorRegistry
-
         from aim_engine.kube import Kube, own_namespace
         from aim_engine.metrics import SelectionCollector
 
         kube = Kube.connect()
         reader = kube.configmap
-        extra = CollectorRegistry()
         # The webhook's RBAC is a Role: it reads ConfigMaps in its own namespace only. Its own pods are
         # never policed because they carry no aim-engine.io/recipe-id label (the configurations'
         # objectSelector), so the release namespace — where the chart's vLLM pods live — is not exempt.
@@ -193,7 +245,11 @@ def _make_app(args: argparse.Namespace) -> Any:
         exempt_namespaces=frozenset({"kube-system", *args.exempt_namespace}),
     )
     return create_app(
-        bundle=bundle, resolver=RecipeResolver(bundle, read_configmap=reader), settings=settings, extra_metrics=extra
+        bundle=bundle,
+        resolver=RecipeResolver(bundle, read_configmap=reader),
+        settings=settings,
+        ready=board.ready,
+        extra_metrics=extra,
     )
 
 
@@ -213,8 +269,7 @@ def _patch_ca_bundle(args: argparse.Namespace, *, attempts: int = 30) -> str:
     ca_pem = Path(args.tls_ca).read_bytes()
     if getattr(args, "kubeconfig", None):
         config.load_kube_config(config_file=args.kubeconfig)  # type: ignore[no-untyped-call]
-    else:
-        config.load_incluster_config()  # type: ignore[no-untyped-call]
+    # (otherwise serve has loaded the credentials: _kube_credentials)
     api = client.AdmissionregistrationV1Api()
     last = ""
     for _ in range(attempts):
@@ -246,10 +301,7 @@ def _start_reconciler(args: argparse.Namespace, *, interval: float = 10.0) -> No
     log = logging.getLogger("aim_webhook.reconciler")
     if getattr(args, "kubeconfig", None):
         config.load_kube_config(config_file=args.kubeconfig)  # type: ignore[no-untyped-call]
-    elif os.environ.get("KUBERNETES_SERVICE_HOST"):
-        config.load_incluster_config()  # type: ignore[no-untyped-call]
-    else:
-        config.load_kube_config()  # type: ignore[no-untyped-call]
+    # (otherwise serve has loaded the credentials: _kube_credentials)
     core = client.CoreV1Api()
 
     def loop() -> None:
@@ -275,14 +327,29 @@ def _start_reconciler(args: argparse.Namespace, *, interval: float = 10.0) -> No
 
 
 def serve(args: argparse.Namespace) -> int:
-    # Multiprocess metrics must be configured before prometheus_client is imported anywhere.
+    # Multiprocess metrics must be configured before prometheus_client is imported anywhere. A
+    # directory created here is removed when the server exits (by this process only: the workers,
+    # forked from it, leave through the same code).
+    created = ""
     if "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
-        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="aim-webhook-metrics-", dir=args.worker_tmp_dir)
+        created = tempfile.mkdtemp(prefix="aim-webhook-metrics-", dir=args.worker_tmp_dir)
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = created
+    owner = os.getpid()
+    try:
+        return _serve(args)
+    finally:
+        if created and os.getpid() == owner:
+            shutil.rmtree(created, ignore_errors=True)
+            os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
+
+
+def _serve(args: argparse.Namespace) -> int:
     from gunicorn.app.base import BaseApplication
     from prometheus_client import multiprocess
 
     from .observability import CERT_EXPIRY, setup_logging
     from .tls import ReloadingContext
+    from .worker import Board, Limits, arbiter_class, hooks, worker_class
 
     setup_logging(args.log_level, args.log_format)
     for path in (args.tls_cert, args.tls_key):
@@ -294,6 +361,11 @@ def serve(args: argparse.Namespace) -> int:
     except Exception as e:
         sys.stderr.write(f"aim-webhook: error: cannot load the TLS certificate: {e}\n")
         return EXIT_ERROR
+    if args.kube or args.ca_bundle_for or args.reconcile_namespace:
+        problem = _kube_credentials(args)
+        if problem:
+            sys.stderr.write(f"aim-webhook: error: {problem}\n")
+            return EXIT_ERROR
     if args.ca_bundle_for:
         problem = _patch_ca_bundle(args)
         if problem:
@@ -301,24 +373,38 @@ def serve(args: argparse.Namespace) -> int:
             return EXIT_ERROR
     if args.reconcile_namespace:
         _start_reconciler(args)
-    app = _make_app(args)
+    board = Board(args.workers)
+    limits = Limits(
+        handshake_timeout=args.handshake_timeout,
+        header_timeout=args.header_timeout,
+        body_timeout=args.body_timeout,
+        keepalive=args.keepalive,
+    )
+    from aim_engine.errors import AimError
+
+    try:
+        app = _make_app(args, board)
+    except AimError as e:
+        sys.stderr.write(f"aim-webhook: error: {e}\n")
+        return EXIT_ERROR
+    limits = dataclasses.replace(limits, max_body_bytes=app.config["MAX_CONTENT_LENGTH"])
 
     class Server(BaseApplication):  # type: ignore[misc]
         def load_config(self) -> None:
             cfg = {
                 "bind": [f"[{args.host}]:{args.port}" if ":" in args.host else f"{args.host}:{args.port}"],
-                "worker_class": "gthread",
+                "worker_class": worker_class(board, limits),
                 "workers": args.workers,
                 "threads": args.threads,
                 "worker_connections": args.worker_connections,
-                "keepalive": 75,
+                "keepalive": int(args.keepalive),
                 "timeout": 30,
                 "graceful_timeout": args.graceful_timeout,
                 "worker_tmp_dir": args.worker_tmp_dir,
                 "certfile": args.tls_cert,
                 "keyfile": args.tls_key,
                 "ssl_context": lambda conf, factory: reloading.current(),
-                "child_exit": lambda server, worker: multiprocess.mark_process_dead(worker.pid),  # type: ignore[no-untyped-call]
+                **hooks(board, on_exit=multiprocess.mark_process_dead),
                 "accesslog": None,
                 "loglevel": args.log_level.lower(),
                 "proc_name": "aim-webhook",
@@ -328,6 +414,10 @@ def serve(args: argparse.Namespace) -> int:
 
         def load(self) -> Any:
             return app
+
+        def run(self) -> None:
+            # gunicorn's master with a drain on SIGTERM before the graceful stop.
+            arbiter_class(board, args.shutdown_delay)(self).run()
 
     Server().run()
     return 0

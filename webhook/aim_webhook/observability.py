@@ -23,6 +23,13 @@ REQUESTS = Counter(
 )
 DURATION = Histogram("aim_webhook_request_duration_seconds", "Time to answer an admission review", ["endpoint"], buckets=BUCKETS)
 HTTP_ERRORS = Counter("aim_webhook_http_errors", "Requests refused before review (bad body, size, type, method)", ["status"])
+DROPPED = Counter(
+    "aim_webhook_connections_dropped",
+    "Connections the server closed before a complete request: slow clients (handshake_timeout, header_timeout, "
+    "body_timeout), failed TLS handshakes (handshake_failed), request heads above the limit (headers_too_large), "
+    "connections that never sent a request closed to make room (idle_evicted)",
+    ["reason"],
+)
 CERT_EXPIRY = Gauge(
     "aim_webhook_certificate_expiry_timestamp_seconds", "notAfter of the serving certificate (Unix time)", multiprocess_mode="max"
 )
@@ -57,6 +64,7 @@ class JsonFormatter(logging.Formatter):
         "reason",
         "duration_ms",
         "status",
+        "peer",
     )
 
     def format(self, record: logging.LogRecord) -> str:
