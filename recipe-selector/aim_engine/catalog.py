@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -15,7 +16,7 @@ import yaml
 
 from .errors import InputError
 from .hardware import HardwareCatalog, parse_hardware
-from .models import ModelProfile, ModelTable, parse_models
+from .models import MAX_CONFIG_BYTES, ModelProfile, ModelTable, model_from_hf_config, parse_config_json, parse_models
 from .recipe import Recipe, parse_recipe
 from .vllm_args import ArgRegistry, parse_registry
 
@@ -27,20 +28,41 @@ def default_recipes_dir() -> Path:
     return PACKAGE_DATA
 
 
-def read_document_text(path: Path) -> str:
+@contextmanager
+def _reading(path: Path, *, expected: str = "a file") -> Iterator[None]:
+    """File errors as one-line InputErrors that name the path."""
     try:
-        size = path.stat().st_size
-        if size > MAX_FILE_BYTES:
-            raise InputError(f"{path}: {size} bytes is larger than the {MAX_FILE_BYTES} byte limit")
-        return path.read_text(encoding="utf-8")
+        yield
     except FileNotFoundError as e:
         raise InputError(f"{path}: no such file") from e
     except IsADirectoryError as e:
-        raise InputError(f"{path}: is a directory, expected a file") from e
+        raise InputError(f"{path}: is a directory, expected {expected}") from e
     except UnicodeDecodeError as e:
         raise InputError(f"{path}: not UTF-8 text") from e
     except OSError as e:
         raise InputError(f"{path}: cannot read ({e.strerror})") from e
+
+
+def read_document_text(path: Path) -> str:
+    with _reading(path):
+        size = path.stat().st_size
+        if size > MAX_FILE_BYTES:
+            raise InputError(f"{path}: {size} bytes is larger than the {MAX_FILE_BYTES} byte limit")
+        return path.read_text(encoding="utf-8")
+
+
+def load_config_file(path: Path) -> dict[str, Any]:
+    """Read and parse a config.json file (at most MAX_CONFIG_BYTES are read)."""
+    with _reading(path, expected="a config.json file"), path.open("rb") as f:
+        data = f.read(MAX_CONFIG_BYTES + 1)
+    if len(data) > MAX_CONFIG_BYTES:
+        raise InputError(f"{path}: larger than the {MAX_CONFIG_BYTES} byte limit for a config.json")
+    return parse_config_json(data, where=str(path))
+
+
+def read_model_config(model_id: str, path: Path) -> ModelProfile:
+    """The profile of a model from its config.json file (aim-recipes --model-config)."""
+    return model_from_hf_config(model_id, load_config_file(path))
 
 
 def parse_yaml_documents(text: str, *, where: str) -> list[Any]:
@@ -163,4 +185,3 @@ def load_bundle(root: Path | None = None) -> Bundle:
     for path in catalog_files(root):
         recipes.extend(load_recipe_file(partial, path, origin="catalog"))
     return Bundle(root=root, hardware=hardware, models=models, registry=registry, schema=schema, recipes=tuple(recipes))
-

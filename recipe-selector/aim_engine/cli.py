@@ -22,6 +22,7 @@ from .catalog import (
     load_bundle,
     load_recipe_file,
     parse_yaml_documents,
+    read_model_config,
     recipe_documents,
     typed_recipe,
 )
@@ -30,7 +31,7 @@ from .hardware import HardwareCatalog
 from .inventory import DEFAULT_TOLERATED_TAINTS, Inventory, build_inventory, product_node_terms, split_list
 from .lint import lint_recipes
 from .metrics import METRICS_KEY, SelectionCollector, updated_counts
-from .models import ModelProfile, read_model_config
+from .models import ModelProfile
 from .perf import METHOD, estimate_recipe, recipe_conditions
 from .recipe import Recipe
 from .render import (

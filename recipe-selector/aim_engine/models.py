@@ -24,7 +24,6 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
 from .errors import InputError
@@ -214,27 +213,6 @@ def parse_config_json(data: bytes | str, *, where: str = "config.json") -> dict[
     if not isinstance(doc, dict):
         raise InputError(f"{where}: expected a JSON object at the top level, got {_json_type(doc)}")
     return doc
-
-
-def load_config_file(path: Path) -> dict[str, Any]:
-    """Read and parse a config.json file (at most MAX_CONFIG_BYTES are read)."""
-    try:
-        with path.open("rb") as f:
-            data = f.read(MAX_CONFIG_BYTES + 1)
-    except FileNotFoundError as e:
-        raise InputError(f"{path}: no such file") from e
-    except IsADirectoryError as e:
-        raise InputError(f"{path}: is a directory, expected a config.json file") from e
-    except OSError as e:
-        raise InputError(f"{path}: cannot read ({e.strerror})") from e
-    if len(data) > MAX_CONFIG_BYTES:
-        raise InputError(f"{path}: larger than the {MAX_CONFIG_BYTES} byte limit for a config.json")
-    return parse_config_json(data, where=str(path))
-
-
-def read_model_config(model_id: str, path: Path) -> ModelProfile:
-    """The profile of a model from its config.json file (aim-recipes --model-config)."""
-    return model_from_hf_config(model_id, load_config_file(path))
 
 
 # --------------------------------------------------------------------------------------------

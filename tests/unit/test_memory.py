@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from decimal import Decimal
 
+from aim_engine.catalog import read_model_config
 from aim_engine.memory import MemoryInputs, kv_bytes_per_token, min_gpus, plan_memory, weight_bytes
-from aim_engine.models import ModelProfile, read_model_config
+from aim_engine.models import ModelProfile
 from aim_engine.quantity import GIB
 from support import FIXTURES
 

@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 import yaml
 
+from aim_engine.catalog import load_config_file, read_model_config
 from aim_engine.cli import main
 from aim_engine.errors import InputError
 from aim_engine.hardware import BYTES_PER_PARAM
@@ -25,10 +26,8 @@ from aim_engine.memory import weight_bytes
 from aim_engine.models import (
     MAX_CONFIG_BYTES,
     ModelProfile,
-    load_config_file,
     model_from_hf_config,
     parse_config_json,
-    read_model_config,
 )
 from aim_engine.quantity import GIB
 from support import FIXTURES, ROOT
