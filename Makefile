@@ -231,6 +231,7 @@ $(STAMP): pyproject.toml
 lint: setup
 	$(BIN)/ruff check recipe-selector webhook tests tools
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 # --engine: vLLM itself (the pinned CPU build) judges every recipe's command line; an error, not a
 # skip, when its venv is missing.

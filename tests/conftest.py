@@ -16,7 +16,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from aim_engine.catalog import Bundle, load_bundle
+from aim_engine.adapters.catalog import Bundle, load_bundle
 from support import ROOT
 
 TESTS = Path(__file__).parent

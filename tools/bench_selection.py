@@ -24,10 +24,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
-from aim_engine.catalog import load_bundle  # noqa: E402
-from aim_engine.inventory import build_inventory  # noqa: E402
-from aim_engine.recipe import Performance, Recipe  # noqa: E402
-from aim_engine.selection import Request, select  # noqa: E402
+from aim_engine.adapters.catalog import load_bundle  # noqa: E402
+from aim_engine.cluster.inventory import build_inventory  # noqa: E402
+from aim_engine.domain.recipe import Performance, Recipe  # noqa: E402
+from aim_engine.selection.selector import Request, select  # noqa: E402
 from k8s_objects import amd_node, gfd_node, pod  # noqa: E402
 
 MODEL = "meta-llama/Llama-3.1-70B-Instruct"

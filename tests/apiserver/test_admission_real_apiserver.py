@@ -116,7 +116,7 @@ def test_kube_system_is_never_intercepted(cluster):
 
 
 def test_the_chart_style_release_gets_its_selected_recipe_at_pod_creation(cluster):
-    from aim_engine.catalog import load_bundle
+    from aim_engine.adapters.catalog import load_bundle
 
     recipe = next(r for r in load_bundle(ROOT / "recipes").recipes if r.recipe_id == "qwen3-32b-mi300x-4gpu-bf16")
     cluster["core"].create_namespaced_config_map(

@@ -10,8 +10,8 @@ import pytest
 import yaml
 from fake_apiserver import FakeApiServer
 
-from aim_engine import kube as kube_mod
-from aim_engine.cli import main
+from aim_engine.adapters import kube as kube_mod
+from aim_engine.cli.main import main
 from k8s_objects import amd_node, gfd_node, pod
 
 CUSTOM = {

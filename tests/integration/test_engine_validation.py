@@ -1,7 +1,7 @@
 """The engine validates the catalog: vLLM's own parser (exact flags) and engine-config builder, in
 the pinned CPU build of `make setup` (.tools/vllm-venv), judge every recipe's `vllm serve` command
 line, built as the chart starts it and the webhook completes it, on the model's real config.json
-(recipes/models/configs). See aim_engine/engine_check.py and tools/vllm/check_recipes.py.
+(recipes/models/configs). See aim_engine/adapters/engine_check.py and tools/vllm/check_recipes.py.
 
 Integration tier: it needs the built vLLM venv and Helm. A missing venv fails these tests (a skipped
 engine check is not a passed one). The catalog run prints its timing.
@@ -22,9 +22,8 @@ from typing import Any
 import pytest
 import yaml
 
-from aim_engine.catalog import load_bundle, load_recipe_file
-from aim_engine.cli import main
-from aim_engine.engine_check import (
+from aim_engine.adapters.catalog import load_bundle, load_recipe_file
+from aim_engine.adapters.engine_check import (
     CHART_SERVE_ARGS,
     EngineCheck,
     EngineSettings,
@@ -35,8 +34,9 @@ from aim_engine.engine_check import (
     run_checker,
     serve_argv,
 )
-from aim_engine.recipe import Recipe
-from aim_engine.workload import parse_workload
+from aim_engine.cli.main import main
+from aim_engine.domain.recipe import Recipe
+from aim_engine.rules.workload import parse_workload
 from aim_webhook.mutate import apply, mutate
 
 pytestmark = pytest.mark.integration

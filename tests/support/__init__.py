@@ -6,9 +6,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from aim_engine.catalog import Bundle
-from aim_engine.inventory import Inventory, build_inventory, split_list
-from aim_engine.selection import Request, Selection, select
+from aim_engine.adapters.catalog import Bundle
+from aim_engine.cluster.inventory import Inventory, build_inventory, split_list
+from aim_engine.selection.selector import Request, Selection, select
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 FIXTURES = ROOT / "tests" / "fixtures"

@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from aim_engine.catalog import catalog_files, load_recipe_file, schema_errors
-from aim_engine.errors import InputError
-from aim_engine.lint import lint_recipes
-from aim_engine.perf import estimate
+from aim_engine.adapters.catalog import catalog_files, load_recipe_file, schema_errors
+from aim_engine.domain.errors import InputError
+from aim_engine.rules.lint import lint_recipes
+from aim_engine.rules.perf import estimate
 from support import REQUIRED_MODELS, ROOT
 
 REQUIRED_HARDWARE = ["MI300X", "MI325X", "MI355X", "H100", "H200", "A100", "L40S"]

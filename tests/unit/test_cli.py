@@ -9,7 +9,7 @@ import sys
 import pytest
 import yaml
 
-from aim_engine.cli import main
+from aim_engine.cli.main import main
 from support import ROOT
 
 CLUSTER = str(ROOT / "examples" / "cluster-mixed.json")
@@ -225,7 +225,7 @@ def test_snapshot_that_is_not_json(capsys, tmp_path):
 
 
 def test_console_script_is_installed():
-    out = subprocess.run([sys.executable, "-m", "aim_engine.cli", "--version"], capture_output=True, text=True, check=True)
+    out = subprocess.run([sys.executable, "-m", "aim_engine.cli.main", "--version"], capture_output=True, text=True, check=True)
     assert out.stdout.startswith("aim-recipes ")
 
 

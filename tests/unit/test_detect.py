@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from aim_engine.detect import detect_node
+from aim_engine.cluster.detect import detect_node
 from k8s_objects import AMD, GFD
 
 

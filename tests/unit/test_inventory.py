@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from aim_engine.errors import InputError
-from aim_engine.inventory import product_node_terms, split_list
+from aim_engine.cluster.inventory import product_node_terms, split_list
+from aim_engine.domain.errors import InputError
 from k8s_objects import amd_node, cluster, gfd_node, mixed_cluster, node, pod
 from support import inventory_of
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-from aim_engine.catalog import read_model_config
-from aim_engine.memory import MemoryInputs, kv_bytes_per_token, min_gpus, plan_memory, weight_bytes
-from aim_engine.models import ModelProfile
-from aim_engine.quantity import GIB
+from aim_engine.adapters.catalog import read_model_config
+from aim_engine.domain.models import ModelProfile
+from aim_engine.domain.quantity import GIB
+from aim_engine.rules.memory import MemoryInputs, kv_bytes_per_token, min_gpus, plan_memory, weight_bytes
 from support import FIXTURES
 
 

@@ -18,18 +18,18 @@ from typing import Any
 import pytest
 import yaml
 
-from aim_engine.catalog import load_config_file, read_model_config
-from aim_engine.cli import main
-from aim_engine.errors import InputError
-from aim_engine.hardware import BYTES_PER_PARAM
-from aim_engine.memory import weight_bytes
-from aim_engine.models import (
+from aim_engine.adapters.catalog import load_config_file, read_model_config
+from aim_engine.cli.main import main
+from aim_engine.domain.errors import InputError
+from aim_engine.domain.hardware import BYTES_PER_PARAM
+from aim_engine.domain.models import (
     MAX_CONFIG_BYTES,
     ModelProfile,
     model_from_hf_config,
     parse_config_json,
 )
-from aim_engine.quantity import GIB
+from aim_engine.domain.quantity import GIB
+from aim_engine.rules.memory import weight_bytes
 from support import FIXTURES, ROOT
 
 CONFIGS = FIXTURES / "configs"
@@ -443,7 +443,7 @@ def test_select_with_a_bad_model_config_exits_2_with_one_line(capsys, tmp_path, 
 def test_select_refuses_an_encoder_model_from_the_command_line():
     bert = CONFIGS / "bert-base-uncased-classifier.config.json"
     argv = ["select", "--model-config", str(bert), "--model", "org/x", "--cluster", CLUSTER]
-    done = subprocess.run([sys.executable, "-m", "aim_engine.cli", *argv], capture_output=True, text=True, check=False)
+    done = subprocess.run([sys.executable, "-m", "aim_engine.cli.main", *argv], capture_output=True, text=True, check=False)
     assert done.returncode == 2 and done.stdout == ""
     assert done.stderr.splitlines() == [
         "aim-recipes: error: config.json of org/x: model_type 'bert' (BertForSequenceClassification)" + NOT_GENERATIVE

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from aim_engine.cli import main
-from aim_engine.placement import check_placement, placement_request
-from aim_engine.recipe import default_parallelism, parse_recipe
+from aim_engine.cli.main import main
+from aim_engine.cluster.placement import check_placement, placement_request
+from aim_engine.domain.recipe import default_parallelism, parse_recipe
 from k8s_objects import amd_node, cluster, gfd_node, pod
 from support import inventory_of, run_select
 
@@ -34,7 +34,7 @@ def test_no_room_fails_with_what_has_room(bundle):
     placed = _place(bundle, doc)
     assert not placed.ok
     assert "0 node(s) have 4 free" in placed.message
-    assert "aim_engine.hardware.gpu_type to one of H100" in placed.fix
+    assert "aim_engine.domain.hardware.gpu_type to one of H100" in placed.fix
 
 
 def test_a_product_shared_resource_must_be_pinned(bundle):

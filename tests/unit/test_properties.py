@@ -5,10 +5,10 @@ from __future__ import annotations
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from aim_engine.catalog import load_bundle
-from aim_engine.compat import static_findings
-from aim_engine.inventory import build_inventory, split_list
-from aim_engine.selection import Request, select
+from aim_engine.adapters.catalog import load_bundle
+from aim_engine.cluster.inventory import build_inventory, split_list
+from aim_engine.rules.compat import static_findings
+from aim_engine.selection.selector import Request, select
 from k8s_objects import AMD, GFD, amd_node, cluster, gfd_node, pod
 
 BUNDLE = load_bundle()

@@ -2,8 +2,8 @@ from decimal import Decimal
 
 import pytest
 
-from aim_engine.errors import InputError
-from aim_engine.quantity import parse_quantity
+from aim_engine.domain.errors import InputError
+from aim_engine.domain.quantity import parse_quantity
 
 
 @pytest.mark.parametrize(

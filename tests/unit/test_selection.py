@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from aim_engine.errors import InputError
-from aim_engine.recipe import parse_recipe, with_changes
-from aim_engine.selection import Request, size_for_context
+from aim_engine.domain.errors import InputError
+from aim_engine.domain.recipe import parse_recipe, with_changes
+from aim_engine.selection.selector import Request, size_for_context
 from k8s_objects import amd_node, cluster, gfd_node, mixed_cluster, node, pod
 from support import run_select
 

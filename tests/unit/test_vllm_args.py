@@ -1,4 +1,4 @@
-from aim_engine.vllm_args import to_cli
+from aim_engine.domain.vllm_args import to_cli
 
 
 def test_command_line_from_args():

@@ -7,7 +7,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from aim_engine.catalog import load_bundle
+from aim_engine.adapters.catalog import load_bundle
 from aim_webhook.app import Settings, create_app
 from aim_webhook.recipes import RecipeResolver
 

@@ -9,7 +9,7 @@ import pytest
 import yaml
 from helpers import all_reviews, apply_patch, decode_patch, review
 
-from aim_engine.workload import Toggles
+from aim_engine.rules.workload import Toggles
 from aim_webhook.app import Settings, create_app
 from aim_webhook.recipes import RecipeResolver
 
@@ -253,7 +253,7 @@ def test_a_selection_this_webhook_may_not_read_is_left_to_its_own_release(wbundl
     cluster-wide) but may read ConfigMaps only in its own namespace. A 403 means "not mine": allowed
     with a warning, the other release's webhook judges it (found end to end). Any other failure to
     read still denies."""
-    from aim_engine.kube import Forbidden, KubeError
+    from aim_engine.adapters.kube import Forbidden, KubeError
 
     def read(ns, name):
         if error == "forbidden":

@@ -1,5 +1,5 @@
 """Which model a container serves, read as vLLM, Kubernetes and the shell read the command line,
-and the rule that it must be the recipe's (aim_engine.workload.served_model / model_findings).
+and the rule that it must be the recipe's (aim_engine.rules.workload.served_model / model_findings).
 Also: every chart scenario's rendered workload passes the rule against its own selection."""
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 import yaml
 
-from aim_engine.catalog import load_bundle
-from aim_engine.workload import (
+from aim_engine.adapters.catalog import load_bundle
+from aim_engine.rules.workload import (
     SERVED_MODEL_ANNOTATION,
     Toggles,
     check_workload,

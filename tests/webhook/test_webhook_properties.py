@@ -9,7 +9,7 @@ from helpers import apply_patch, decode_patch, review
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from aim_engine.catalog import load_bundle
+from aim_engine.adapters.catalog import load_bundle
 from aim_webhook.app import Settings, create_app
 from aim_webhook.recipes import RecipeResolver
 

@@ -2,7 +2,7 @@
 """vLLM's own verdict on `vllm serve` command lines, without weights and without a GPU.
 
 Runs INSIDE the vLLM venv (.tools/vllm-venv/bin/python, `make setup`); the aim_engine package never
-imports it: recipe-selector/aim_engine/engine_check.py runs it as a subprocess and reads its JSON.
+imports it: recipe-selector/aim_engine/adapters/engine_check.py runs it as a subprocess and reads its JSON.
 
     .tools/vllm-venv/bin/python tools/vllm/check_recipes.py INPUT.json [--output OUT.json] [--work-dir DIR]
 

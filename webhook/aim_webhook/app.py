@@ -17,11 +17,11 @@ from flask import Flask, Response, request
 from prometheus_client import CollectorRegistry
 from werkzeug.exceptions import HTTPException
 
-from aim_engine.catalog import Bundle
-from aim_engine.compat import Finding
-from aim_engine.errors import InputError
-from aim_engine.metrics import BaselineCollector
-from aim_engine.workload import POLICED_KINDS, MalformedObject, Toggles, check_workload, delegated, parse_workload
+from aim_engine.adapters.catalog import Bundle
+from aim_engine.adapters.metrics import BaselineCollector
+from aim_engine.domain.errors import InputError
+from aim_engine.rules.compat import Finding
+from aim_engine.rules.workload import POLICED_KINDS, MalformedObject, Toggles, check_workload, delegated, parse_workload
 
 from .mutate import apply, mutate
 from .observability import DURATION, HTTP_ERRORS, REQUESTS, now, render_metrics

@@ -22,7 +22,7 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from kubernetes.client.exceptions import ApiException
 
-from aim_engine.errors import AimError
+from aim_engine.domain.errors import AimError
 
 from .tls import Pem, new_ca, new_serving_cert
 

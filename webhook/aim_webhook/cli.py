@@ -133,7 +133,7 @@ def certs(args: argparse.Namespace) -> int:
     from kubernetes import client, config
     from kubernetes.config.config_exception import ConfigException
 
-    from aim_engine.errors import AimError
+    from aim_engine.domain.errors import AimError
 
     from .bootstrap import run
     from .observability import setup_logging
@@ -199,8 +199,8 @@ def _kube_credentials(args: argparse.Namespace) -> str:
 def _make_app(args: argparse.Namespace, board: Any) -> Any:
     from prometheus_client import CollectorRegistry
 
-    from aim_engine.catalog import load_bundle
-    from aim_engine.workload import Toggles
+    from aim_engine.adapters.catalog import load_bundle
+    from aim_engine.rules.workload import Toggles
 
     from .app import Settings, create_app
     from .recipes import RecipeResolver
@@ -211,8 +211,8 @@ def _make_app(args: argparse.Namespace, board: Any) -> Any:
     extra = CollectorRegistry()
     extra.register(BoardCollector(board))
     if args.kube:
-        from aim_engine.kube import Kube, own_namespace
-        from aim_engine.metrics import SelectionCollector
+        from aim_engine.adapters.kube import Kube, own_namespace
+        from aim_engine.adapters.metrics import SelectionCollector
 
         kube = Kube.connect()
         reader = kube.configmap
@@ -296,7 +296,7 @@ def _start_reconciler(args: argparse.Namespace, *, interval: float = 10.0) -> No
 
     from kubernetes import client, config
 
-    from aim_engine.workload import RECIPE_LABEL, SELECTED
+    from aim_engine.rules.workload import RECIPE_LABEL, SELECTED
 
     log = logging.getLogger("aim_webhook.reconciler")
     if getattr(args, "kubeconfig", None):
@@ -380,7 +380,7 @@ def _serve(args: argparse.Namespace) -> int:
         body_timeout=args.body_timeout,
         keepalive=args.keepalive,
     )
-    from aim_engine.errors import AimError
+    from aim_engine.domain.errors import AimError
 
     try:
         app = _make_app(args, board)

@@ -12,10 +12,10 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-from aim_engine.hardware import HardwareCatalog
-from aim_engine.recipe import Recipe
-from aim_engine.vllm_args import to_cli
-from aim_engine.workload import (
+from aim_engine.domain.hardware import HardwareCatalog
+from aim_engine.domain.recipe import Recipe
+from aim_engine.domain.vllm_args import to_cli
+from aim_engine.rules.workload import (
     GPU_MODEL_LABEL,
     PRECISION_LABEL,
     RECIPE_LABEL,

@@ -14,11 +14,11 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from aim_engine.catalog import Bundle, parse_yaml_documents, recipe_documents, typed_recipe
-from aim_engine.errors import AimError, InputError
-from aim_engine.kube import Forbidden
-from aim_engine.recipe import Recipe
-from aim_engine.workload import NODE_AFFINITY_KEY, RECIPE_CONFIG_ANNOTATION, SELECTED, Workload
+from aim_engine.adapters.catalog import Bundle, parse_yaml_documents, recipe_documents, typed_recipe
+from aim_engine.adapters.kube import Forbidden
+from aim_engine.domain.errors import AimError, InputError
+from aim_engine.domain.recipe import Recipe
+from aim_engine.rules.workload import NODE_AFFINITY_KEY, RECIPE_CONFIG_ANNOTATION, SELECTED, Workload
 
 ConfigMapReader = Callable[[str, str], Mapping[str, Any] | None]
 

@@ -12,10 +12,10 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .detect import detect_node
-from .errors import InputError
-from .hardware import GpuProduct, HardwareCatalog
-from .quantity import parse_quantity
+from aim_engine.cluster.detect import detect_node
+from aim_engine.domain.errors import InputError
+from aim_engine.domain.hardware import GpuProduct, HardwareCatalog
+from aim_engine.domain.quantity import parse_quantity
 
 # Taints GPU operators put on GPU nodes; the workload tolerates them (the chart adds tolerations).
 DEFAULT_TOLERATED_TAINTS: frozenset[str] = frozenset({"nvidia.com/gpu", "amd.com/gpu"})

@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from .errors import AimError, InputError
+from aim_engine.domain.errors import AimError, InputError
 
 log = logging.getLogger(__name__)
 SA_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")

@@ -8,8 +8,8 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-from .errors import InputError
-from .quantity import parse_quantity
+from aim_engine.domain.errors import InputError
+from aim_engine.domain.quantity import parse_quantity
 
 RECIPE_TYPES: tuple[str, ...] = ("optimized", "preview", "unoptimized", "general")
 TYPE_RANK: dict[str, int] = {t: i for i, t in enumerate(RECIPE_TYPES)}

@@ -26,8 +26,8 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from .errors import InputError
-from .hardware import PRECISIONS
+from aim_engine.domain.errors import InputError
+from aim_engine.domain.hardware import PRECISIONS
 
 
 @dataclass(frozen=True, slots=True, eq=False)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from decimal import Decimal, InvalidOperation
 
-from .errors import InputError
+from aim_engine.domain.errors import InputError
 
 _SUFFIX: dict[str, Decimal] = {
     "": Decimal(1),

@@ -21,14 +21,14 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-from .compat import Finding, memory_findings, recipe_memory
-from .detect import detect_node
-from .errors import InputError
-from .hardware import HardwareCatalog
-from .models import ModelProfile
-from .quantity import parse_quantity
-from .recipe import Recipe, with_changes
-from .vllm_args import ArgRegistry
+from aim_engine.cluster.detect import detect_node
+from aim_engine.domain.errors import InputError
+from aim_engine.domain.hardware import HardwareCatalog
+from aim_engine.domain.models import ModelProfile
+from aim_engine.domain.quantity import parse_quantity
+from aim_engine.domain.recipe import Recipe, with_changes
+from aim_engine.domain.vllm_args import ArgRegistry
+from aim_engine.rules.compat import Finding, memory_findings, recipe_memory
 
 RECIPE_LABEL = "aim-engine.io/recipe-id"
 # Label value of a workload whose recipe is whatever its release's selection ConfigMap holds: the

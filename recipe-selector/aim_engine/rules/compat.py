@@ -11,12 +11,12 @@ from dataclasses import dataclass
 from decimal import Decimal
 from functools import lru_cache
 
-from .hardware import GpuProduct, HardwareCatalog
-from .memory import MemoryInputs, MemoryPlan, plan_memory
-from .models import ModelProfile
-from .quantity import format_gib
-from .recipe import Recipe
-from .vllm_args import ArgRegistry
+from aim_engine.domain.hardware import GpuProduct, HardwareCatalog
+from aim_engine.domain.models import ModelProfile
+from aim_engine.domain.quantity import format_gib
+from aim_engine.domain.recipe import Recipe
+from aim_engine.domain.vllm_args import ArgRegistry
+from aim_engine.rules.memory import MemoryInputs, MemoryPlan, plan_memory
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,13 +7,13 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from .compat import Finding, static_findings
-from .hardware import HardwareCatalog
-from .models import ModelProfile
-from .perf import METHOD, estimate_recipe
-from .recipe import Recipe
-from .selection import AMD_DEFAULT_ENV, AMD_MULTI_GPU_ENV, rank_key
-from .vllm_args import ArgRegistry
+from aim_engine.domain.hardware import AMD_DEFAULT_ENV, AMD_MULTI_GPU_ENV, HardwareCatalog
+from aim_engine.domain.models import ModelProfile
+from aim_engine.domain.recipe import Recipe
+from aim_engine.domain.vllm_args import ArgRegistry
+from aim_engine.rules.compat import Finding, static_findings
+from aim_engine.rules.perf import METHOD, estimate_recipe
+from aim_engine.rules.ranking import rank_key
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import InputError
+from aim_engine.domain.errors import InputError
 
 
 @dataclass(frozen=True, slots=True)

@@ -25,13 +25,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TypedDict
 
-from .errors import AimError
-from .hardware import HardwareCatalog
-from .lint import LintIssue
-from .recipe import Recipe
-from .render import vllm_command
-from .vllm_args import to_cli
-from .workload import parse_flags
+from aim_engine.adapters.render import vllm_command
+from aim_engine.domain.errors import AimError
+from aim_engine.domain.hardware import HardwareCatalog
+from aim_engine.domain.recipe import Recipe
+from aim_engine.domain.vllm_args import to_cli
+from aim_engine.rules.lint import LintIssue
+from aim_engine.rules.workload import parse_flags
 
 # The args chart/templates/workload/_pod.tpl gives the vLLM container before the webhook injects
 # the recipe's (a managed release: `command: [vllm, serve, MODEL]`, these args). The integration

@@ -16,8 +16,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from . import __version__
-from .catalog import (
+from aim_engine import __version__
+from aim_engine.adapters.catalog import (
     Bundle,
     load_bundle,
     load_recipe_file,
@@ -26,15 +26,8 @@ from .catalog import (
     recipe_documents,
     typed_recipe,
 )
-from .errors import AimError, InputError
-from .hardware import HardwareCatalog
-from .inventory import DEFAULT_TOLERATED_TAINTS, Inventory, build_inventory, product_node_terms, split_list
-from .lint import lint_recipes
-from .metrics import METRICS_KEY, SelectionCollector, updated_counts
-from .models import ModelProfile
-from .perf import METHOD, estimate_recipe, recipe_conditions
-from .recipe import Recipe
-from .render import (
+from aim_engine.adapters.metrics import METRICS_KEY, SelectionCollector, updated_counts
+from aim_engine.adapters.render import (
     explanation,
     helm_values,
     inventory_dict,
@@ -46,8 +39,15 @@ from .render import (
     to_yaml,
     vllm_command,
 )
-from .selection import Request, Selection, select
-from .workload import NODE_AFFINITY_KEY
+from aim_engine.cluster.inventory import DEFAULT_TOLERATED_TAINTS, Inventory, build_inventory, product_node_terms, split_list
+from aim_engine.domain.errors import AimError, InputError
+from aim_engine.domain.hardware import HardwareCatalog
+from aim_engine.domain.models import ModelProfile
+from aim_engine.domain.recipe import Recipe
+from aim_engine.rules.lint import lint_recipes
+from aim_engine.rules.perf import METHOD, estimate_recipe, recipe_conditions
+from aim_engine.rules.workload import NODE_AFFINITY_KEY
+from aim_engine.selection.selector import Request, Selection, select
 
 log = logging.getLogger("aim_engine")
 EXIT_OK, EXIT_NOT_FOUND, EXIT_ERROR = 0, 1, 2
@@ -247,13 +247,13 @@ def _bundle(args: argparse.Namespace) -> Bundle:
 
 
 def _kube(args: argparse.Namespace) -> Any:
-    from .kube import Kube
+    from aim_engine.adapters.kube import Kube
 
     return Kube.connect(kubeconfig=args.kubeconfig, context=args.context)
 
 
 def _inventory(args: argparse.Namespace, bundle: Bundle, kube: Any | None) -> Inventory:
-    from .catalog import load_json
+    from aim_engine.adapters.catalog import load_json
 
     if args.cluster is not None:
         nodes, pods = split_list(load_json(args.cluster))
@@ -271,7 +271,7 @@ def _inventory(args: argparse.Namespace, bundle: Bundle, kube: Any | None) -> In
 
 
 def _namespace(args: argparse.Namespace) -> str:
-    from .kube import own_namespace
+    from aim_engine.adapters.kube import own_namespace
 
     ns = args.namespace or own_namespace()
     if not ns:
@@ -309,7 +309,7 @@ def _find(bundle: Bundle, recipe_id: str) -> Recipe:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    from .compat import static_findings
+    from aim_engine.rules.compat import static_findings
 
     bundle = _bundle(args)
     recipe = _find(bundle, args.recipe_id)
@@ -349,8 +349,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
         recipes, errors, strict = list(bundle.recipes), [], True
     issues = lint_recipes(recipes, models=models, catalog=bundle.hardware, registry=bundle.registry, strict=strict)
     engine: dict[str, Any] | None = None
-    if args.engine:  # vLLM's own verdict (a subprocess in the vLLM venv; see aim_engine.engine_check)
-        from .engine_check import EngineSettings, checks_for, engine_issues, run_checker
+    if args.engine:  # vLLM's own verdict (a subprocess in the vLLM venv; see aim_engine.adapters.engine_check)
+        from aim_engine.adapters.engine_check import EngineSettings, checks_for, engine_issues, run_checker
 
         settings = EngineSettings.resolve(recipes_root=bundle.root, python=args.vllm_python, env=os.environ)
         configs = {model_id: Path(path) for model_id, path in args.model_config}
@@ -573,7 +573,7 @@ def _write_selection(
 
 
 def cmd_place(args: argparse.Namespace) -> int:
-    from .placement import check_placement, placement_request
+    from aim_engine.cluster.placement import check_placement, placement_request
 
     bundle = _bundle(args)
     kube = _kube(args) if args.cluster is None else None
@@ -654,7 +654,7 @@ def cmd_metrics(args: argparse.Namespace) -> int:
     if args.files:
         cms: list[dict[str, Any]] = []
         for path in args.files:
-            from .catalog import read_document_text
+            from aim_engine.adapters.catalog import read_document_text
 
             for doc in parse_yaml_documents(read_document_text(path), where=str(path)):
                 cms.extend(doc.get("items", []) if isinstance(doc, dict) and doc.get("kind") == "List" else [doc])

@@ -13,9 +13,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import InputError
-from .hardware import GpuProduct, HardwareCatalog
-from .inventory import Inventory, NodeGpus, product_node_terms
+from aim_engine.cluster.inventory import Inventory, NodeGpus, product_node_terms
+from aim_engine.domain.errors import InputError
+from aim_engine.domain.hardware import GpuProduct, HardwareCatalog
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -103,7 +103,7 @@ def check_placement(inventory: Inventory, request: PlacementRequest) -> Placemen
         if others:
             products = sorted({n.product.name for n in others if n.product})
             if products:
-                fixes.append(f"set aim_engine.hardware.gpu_type to one of {', '.join(products)} (they have room)")
+                fixes.append(f"set aim_engine.domain.hardware.gpu_type to one of {', '.join(products)} (they have room)")
         fixes.append("free GPUs, lower aim_engine.gpu_count, or use aim_engine.auto_select=true to let the selector choose")
         return Placement(
             ok=False,

@@ -10,12 +10,12 @@ from typing import Any
 
 import yaml
 
-from .inventory import Inventory
-from .lint import LintIssue
-from .quantity import GIB
-from .recipe import Recipe
-from .selection import Selection
-from .vllm_args import to_cli
+from aim_engine.cluster.inventory import Inventory
+from aim_engine.domain.quantity import GIB
+from aim_engine.domain.recipe import Recipe
+from aim_engine.domain.vllm_args import to_cli
+from aim_engine.rules.lint import LintIssue
+from aim_engine.selection.selector import Selection
 
 
 def _default(value: object) -> object:

@@ -19,7 +19,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from .hardware import GpuProduct, HardwareCatalog
+from aim_engine.domain.hardware import GpuProduct, HardwareCatalog
 
 _NFD_PCI = re.compile(r"^feature\.node\.kubernetes\.io/pci-([0-9a-f_]+)\.present$")
 _BETA_DEVICE = re.compile(r"^beta\.amd\.com/gpu\.device-id\.([0-9a-fA-F]{4})$")

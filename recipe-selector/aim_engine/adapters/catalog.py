@@ -14,14 +14,21 @@ from typing import Any
 import jsonschema
 import yaml
 
-from .errors import InputError
-from .hardware import HardwareCatalog, parse_hardware
-from .models import MAX_CONFIG_BYTES, ModelProfile, ModelTable, model_from_hf_config, parse_config_json, parse_models
-from .recipe import Recipe, parse_recipe
-from .vllm_args import ArgRegistry, parse_registry
+from aim_engine.domain.errors import InputError
+from aim_engine.domain.hardware import HardwareCatalog, parse_hardware
+from aim_engine.domain.models import (
+    MAX_CONFIG_BYTES,
+    ModelProfile,
+    ModelTable,
+    model_from_hf_config,
+    parse_config_json,
+    parse_models,
+)
+from aim_engine.domain.recipe import Recipe, parse_recipe
+from aim_engine.domain.vllm_args import ArgRegistry, parse_registry
 
 MAX_FILE_BYTES = 8 * 1024 * 1024
-PACKAGE_DATA = Path(__file__).resolve().parent / "data"
+PACKAGE_DATA = Path(__file__).resolve().parent.parent / "data"
 
 
 def default_recipes_dir() -> Path:

@@ -32,27 +32,25 @@ from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from typing import Any
 
-from .compat import Finding, recipe_memory, static_findings
-from .errors import InputError
-from .hardware import PRECISION_ORDER, PRECISIONS, GpuProduct, HardwareCatalog
-from .inventory import Inventory, ProductCapacity
-from .memory import MemoryPlan, min_gpus
-from .models import ModelProfile
-from .quantity import GIB
-from .recipe import TYPE_RANK, Recipe, with_changes
-from .vllm_args import ArgRegistry
+from aim_engine.cluster.inventory import Inventory, ProductCapacity
+from aim_engine.domain.errors import InputError
+from aim_engine.domain.hardware import (
+    AMD_DEFAULT_ENV,
+    AMD_MULTI_GPU_ENV,
+    PRECISION_ORDER,
+    PRECISIONS,
+    GpuProduct,
+    HardwareCatalog,
+)
+from aim_engine.domain.models import ModelProfile
+from aim_engine.domain.quantity import GIB
+from aim_engine.domain.recipe import Recipe, with_changes
+from aim_engine.domain.vllm_args import ArgRegistry
+from aim_engine.rules.compat import Finding, recipe_memory, static_findings
+from aim_engine.rules.memory import MemoryPlan, min_gpus
+from aim_engine.rules.ranking import rank_key
 
 DEFAULT_MIN_CONTEXT = 4096
-
-# Environment vLLM documents for AMD Instinct GPUs (ROCm "vLLM V1 performance optimization").
-AMD_DEFAULT_ENV: dict[str, str] = {
-    "HIP_FORCE_DEV_KERNARG": "1",
-    "TORCH_BLAS_PREFER_HIPBLASLT": "1",
-    "SAFETENSORS_FAST_GPU": "1",
-    "VLLM_ROCM_USE_AITER": "1",
-}
-AMD_MULTI_GPU_ENV: dict[str, str] = {"NCCL_MIN_NCHANNELS": "112"}
-
 
 @dataclass(frozen=True, slots=True)
 class Request:
@@ -146,31 +144,6 @@ class Selection:
     @property
     def ok(self) -> bool:
         return self.recipe is not None
-
-
-_RANK_CACHE: dict[int, tuple[Recipe, tuple[int, int, Decimal, int, int]]] = {}
-
-
-def rank_key(recipe: Recipe) -> tuple[int, int, Decimal, int, int]:
-    """Best first. Memoised per recipe object (recipes are immutable)."""
-    hit = _RANK_CACHE.get(id(recipe))
-    if hit is not None and hit[0] is recipe:
-        return hit[1]
-    key = _rank_key(recipe)
-    if len(_RANK_CACHE) > 200_000:
-        _RANK_CACHE.clear()
-    _RANK_CACHE[id(recipe)] = (recipe, key)
-    return key
-
-
-def _rank_key(recipe: Recipe) -> tuple[int, int, Decimal, int, int]:
-    return (
-        TYPE_RANK.get(recipe.type, len(TYPE_RANK)),
-        -recipe.priority,
-        -recipe.tokens_per_second_per_gpu,
-        recipe.gpu_count,
-        PRECISION_ORDER.get(recipe.precision, 99),
-    )
 
 
 def override_findings(recipe: Recipe, request: Request) -> list[Finding]:

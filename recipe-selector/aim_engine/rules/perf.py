@@ -12,10 +12,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .hardware import BYTES_PER_PARAM, GpuProduct
-from .memory import kv_bytes_per_token, weight_bytes
-from .models import ModelProfile
-from .recipe import Recipe
+from aim_engine.domain.hardware import BYTES_PER_PARAM, GpuProduct
+from aim_engine.domain.models import ModelProfile
+from aim_engine.domain.recipe import Recipe
+from aim_engine.rules.memory import kv_bytes_per_token, weight_bytes
 
 METHOD = "aim-engine-roofline-v1"
 BANDWIDTH_EFFICIENCY = 0.55

@@ -10,8 +10,8 @@ from decimal import Decimal
 from functools import cached_property, lru_cache
 from typing import Any, Literal
 
-from .errors import InputError
-from .quantity import MIB
+from aim_engine.domain.errors import InputError
+from aim_engine.domain.quantity import MIB
 
 Vendor = Literal["amd", "nvidia"]
 PRECISIONS: tuple[str, ...] = ("fp16", "bf16", "fp8", "int8", "int4", "mxfp4")
@@ -29,6 +29,15 @@ BYTES_PER_PARAM: dict[str, Decimal] = {
 
 # Lower precision first: AIM's rule "the lowest precision the hardware supports wins".
 PRECISION_ORDER: dict[str, int] = {"mxfp4": 0, "int4": 1, "fp8": 2, "int8": 3, "bf16": 4, "fp16": 5}
+
+# Environment vLLM documents for AMD Instinct GPUs (ROCm "vLLM V1 performance optimization").
+AMD_DEFAULT_ENV: dict[str, str] = {
+    "HIP_FORCE_DEV_KERNARG": "1",
+    "TORCH_BLAS_PREFER_HIPBLASLT": "1",
+    "SAFETENSORS_FAST_GPU": "1",
+    "VLLM_ROCM_USE_AITER": "1",
+}
+AMD_MULTI_GPU_ENV: dict[str, str] = {"NCCL_MIN_NCHANNELS": "112"}
 
 
 @dataclass(frozen=True, slots=True)

@@ -34,9 +34,9 @@ from dataclasses import dataclass
 from decimal import ROUND_FLOOR, Decimal
 from functools import lru_cache
 
-from .hardware import BYTES_PER_PARAM, GpuProduct
-from .models import ModelProfile
-from .quantity import GIB
+from aim_engine.domain.hardware import BYTES_PER_PARAM, GpuProduct
+from aim_engine.domain.models import ModelProfile
+from aim_engine.domain.quantity import GIB
 
 WEIGHT_FACTOR = Decimal("1.02")
 DEFAULT_GPU_MEMORY_UTILIZATION = Decimal("0.9")

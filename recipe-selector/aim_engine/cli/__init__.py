@@ -1,0 +1,1 @@
+"""`aim-recipes`, the command line (main), including the Helm hook commands."""
