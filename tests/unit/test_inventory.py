@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from aim_engine.cluster.inventory import product_node_terms, split_list
+from aim_engine.cluster.inventory import product_node_affinity, split_list
 from aim_engine.domain.errors import InputError
 from k8s_objects import amd_node, cluster, gfd_node, mixed_cluster, node, pod
 from support import inventory_of
@@ -87,11 +87,11 @@ def test_product_node_terms_pin_the_products_nodes_by_the_labels_that_identified
         ]
     )
     inv = inventory_of(bundle, doc)
-    assert product_node_terms(inv, "H100") == [
+    assert product_node_affinity(inv, "H100").as_terms() == [
         {"matchExpressions": [{"key": "node.kubernetes.io/instance-type", "operator": "In", "values": ["p5.48xlarge"]}]},
         {"matchExpressions": [{"key": "nvidia.com/gpu.product", "operator": "In", "values": ["NVIDIA-H100-80GB-HBM3"]}]},
     ]
-    assert product_node_terms(inv, "A100") == [
+    assert product_node_affinity(inv, "A100").as_terms() == [
         {"matchExpressions": [{"key": "nvidia.com/gpu.product", "operator": "In", "values": ["NVIDIA-A100-SXM4-80GB"]}]}
     ]
-    assert product_node_terms(inv, "MI300X") == []
+    assert product_node_affinity(inv, "MI300X").as_terms() == []

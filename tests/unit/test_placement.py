@@ -34,7 +34,7 @@ def test_no_room_fails_with_what_has_room(bundle):
     placed = _place(bundle, doc)
     assert not placed.ok
     assert "0 node(s) have 4 free" in placed.message
-    assert "aim_engine.domain.hardware.gpu_type to one of H100" in placed.fix
+    assert "aim_engine.hardware.gpu_type to one of H100" in placed.fix
 
 
 def test_a_product_shared_resource_must_be_pinned(bundle):

@@ -12,16 +12,8 @@ import pytest
 import yaml
 
 from aim_engine.adapters.catalog import load_bundle
-from aim_engine.rules.workload import (
-    SERVED_MODEL_ANNOTATION,
-    Toggles,
-    check_workload,
-    delegated,
-    model_findings,
-    parse_workload,
-    same_model,
-    served_model,
-)
+from aim_engine.contract import SERVED_MODEL_ANNOTATION
+from aim_engine.rules.workload import Toggles, check_workload, delegated, model_findings, parse_workload, same_model, served_model
 from aim_webhook.mutate import apply, mutate
 
 ROOT = Path(__file__).resolve().parent.parent.parent

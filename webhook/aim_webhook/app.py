@@ -230,7 +230,7 @@ def create_app(
             # it into the template would turn today's recipe into "explicit user values" tomorrow.
             return response(req, allowed=True), "skipped", ""
         try:
-            result = mutate(workload, resolution.recipe, catalog=bundle.hardware, node_terms=resolution.node_terms)
+            result = mutate(workload, resolution.recipe, catalog=bundle.hardware, node_affinity=resolution.node_affinity)
         except (MalformedObject, InputError) as e:
             return response(req, allowed=True, warnings=[f"not mutated: {e}"]), "allowed", "MALFORMED"
         outcome = "patched" if result.patch else "allowed"

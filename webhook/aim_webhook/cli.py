@@ -200,6 +200,7 @@ def _make_app(args: argparse.Namespace, board: Any) -> Any:
     from prometheus_client import CollectorRegistry
 
     from aim_engine.adapters.catalog import load_bundle
+    from aim_engine.contract import RECIPE_CONFIG_SELECTOR
     from aim_engine.rules.workload import Toggles
 
     from .app import Settings, create_app
@@ -228,12 +229,12 @@ def _make_app(args: argparse.Namespace, board: Any) -> Any:
                         "list configmaps",
                         kube.core.list_namespaced_config_map,
                         namespace=own,
-                        label_selector="app.kubernetes.io/component=recipe-config",
+                        label_selector=RECIPE_CONFIG_SELECTOR,
                     )
                 return kube._list(
                     "list configmaps",
                     kube.core.list_config_map_for_all_namespaces,
-                    label_selector="app.kubernetes.io/component=recipe-config",
+                    label_selector=RECIPE_CONFIG_SELECTOR,
                 )
             except Exception:  # a scrape must not fail because the API is slow
                 return []
@@ -296,7 +297,7 @@ def _start_reconciler(args: argparse.Namespace, *, interval: float = 10.0) -> No
 
     from kubernetes import client, config
 
-    from aim_engine.rules.workload import RECIPE_LABEL, SELECTED
+    from aim_engine.contract import RECIPE_LABEL, SELECTED
 
     log = logging.getLogger("aim_webhook.reconciler")
     if getattr(args, "kubeconfig", None):

@@ -7,20 +7,16 @@ Pure: dicts in, (patch, warnings) out."""
 from __future__ import annotations
 
 import copy
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
+from aim_engine.contract import ANYWHERE, GPU_MODEL_LABEL, PRECISION_LABEL, RECIPE_LABEL, SELECTED, TP_LABEL, NodeAffinity
 from aim_engine.domain.hardware import HardwareCatalog
 from aim_engine.domain.recipe import Recipe
 from aim_engine.domain.vllm_args import to_cli
 from aim_engine.rules.workload import (
-    GPU_MODEL_LABEL,
-    PRECISION_LABEL,
-    RECIPE_LABEL,
-    SELECTED,
-    TP_LABEL,
     PodTemplate,
     Workload,
     command_tokens,
@@ -69,7 +65,7 @@ class Mutation:
 
 
 def mutate(
-    workload: Workload, recipe: Recipe, *, catalog: HardwareCatalog, node_terms: Sequence[Mapping[str, Any]] = ()
+    workload: Workload, recipe: Recipe, *, catalog: HardwareCatalog, node_affinity: NodeAffinity = ANYWHERE
 ) -> Mutation:
     m = Mutation()
     product = catalog.get(recipe.hardware)
@@ -85,8 +81,8 @@ def mutate(
     for t in workload.templates:
         _labels(m, t, labels)
         _template(m, t, workload=workload, recipe=recipe, resource=product.resource, vendor=product.vendor, catalog=catalog)
-        if node_terms:
-            _required_nodes(m, t, node_terms, product=product.name)
+        if node_affinity.terms:
+            _required_nodes(m, t, node_affinity, product=product.name)
     return m
 
 
@@ -221,15 +217,15 @@ def _affinity(m: Mutation, t: PodTemplate, vendor: str) -> None:
         m.op(f"{t.spec_path}/affinity/nodeAffinity/preferredDuringSchedulingIgnoredDuringExecution", terms)
 
 
-def _required_nodes(m: Mutation, t: PodTemplate, terms: Sequence[Mapping[str, Any]], *, product: str) -> None:
+def _required_nodes(m: Mutation, t: PodTemplate, affinity: NodeAffinity, *, product: str) -> None:
     """Keep the pod on the selected product's nodes: the GPU resource alone does not (an H100 recipe
     would land on an A100 node that also advertises nvidia.com/gpu — found end to end). The terms
     come from the selection (the labels that identified those nodes). A required node affinity the
     user set is kept: it is theirs, and the validating webhook checks their nodeSelector."""
-    affinity = t.spec.get("affinity")
-    node = affinity.get("nodeAffinity") if isinstance(affinity, Mapping) else None
+    existing = t.spec.get("affinity")
+    node = existing.get("nodeAffinity") if isinstance(existing, Mapping) else None
     required = node.get("requiredDuringSchedulingIgnoredDuringExecution") if isinstance(node, Mapping) else None
-    wanted = {"nodeSelectorTerms": [dict(x) for x in terms]}
+    wanted = {"nodeSelectorTerms": affinity.as_terms()}
     if required is not None:
         if required != wanted:
             m.warn(f"required node affinity kept; the selection pins {product} nodes")

@@ -7,7 +7,6 @@ the recipe, and may be reviewed often."""
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -16,9 +15,19 @@ from typing import Any
 
 from aim_engine.adapters.catalog import Bundle, parse_yaml_documents, recipe_documents, typed_recipe
 from aim_engine.adapters.kube import Forbidden
-from aim_engine.domain.errors import AimError, InputError
+from aim_engine.contract import (
+    ANYWHERE,
+    LAST_ATTEMPT_TEXT_KEY,
+    NODE_AFFINITY_KEY,
+    RECIPE_CONFIG_ANNOTATION,
+    RECIPE_KEY,
+    RECIPE_LABEL,
+    SELECTED,
+    NodeAffinity,
+)
+from aim_engine.domain.errors import AimError
 from aim_engine.domain.recipe import Recipe
-from aim_engine.rules.workload import NODE_AFFINITY_KEY, RECIPE_CONFIG_ANNOTATION, SELECTED, Workload
+from aim_engine.rules.workload import Workload
 
 ConfigMapReader = Callable[[str, str], Mapping[str, Any] | None]
 
@@ -27,40 +36,11 @@ ConfigMapReader = Callable[[str, str], Mapping[str, Any] | None]
 class Resolution:
     recipe: Recipe | None
     problem: str = ""
-    # nodeSelectorTerms keeping the pods on the selected product's nodes (from the selection).
-    node_terms: tuple[Mapping[str, Any], ...] = ()
+    # Where the pods must run: the selected product's nodes (from the selection).
+    node_affinity: NodeAffinity = ANYWHERE
     # The selection lives where this webhook may not read (another release's namespace): that
     # release's own webhook judges the object; this one lets it pass with a warning.
     not_ours: bool = False
-
-
-def parse_node_terms(text: str, *, where: str) -> tuple[Mapping[str, Any], ...]:
-    """The selector's node-affinity.json: {"nodeSelectorTerms": [{"matchExpressions": [{"key",
-    "operator": "In", "values": [...]}]}]}. Anything else is refused: the webhook would otherwise
-    require a node affinity nobody can read."""
-    try:
-        doc = json.loads(text)
-    except ValueError as e:
-        raise InputError(f"{where}: not JSON ({e})") from e
-    terms = doc.get("nodeSelectorTerms") if isinstance(doc, dict) else None
-    if not isinstance(terms, list) or not terms:
-        raise InputError(f"{where}: expected a non-empty nodeSelectorTerms list")
-    for term in terms:
-        exprs = term.get("matchExpressions") if isinstance(term, dict) else None
-        if not isinstance(exprs, list) or not exprs:
-            raise InputError(f"{where}: each term needs matchExpressions")
-        for expr in exprs:
-            ok = (
-                isinstance(expr, dict)
-                and isinstance(expr.get("key"), str)
-                and expr.get("operator") == "In"
-                and isinstance(expr.get("values"), list)
-                and expr["values"]
-                and all(isinstance(v, str) for v in expr["values"])
-            )
-            if not ok:
-                raise InputError(f"{where}: each expression needs a key, operator In and string values, got {expr!r}")
-    return tuple(terms)
 
 
 class RecipeResolver:
@@ -81,7 +61,7 @@ class RecipeResolver:
             if res.recipe is not None and workload.recipe_id not in (SELECTED, res.recipe.recipe_id):
                 return Resolution(
                     None,
-                    f"label aim-engine.io/recipe-id={workload.recipe_id} but ConfigMap "
+                    f"label {RECIPE_LABEL}={workload.recipe_id} but ConfigMap "
                     f"{workload.recipe_config} holds recipe {res.recipe.recipe_id}; set the label to "
                     f"{res.recipe.recipe_id} (helm upgrade does) or remove the {RECIPE_CONFIG_ANNOTATION} annotation",
                 )
@@ -89,7 +69,7 @@ class RecipeResolver:
         if workload.recipe_id == SELECTED:
             return Resolution(
                 None,
-                f"label aim-engine.io/recipe-id={SELECTED} needs the annotation {RECIPE_CONFIG_ANNOTATION} "
+                f"label {RECIPE_LABEL}={SELECTED} needs the annotation {RECIPE_CONFIG_ANNOTATION} "
                 "naming the release's selection ConfigMap",
             )
         recipe = self.by_id.get(workload.recipe_id)
@@ -133,13 +113,13 @@ class RecipeResolver:
             )
         try:
             data = cm.get("data") or {}
-            if "recipe.yaml" not in data:
+            if RECIPE_KEY not in data:
                 return Resolution(
                     None,
-                    f"ConfigMap {namespace}/{name} has no recipe.yaml: the last selection found no recipe "
-                    "(see its last-attempt.txt)",
+                    f"ConfigMap {namespace}/{name} has no {RECIPE_KEY}: the last selection found no recipe "
+                    f"(see its {LAST_ATTEMPT_TEXT_KEY})",
                 )
-            docs = parse_yaml_documents(str(data["recipe.yaml"]), where=f"ConfigMap {namespace}/{name} recipe.yaml")
+            docs = parse_yaml_documents(str(data[RECIPE_KEY]), where=f"ConfigMap {namespace}/{name} recipe.yaml")
             found = [
                 typed_recipe(self.bundle.validator, raw, where=where, origin="custom")
                 for doc in docs
@@ -149,10 +129,11 @@ class RecipeResolver:
             return Resolution(None, str(e))
         if len(found) != 1:
             return Resolution(None, f"ConfigMap {namespace}/{name} recipe.yaml holds {len(found)} recipes, expected one")
-        terms: tuple[Mapping[str, Any], ...] = ()
+        affinity = ANYWHERE
         if NODE_AFFINITY_KEY in data:
             try:
-                terms = parse_node_terms(str(data[NODE_AFFINITY_KEY]), where=f"ConfigMap {namespace}/{name} {NODE_AFFINITY_KEY}")
+                where = f"ConfigMap {namespace}/{name} {NODE_AFFINITY_KEY}"
+                affinity = NodeAffinity.parse(str(data[NODE_AFFINITY_KEY]), where=where)
             except AimError as e:
                 return Resolution(None, f"{e}; run the selector again (helm upgrade)")
-        return Resolution(found[0], node_terms=terms)
+        return Resolution(found[0], node_affinity=affinity)

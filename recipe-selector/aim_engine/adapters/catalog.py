@@ -14,6 +14,7 @@ from typing import Any
 import jsonschema
 import yaml
 
+from aim_engine.contract import RECIPE_KEY
 from aim_engine.domain.errors import InputError
 from aim_engine.domain.hardware import HardwareCatalog, parse_hardware
 from aim_engine.domain.models import (
@@ -148,9 +149,9 @@ def recipe_documents(doc: Any, *, where: str) -> Iterator[tuple[str, Any]]:
     if kind == "ConfigMap":
         name = (doc.get("metadata") or {}).get("name", "?")
         data = doc.get("data") or {}
-        if "recipe.yaml" not in data:
+        if RECIPE_KEY not in data:
             raise InputError(f"{where}: ConfigMap {name} has no 'recipe.yaml' key (keys: {', '.join(sorted(data)) or 'none'})")
-        inner = parse_yaml_documents(str(data["recipe.yaml"]), where=f"{where} ConfigMap {name} recipe.yaml")
+        inner = parse_yaml_documents(str(data[RECIPE_KEY]), where=f"{where} ConfigMap {name} recipe.yaml")
         for i, item in enumerate(inner):
             yield from recipe_documents(item, where=f"ConfigMap {name} recipe.yaml" + (f"[{i}]" if len(inner) > 1 else ""))
         return

@@ -16,7 +16,8 @@ from typing import Any
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-METRICS_KEY = "selection-metrics.json"
+from aim_engine.contract import INSTANCE_LABEL, SELECTION_METRICS_KEY
+
 RESULTS = ("selected", "not_found", "ambiguous", "error")
 
 
@@ -31,9 +32,9 @@ def updated_counts(
 ) -> str:
     """The new `selection-metrics.json` after one run, from the ConfigMap's current data."""
     counts: dict[str, Any] = {}
-    if current and METRICS_KEY in current:
+    if current and SELECTION_METRICS_KEY in current:
         try:
-            counts = json.loads(current[METRICS_KEY])
+            counts = json.loads(current[SELECTION_METRICS_KEY])
         except ValueError:
             counts = {}
     raw_totals = counts.get("totals")
@@ -81,8 +82,8 @@ class SelectionCollector(Collector):
         for cm in self.fetch():
             meta = cm.get("metadata") or {}
             ns = str(meta.get("namespace", ""))
-            release = str((meta.get("labels") or {}).get("app.kubernetes.io/instance", meta.get("name", "")))
-            raw = (cm.get("data") or {}).get(METRICS_KEY)
+            release = str((meta.get("labels") or {}).get(INSTANCE_LABEL, meta.get("name", "")))
+            raw = (cm.get("data") or {}).get(SELECTION_METRICS_KEY)
             if not raw:
                 continue
             try:

@@ -26,7 +26,7 @@ from aim_engine.adapters.catalog import (
     recipe_documents,
     typed_recipe,
 )
-from aim_engine.adapters.metrics import METRICS_KEY, SelectionCollector, updated_counts
+from aim_engine.adapters.metrics import SelectionCollector, updated_counts
 from aim_engine.adapters.render import (
     explanation,
     helm_values,
@@ -39,14 +39,28 @@ from aim_engine.adapters.render import (
     to_yaml,
     vllm_command,
 )
-from aim_engine.cluster.inventory import DEFAULT_TOLERATED_TAINTS, Inventory, build_inventory, product_node_terms, split_list
+from aim_engine.cluster.inventory import DEFAULT_TOLERATED_TAINTS, Inventory, build_inventory, product_node_affinity, split_list
+from aim_engine.contract import (
+    EXPLANATION_KEY,
+    LAST_ATTEMPT_JSON_KEY,
+    LAST_ATTEMPT_TEXT_KEY,
+    NODE_AFFINITY_KEY,
+    RECIPE_CONFIG_SELECTOR,
+    RECIPE_KEY,
+    RECIPE_LABEL,
+    SELECTION_KEY,
+    SELECTION_LEVEL_ANNOTATION,
+    SELECTION_METRICS_KEY,
+    SELECTION_RESULT_ANNOTATION,
+    recipe_config_labels,
+    release_of,
+)
 from aim_engine.domain.errors import AimError, InputError
 from aim_engine.domain.hardware import HardwareCatalog
 from aim_engine.domain.models import ModelProfile
 from aim_engine.domain.recipe import Recipe
 from aim_engine.rules.lint import lint_recipes
 from aim_engine.rules.perf import METHOD, estimate_recipe, recipe_conditions
-from aim_engine.rules.workload import NODE_AFFINITY_KEY
 from aim_engine.selection.selector import Request, Selection, select
 
 log = logging.getLogger("aim_engine")
@@ -484,7 +498,7 @@ def _kept(args: argparse.Namespace, bundle: Bundle, kube: Any) -> int | None:
     ns = _namespace(args)
     cm = kube.configmap(ns, args.write_configmap)
     data = (cm or {}).get("data") or {}
-    if "recipe.yaml" not in data:
+    if RECIPE_KEY not in data:
         log.warning("keep-existing: configmap %s/%s holds no recipe; selecting", ns, args.write_configmap)
         return None
     cm.setdefault("kind", "ConfigMap")
@@ -524,41 +538,35 @@ def _write_selection(
 ) -> None:
     ns = _namespace(args)
     name = args.write_configmap
-    release = args.release or name.removesuffix("-recipe-config")
+    release = args.release or release_of(name)
     recipe_id = sel.recipe.recipe_id if sel.recipe else None
     now = time.time()
     explain_text = explanation(sel, inv)
     selection_json = to_json(selection_dict(sel))
     product = catalog.get(sel.recipe.hardware) if sel.recipe is not None else None
-    node_terms = product_node_terms(inv, product.name) if product is not None else []
+    affinity = product_node_affinity(inv, product.name) if product is not None else None
 
     def update(current: dict[str, Any] | None) -> dict[str, str]:
         data = dict((current or {}).get("data") or {})
         if sel.recipe is not None:
-            data["recipe.yaml"] = to_yaml(sel.recipe.to_seed())
-            data["selection.json"] = selection_json
-            data["explanation.txt"] = explain_text
-            if node_terms:
-                data[NODE_AFFINITY_KEY] = to_json({"nodeSelectorTerms": node_terms})
+            data[RECIPE_KEY] = to_yaml(sel.recipe.to_seed())
+            data[SELECTION_KEY] = selection_json
+            data[EXPLANATION_KEY] = explain_text
+            if affinity is not None and affinity.terms:
+                data[NODE_AFFINITY_KEY] = affinity.to_json()
             else:
                 data.pop(NODE_AFFINITY_KEY, None)
-        data["last-attempt.json"] = selection_json
-        data["last-attempt.txt"] = explain_text
-        data[METRICS_KEY] = updated_counts(
+        data[LAST_ATTEMPT_JSON_KEY] = selection_json
+        data[LAST_ATTEMPT_TEXT_KEY] = explain_text
+        data[SELECTION_METRICS_KEY] = updated_counts(
             data, result=sel.result, level=sel.level, duration_seconds=duration, timestamp=now, recipe_id=recipe_id
         )
         return data
 
-    labels = {
-        "app.kubernetes.io/name": "aim-engine",
-        "app.kubernetes.io/instance": release,
-        "app.kubernetes.io/component": "recipe-config",
-        "app.kubernetes.io/managed-by": "aim-recipe-selector",
-    }
-    annotations = {"aim-engine.io/selection-result": sel.result, "aim-engine.io/selection-level": sel.level or "none"}
+    labels = recipe_config_labels(release=release, recipe_id=recipe_id, managed_by="aim-recipe-selector")
+    annotations = {SELECTION_RESULT_ANNOTATION: sel.result, SELECTION_LEVEL_ANNOTATION: sel.level or "none"}
     if recipe_id:
-        labels["aim-engine.io/recipe-id"] = recipe_id
-        annotations["aim-engine.io/recipe-id"] = recipe_id
+        annotations[RECIPE_LABEL] = recipe_id
     kube.write_configmap(ns, name, data={}, labels=labels, annotations=annotations, update=update)
     kube.event(
         ns, configmap=name, reason="RecipeSelected" if sel.ok else "RecipeNotFound", message=sel.message, warning=not sel.ok
@@ -662,7 +670,7 @@ def cmd_metrics(args: argparse.Namespace) -> int:
         kube = _kube(args)
         fn = kube.core.list_namespaced_config_map if args.namespace else kube.core.list_config_map_for_all_namespaces
         extra = {"namespace": args.namespace} if args.namespace else {}
-        cms = kube._list("list configmaps", fn, label_selector="app.kubernetes.io/component=recipe-config", **extra)
+        cms = kube._list("list configmaps", fn, label_selector=RECIPE_CONFIG_SELECTOR, **extra)
     registry = CollectorRegistry()
     registry.register(SelectionCollector(lambda: cms))
     sys.stdout.write(generate_latest(registry).decode())

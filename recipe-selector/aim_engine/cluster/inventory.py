@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aim_engine.cluster.detect import detect_node
+from aim_engine.contract import LabelIn, NodeAffinity, NodeTerm
 from aim_engine.domain.errors import InputError
 from aim_engine.domain.hardware import GpuProduct, HardwareCatalog
 from aim_engine.domain.quantity import parse_quantity
@@ -77,18 +78,16 @@ class Inventory:
         return sorted(self.products)
 
 
-def product_node_terms(inventory: Inventory, product_name: str) -> list[dict[str, Any]]:
-    """How to keep a pod on this cluster's nodes of one GPU product, as Kubernetes
-    nodeSelectorTerms (ORed): for each label that identified the product on some node, the values
-    it has on those nodes. Cordoned or busy nodes count too (they may take the pod later). Empty
-    when no node of the product is known."""
+def product_node_affinity(inventory: Inventory, product_name: str) -> NodeAffinity:
+    """How to keep a pod on this cluster's nodes of one GPU product, as nodeSelectorTerms (ORed):
+    for each label that identified the product on some node, the values it has on those nodes.
+    Cordoned or busy nodes count too (they may take the pod later). No terms when no node of the
+    product is known."""
     by_key: dict[str, set[str]] = {}
     for n in inventory.nodes:
         if n.product is not None and n.product.name == product_name and n.source in n.labels:
             by_key.setdefault(n.source, set()).add(n.labels[n.source])
-    return [
-        {"matchExpressions": [{"key": key, "operator": "In", "values": sorted(values)}]} for key, values in sorted(by_key.items())
-    ]
+    return NodeAffinity(tuple(NodeTerm((LabelIn(key, tuple(sorted(values))),)) for key, values in sorted(by_key.items())))
 
 
 def _labels(node: Mapping[str, Any]) -> dict[str, str]:

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
 
-from aim_engine.cluster.inventory import Inventory, NodeGpus, product_node_terms
+from aim_engine.cluster.inventory import Inventory, NodeGpus, product_node_affinity
+from aim_engine.contract import ANYWHERE, NodeAffinity
 from aim_engine.domain.errors import InputError
 from aim_engine.domain.hardware import GpuProduct, HardwareCatalog
 
@@ -34,7 +34,7 @@ class Placement:
     product: str | None = None
     nodes: tuple[str, ...] = ()
     fix: str = ""
-    node_terms: tuple[Mapping[str, Any], ...] = ()
+    node_affinity: NodeAffinity = ANYWHERE
 
     def text(self) -> str:
         lines = [self.message]
@@ -103,7 +103,7 @@ def check_placement(inventory: Inventory, request: PlacementRequest) -> Placemen
         if others:
             products = sorted({n.product.name for n in others if n.product})
             if products:
-                fixes.append(f"set aim_engine.domain.hardware.gpu_type to one of {', '.join(products)} (they have room)")
+                fixes.append(f"set aim_engine.hardware.gpu_type to one of {', '.join(products)} (they have room)")
         fixes.append("free GPUs, lower aim_engine.gpu_count, or use aim_engine.auto_select=true to let the selector choose")
         return Placement(
             ok=False,
@@ -115,11 +115,11 @@ def check_placement(inventory: Inventory, request: PlacementRequest) -> Placemen
         )
     if wrong and not request.node_selector:
         assert request.product is not None
-        terms = product_node_terms(inventory, request.product.name)
+        terms = product_node_affinity(inventory, request.product.name).terms
         pin = ""
         if terms:
-            expr = terms[0]["matchExpressions"][0]
-            pin = f"--set-string workload.node_selector.{expr['key'].replace('.', chr(92) + '.')}={expr['values'][0]}"
+            expr = terms[0].expressions[0]
+            pin = f"--set-string workload.node_selector.{expr.key.replace('.', chr(92) + '.')}={expr.values[0]}"
         other_names = sorted({n.product.name if n.product else "unknown" for n in wrong})
         return Placement(
             ok=False,
@@ -136,5 +136,5 @@ def check_placement(inventory: Inventory, request: PlacementRequest) -> Placemen
         message=f"{pods} pod(s) of {need} {what}s{where} fit: {', '.join(product_names)}",
         product=product_names[0] if len(product_names) == 1 else None,
         nodes=tuple(n.name for n in right),
-        node_terms=tuple(product_node_terms(inventory, request.product.name)) if request.product else (),
+        node_affinity=product_node_affinity(inventory, request.product.name) if request.product else ANYWHERE,
     )

@@ -22,6 +22,15 @@ from decimal import Decimal
 from typing import Any
 
 from aim_engine.cluster.detect import detect_node
+from aim_engine.contract import (
+    CONTAINER_ANNOTATION,
+    RECIPE_CONFIG_ANNOTATION,
+    RECIPE_LABEL,
+    SELECTED,
+    SERVED_MODEL_ANNOTATION,
+    SLO_LATENCY_ANNOTATION,
+    SLO_TPS_ANNOTATION,
+)
 from aim_engine.domain.errors import InputError
 from aim_engine.domain.hardware import HardwareCatalog
 from aim_engine.domain.models import ModelProfile
@@ -29,25 +38,6 @@ from aim_engine.domain.quantity import parse_quantity
 from aim_engine.domain.recipe import Recipe, with_changes
 from aim_engine.domain.vllm_args import ArgRegistry
 from aim_engine.rules.compat import Finding, memory_findings, recipe_memory
-
-RECIPE_LABEL = "aim-engine.io/recipe-id"
-# Label value of a workload whose recipe is whatever its release's selection ConfigMap holds: the
-# webhook injects that recipe into each Pod at creation (and replaces the label with the recipe id).
-SELECTED = "selected"
-RECIPE_CONFIG_ANNOTATION = "aim-engine.io/recipe-config"
-# The selection ConfigMap's key holding the nodeSelectorTerms that keep pods on the selected
-# product's nodes (written by the selector, required by the webhook at Pod creation).
-NODE_AFFINITY_KEY = "node-affinity.json"
-CONTAINER_ANNOTATION = "aim-engine.io/container"
-SLO_TPS_ANNOTATION = "aim-engine.io/slo-min-tokens-per-second"
-SLO_LATENCY_ANNOTATION = "aim-engine.io/slo-max-latency-ms"
-# On the pod template (a Pod's own metadata; a LeaderWorkerSet's leaderTemplate): the Hugging Face
-# id of the weights the container loads, when the command line names them by a local path, a
-# bucket URI or a mirror (`vllm serve /models/qwen3-32b`). See model_findings().
-SERVED_MODEL_ANNOTATION = "aim-engine.io/served-model"
-GPU_MODEL_LABEL = "aim-engine.io/gpu-model"
-TP_LABEL = "aim-engine.io/tensor-parallel-size"
-PRECISION_LABEL = "aim-engine.io/precision"
 
 SHORT_FLAGS = {"-tp": "tensor_parallel_size", "-pp": "pipeline_parallel_size", "-dp": "data_parallel_size", "-q": "quantization"}
 QUANTIZATION_PRECISION = {
