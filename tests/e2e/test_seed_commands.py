@@ -123,7 +123,7 @@ SINGLE = {
         "aim_engine.overrides.vllm_args.max_model_len=16384",
     ),
     "performance-optimization": sets(
-        "monitoring.enabled=true", "aim_engine.performance_tuning=true", "aim_engine.domain.vllm_args.max_batch_size=64"
+        "monitoring.enabled=true", "aim_engine.performance_tuning=true", "aim_engine.vllm_args.max_batch_size=64"
     ),
 }
 
@@ -260,7 +260,7 @@ def test_manual_mode_that_cannot_be_placed_fails_fast_with_what_to_set(e2e: E2EC
     inst = Install(
         "aim-engine",
         namespace,
-        sets("aim_engine.auto_select=false", "aim_engine.gpu_count=4", "aim_engine.domain.hardware.gpu_type=H100"),
+        sets("aim_engine.auto_select=false", "aim_engine.gpu_count=4", "aim_engine.hardware.gpu_type=H100"),
     )
     out = e2e.helm("install", inst.release, CHART, "-n", namespace, *inst.args, *image_sets(), *WAIT)
     assert out.returncode != 0
