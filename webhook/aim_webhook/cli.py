@@ -130,9 +130,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def certs(args: argparse.Namespace) -> int:
-    from kubernetes import client, config
-    from kubernetes.config.config_exception import ConfigException
+    from kubernetes import client
 
+    from aim_engine.adapters.kube import load_credentials
     from aim_engine.domain.errors import AimError
 
     from .bootstrap import run
@@ -140,13 +140,7 @@ def certs(args: argparse.Namespace) -> int:
 
     setup_logging("INFO", "json")
     try:
-        if args.kubeconfig:
-            config.load_kube_config(config_file=args.kubeconfig)  # type: ignore[no-untyped-call]
-        else:
-            try:
-                config.load_incluster_config()  # type: ignore[no-untyped-call]
-            except ConfigException:
-                config.load_kube_config()  # type: ignore[no-untyped-call]
+        load_credentials(kubeconfig=args.kubeconfig)
         outcome = run(
             kube_core=client.CoreV1Api(),
             kube_admission=client.AdmissionregistrationV1Api(),
@@ -158,7 +152,7 @@ def certs(args: argparse.Namespace) -> int:
             days=args.days,
             renew_before_days=args.renew_before_days,
         )
-    except (AimError, ConfigException, OSError) as e:
+    except (AimError, OSError) as e:
         sys.stderr.write(f"aim-webhook: error: {e}\n")
         return EXIT_ERROR
     sys.stdout.write(f"certificate: {outcome}\n")
@@ -167,17 +161,11 @@ def certs(args: argparse.Namespace) -> int:
 
 def _kube_credentials(args: argparse.Namespace) -> str:
     """Load the cluster credentials the way the Kubernetes client would; '' or a one-line problem."""
-    from kubernetes import config
-    from kubernetes.config.config_exception import ConfigException
+    from aim_engine.adapters.kube import NoCredentials, load_credentials
 
     try:
-        if getattr(args, "kubeconfig", None):
-            config.load_kube_config(config_file=args.kubeconfig)  # type: ignore[no-untyped-call]
-        elif os.environ.get("KUBERNETES_SERVICE_HOST"):
-            config.load_incluster_config()  # type: ignore[no-untyped-call]
-        else:
-            config.load_kube_config()  # type: ignore[no-untyped-call]
-    except (ConfigException, OSError, TypeError, ValueError) as e:
+        load_credentials(kubeconfig=getattr(args, "kubeconfig", None))
+    except NoCredentials as e:
         needs = [
             what
             for what, on in (
@@ -187,9 +175,8 @@ def _kube_credentials(args: argparse.Namespace) -> str:
             )
             if on
         ]
-        text = " ".join(str(e).split())
         return (
-            f"no cluster credentials found ({text}), and {' and '.join(needs)} {'needs' if len(needs) == 1 else 'need'} "
+            f"no cluster credentials found ({e.detail}), and {' and '.join(needs)} {'needs' if len(needs) == 1 else 'need'} "
             "them: run in a pod with a service account, or set KUBECONFIG (default ~/.kube/config)"
             + ("; or pass --no-kube to serve from the catalog alone" if args.kube else "")
         )
@@ -224,18 +211,7 @@ def _make_app(args: argparse.Namespace, board: Any) -> Any:
 
         def fetch() -> list[dict[str, Any]]:
             try:
-                if own:
-                    return kube._list(
-                        "list configmaps",
-                        kube.core.list_namespaced_config_map,
-                        namespace=own,
-                        label_selector=RECIPE_CONFIG_SELECTOR,
-                    )
-                return kube._list(
-                    "list configmaps",
-                    kube.core.list_config_map_for_all_namespaces,
-                    label_selector=RECIPE_CONFIG_SELECTOR,
-                )
+                return kube.configmaps(namespace=own, label_selector=RECIPE_CONFIG_SELECTOR)
             except Exception:  # a scrape must not fail because the API is slow
                 return []
 
@@ -260,17 +236,17 @@ def _patch_ca_bundle(args: argparse.Namespace, *, attempts: int = 30) -> str:
     configurations are created by Helm moments after the webhook pods start."""
     import time
 
-    from kubernetes import client, config
+    from kubernetes import client
     from kubernetes.client.exceptions import ApiException
+
+    from aim_engine.adapters.kube import load_credentials
 
     from .bootstrap import patch_ca_bundle
 
     if not args.tls_ca or not Path(args.tls_ca).is_file():
         return f"--ca-bundle-for needs --tls-ca (the CA certificate file), got {args.tls_ca!r}"
     ca_pem = Path(args.tls_ca).read_bytes()
-    if getattr(args, "kubeconfig", None):
-        config.load_kube_config(config_file=args.kubeconfig)  # type: ignore[no-untyped-call]
-    # (otherwise serve has loaded the credentials: _kube_credentials)
+    load_credentials(kubeconfig=getattr(args, "kubeconfig", None))
     api = client.AdmissionregistrationV1Api()
     last = ""
     for _ in range(attempts):
@@ -295,14 +271,13 @@ def _start_reconciler(args: argparse.Namespace, *, interval: float = 10.0) -> No
     import threading
     import time
 
-    from kubernetes import client, config
+    from kubernetes import client
 
+    from aim_engine.adapters.kube import load_credentials
     from aim_engine.contract import RECIPE_LABEL, SELECTED
 
     log = logging.getLogger("aim_webhook.reconciler")
-    if getattr(args, "kubeconfig", None):
-        config.load_kube_config(config_file=args.kubeconfig)  # type: ignore[no-untyped-call]
-    # (otherwise serve has loaded the credentials: _kube_credentials)
+    load_credentials(kubeconfig=getattr(args, "kubeconfig", None))
     core = client.CoreV1Api()
 
     def loop() -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
@@ -39,26 +40,55 @@ def _transport_errors() -> tuple[type[BaseException], ...]:
     return (OSError, HTTPError)
 
 
+class NoCredentials(InputError):
+    """Neither a service account nor a kubeconfig gives access to a cluster."""
+
+    def __init__(self, detail: str, *, hint: str = "") -> None:
+        self.detail = detail
+        super().__init__(
+            f"no cluster credentials found ({detail}): run in a pod with a service account, or set KUBECONFIG "
+            f"(default ~/.kube/config){hint}"
+        )
+
+
+def load_credentials(*, kubeconfig: str | None = None, context: str | None = None) -> None:
+    """The one place credentials are loaded, for the selector, its hook and the webhook: the pod's
+    service account when running in a pod and no kubeconfig or context is named, else the
+    kubeconfig (the given file, $KUBECONFIG or ~/.kube/config)."""
+    from kubernetes import config
+    from kubernetes.config.config_exception import ConfigException
+
+    try:
+        if kubeconfig is None and context is None and (SA_NAMESPACE.exists() or os.environ.get("KUBERNETES_SERVICE_HOST")):
+            config.load_incluster_config()  # type: ignore[no-untyped-call]
+        else:
+            config.load_kube_config(config_file=kubeconfig, context=context)  # type: ignore[no-untyped-call]
+    except (ConfigException, OSError, TypeError, ValueError) as e:
+        raise NoCredentials(" ".join(str(e).split())) from e
+
+
 class Kube:
     def __init__(self, core: Any) -> None:
         self.core = core
 
     @classmethod
     def connect(cls, *, kubeconfig: str | None = None, context: str | None = None) -> Kube:
-        from kubernetes import client, config
-        from kubernetes.config.config_exception import ConfigException
+        from kubernetes import client
 
         try:
-            if kubeconfig is None and context is None and SA_NAMESPACE.exists():
-                config.load_incluster_config()  # type: ignore[no-untyped-call]
-            else:
-                config.load_kube_config(config_file=kubeconfig, context=context)  # type: ignore[no-untyped-call]
-        except (ConfigException, FileNotFoundError, TypeError) as e:
-            raise InputError(
-                f"cannot find cluster credentials ({e}); run in a pod with a service account, set KUBECONFIG, "
-                "or pass --cluster FILE with the output of `kubectl get nodes,pods -A -o json`"
-            ) from e
+            load_credentials(kubeconfig=kubeconfig, context=context)
+        except NoCredentials as e:
+            hint = "; or pass --cluster FILE with the output of `kubectl get nodes,pods -A -o json`"
+            raise NoCredentials(e.detail, hint=hint) from e
         return cls(client.CoreV1Api())
+
+    def configmaps(self, *, namespace: str | None, label_selector: str) -> list[dict[str, Any]]:
+        """ConfigMaps with these labels in one namespace, or in all (namespace None)."""
+        if namespace:
+            return self._list(
+                "list configmaps", self.core.list_namespaced_config_map, namespace=namespace, label_selector=label_selector
+            )
+        return self._list("list configmaps", self.core.list_config_map_for_all_namespaces, label_selector=label_selector)
 
     def _call(self, what: str, fn: Callable[..., Any], **kwargs: Any) -> Any:
         api_exc = _api_exception()

@@ -668,9 +668,7 @@ def cmd_metrics(args: argparse.Namespace) -> int:
                 cms.extend(doc.get("items", []) if isinstance(doc, dict) and doc.get("kind") == "List" else [doc])
     else:
         kube = _kube(args)
-        fn = kube.core.list_namespaced_config_map if args.namespace else kube.core.list_config_map_for_all_namespaces
-        extra = {"namespace": args.namespace} if args.namespace else {}
-        cms = kube._list("list configmaps", fn, label_selector=RECIPE_CONFIG_SELECTOR, **extra)
+        cms = kube.configmaps(namespace=args.namespace or None, label_selector=RECIPE_CONFIG_SELECTOR)
     registry = CollectorRegistry()
     registry.register(SelectionCollector(lambda: cms))
     sys.stdout.write(generate_latest(registry).decode())
