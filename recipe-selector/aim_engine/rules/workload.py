@@ -32,12 +32,12 @@ from aim_engine.contract import (
     SLO_TPS_ANNOTATION,
 )
 from aim_engine.domain.errors import InputError
-from aim_engine.domain.hardware import HardwareCatalog
+from aim_engine.domain.hardware import GpuProduct, HardwareCatalog
 from aim_engine.domain.models import ModelProfile
 from aim_engine.domain.quantity import parse_quantity
 from aim_engine.domain.recipe import Recipe, with_changes
 from aim_engine.domain.vllm_args import ArgRegistry
-from aim_engine.rules.compat import Finding, memory_findings, recipe_memory
+from aim_engine.rules.compat import Finding, static_findings
 
 SHORT_FLAGS = {"-tp": "tensor_parallel_size", "-pp": "pipeline_parallel_size", "-dp": "data_parallel_size", "-q": "quantization"}
 QUANTIZATION_PRECISION = {
@@ -796,7 +796,6 @@ def check_workload(
                 registry=registry,
             )
             findings += _compat(
-                workload=workload,
                 t=t,
                 where=where,
                 flags=flags,
@@ -819,26 +818,70 @@ def _q(value: Decimal, res: str) -> str:
     return f"{value.normalize():f}"
 
 
+def running_recipe(
+    flags: Mapping[str, str | bool], recipe: Recipe, *, registry: ArgRegistry, where: str
+) -> tuple[Recipe, list[Finding]]:
+    """The recipe as this container runs it: the declared recipe with the engine arguments its
+    command line sets (typed as the argument registry says) and the precision they force. A flag
+    whose value is not of its argument's type is a finding (INVALID_ARG) and is left out."""
+    args = dict(recipe.args)
+    problems: list[Finding] = []
+    for name, raw in flags.items():
+        canonical = registry.canonical(name)
+        spec = registry.specs.get(canonical)
+        if spec is None:
+            continue  # server options (--port, --host, ...) are not engine arguments
+        if canonical in _PARALLEL_SIZES:
+            args[canonical] = _int_flag(flags, name, 1, where)
+            continue
+        value, problem = _typed_flag(spec.type, raw)
+        if problem:
+            flag = "--" + name.replace("_", "-")
+            problems.append(Finding("INVALID_ARG", f"{where}: {flag} {raw!r} {problem}", f"give {flag} {problem.split()[-1]}"))
+        else:
+            args[canonical] = value
+    return with_changes(recipe, args=args, precision=effective_precision(flags, recipe)), problems
+
+
+_PARALLEL_SIZES = ("tensor_parallel_size", "pipeline_parallel_size", "data_parallel_size")
+
+
+def _typed_flag(kind: str, raw: str | bool) -> tuple[object, str]:
+    """A command-line value as the registry types it; (value, "") or (None, what is wrong)."""
+    if kind == "bool":
+        return (raw if isinstance(raw, bool) else True), ""  # a following word is a positional, not a value
+    if raw is True or raw is False:
+        return None, "needs a value"
+    try:
+        if kind == "int":
+            return int(raw), ""
+        if kind == "float":
+            return float(raw), ""
+    except ValueError:
+        return None, f"is not {'an integer' if kind == 'int' else 'a number'}"
+    return raw, ""
+
+
 def _compat(
     *,
-    workload: Workload,
     t: PodTemplate,
     where: str,
     flags: Mapping[str, str | bool],
     recipe: Recipe,
     model: ModelProfile | None,
-    product: Any,
+    product: GpuProduct,
     catalog: HardwareCatalog,
     registry: ArgRegistry,
 ) -> list[Finding]:
-    out: list[Finding] = []
-    tp = _int_flag(flags, "tensor_parallel_size", 1, where)
-    pp = _int_flag(flags, "pipeline_parallel_size", 1, where)
-    dp = _int_flag(flags, "data_parallel_size", 1, where)
+    """The container against its recipe: first, does it run the recipe's parallel sizes and
+    precision (drift); then the running configuration is judged by the same rules as any recipe
+    (aim_engine.rules.compat: TP divisibility, precision support, argument values, context and
+    memory), so the webhook never has a rule of its own the selector does not apply."""
+    running, out = running_recipe(flags, recipe, registry=registry, where=where)
     for name, have, need in (
-        ("tensor-parallel-size", tp, recipe.tp),
-        ("pipeline-parallel-size", pp, recipe.pp),
-        ("data-parallel-size", dp, recipe.dp),
+        ("tensor-parallel-size", running.tp, recipe.tp),
+        ("pipeline-parallel-size", running.pp, recipe.pp),
+        ("data-parallel-size", running.dp, recipe.dp),
     ):
         if have != need:
             out.append(
@@ -848,22 +891,12 @@ def _compat(
                     f"set --{name} {need}",
                 )
             )
-    if tp * pp * dp != recipe.gpu_count and not out:
+    if product.supports(running.precision) and running.precision != recipe.precision:
         out.append(
             Finding(
-                "PARALLELISM_MISMATCH",
-                f"--tensor-parallel-size {tp} x --pipeline-parallel-size {pp} x "
-                f"--data-parallel-size {dp} = {tp * pp * dp} GPUs, but the recipe has {recipe.gpu_count}",
-                f"make the product {recipe.gpu_count}",
-            )
-        )
-    if model is not None and not model.tp_divides(tp):
-        sizes = ", ".join(str(x) for x in model.valid_tp_sizes(up_to=16))
-        out.append(
-            Finding(
-                "TP_INDIVISIBLE",
-                f"--tensor-parallel-size {tp} does not divide {model.id}'s {model.attention_heads} attention heads",
-                f"use one of {sizes}",
+                "PRECISION_MISMATCH",
+                f"{where} runs {running.precision}; recipe {recipe.recipe_id} is {recipe.precision}",
+                f"run {recipe.precision}, or choose a {running.precision} recipe",
             )
         )
     # Node selection must target the recipe's hardware.
@@ -877,71 +910,17 @@ def _compat(
                     f"select {product.name} nodes, or use a recipe for {detected.name}",
                 )
             )
-    precision = effective_precision(flags, recipe)
-    if not product.supports(precision):
-        forced = flags.get("quantization") or flags.get("dtype")
-        out.append(
-            Finding(
-                "PRECISION_UNSUPPORTED",
-                f"{where} forces {precision} (--quantization {forced}) but {product.name} cannot run {precision}",
-                f"remove --quantization {forced}; {product.name} runs {', '.join(sorted(product.native_precisions))}",
-            )
-        )
-    elif precision != recipe.precision:
-        out.append(
-            Finding(
-                "PRECISION_MISMATCH",
-                f"{where} runs {precision}; recipe {recipe.recipe_id} is {recipe.precision}",
-                f"run {recipe.precision}, or choose a {precision} recipe",
-            )
-        )
-    for name, value in flags.items():
-        canonical = registry.canonical(name)
-        spec = registry.specs.get(canonical)
-        if (
-            spec is not None
-            and spec.choices is not None
-            and isinstance(value, str)
-            and spec.type == "str"
-            and value not in spec.choices
-        ):
-            out.append(
-                Finding(
-                    "INVALID_ARG",
-                    f"{where}: --{name.replace('_', '-')} {value} is not accepted by vLLM",
-                    f"choose one of {', '.join(map(str, spec.choices))}",
-                )
-            )
-    if model is not None and not any(f.code in ("TP_INDIVISIBLE", "PARALLELISM_MISMATCH") for f in out):
-        args = dict(recipe.args)
-        for key in ("max_model_len", "gpu_memory_utilization", "kv_cache_dtype", "max_num_seqs", "max_num_batched_tokens"):
-            if key in flags and isinstance(flags[key], str):
-                raw = str(flags[key])
-                try:
-                    args[key] = float(raw) if key == "gpu_memory_utilization" else (raw if key == "kv_cache_dtype" else int(raw))
-                except ValueError:
-                    out.append(
-                        Finding(
-                            "INVALID_ARG",
-                            f"{where}: --{key.replace('_', '-')} {raw!r} is not a number",
-                            f"give --{key.replace('_', '-')} a number",
-                        )
-                    )
-                    return out
-        args.update(tensor_parallel_size=tp, pipeline_parallel_size=pp)
-        running = with_changes(recipe, args=args, precision=precision)
-        length = running.max_model_len
-        if length is not None and length > model.max_context:
-            out.append(
-                Finding(
-                    "CONTEXT_EXCEEDS_MODEL",
-                    f"{where}: --max-model-len {length} exceeds {model.id}'s context of {model.max_context}",
-                    f"set --max-model-len <= {model.max_context}",
-                )
-            )
-        elif product.supports(precision):
-            plan = recipe_memory(running, model, product)
-            out += [Finding(f.code, f"{where}: {f.message}", f.fix) for f in memory_findings(plan, running, model, product)]
+    said = {f.code for f in out}
+    rules, _ = static_findings(running, model=model, catalog=catalog, registry=registry)
+    forced = flags.get("quantization") or flags.get("dtype")
+    for f in rules:
+        if f.code in said:
+            continue
+        fix = f.fix
+        if f.code == "PRECISION_UNSUPPORTED" and running.precision != recipe.precision and isinstance(forced, str):
+            flag = "--quantization" if flags.get("quantization") else "--dtype"
+            fix = f"remove {flag} {forced} (recipe {recipe.recipe_id} is {recipe.precision}); or {fix}"
+        out.append(Finding(f.code, f"{where}: {f.message}", fix))
     return out
 
 
