@@ -19,7 +19,8 @@ from aim_engine.adapters.catalog import load_bundle
 from aim_engine.cluster.detect import detect_node
 from aim_engine.contract import COMPONENT_LABEL
 from aim_engine.domain.recipe import Recipe
-from aim_engine.rules.workload import Toggles, check_workload, parse_workload
+from aim_engine.rules.pod import parse_workload
+from aim_engine.rules.workload import Toggles, check_workload
 from aim_webhook.mutate import apply, mutate
 
 ROOT = Path(__file__).resolve().parents[2]

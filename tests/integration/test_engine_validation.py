@@ -36,7 +36,7 @@ from aim_engine.adapters.engine_check import (
 )
 from aim_engine.cli.main import main
 from aim_engine.domain.recipe import Recipe
-from aim_engine.rules.workload import parse_workload
+from aim_engine.rules.pod import parse_workload
 from aim_webhook.mutate import apply, mutate
 
 pytestmark = pytest.mark.integration

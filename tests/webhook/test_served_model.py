@@ -1,5 +1,5 @@
 """Which model a container serves, read as vLLM, Kubernetes and the shell read the command line,
-and the rule that it must be the recipe's (aim_engine.rules.workload.served_model / model_findings).
+and the rule that it must be the recipe's (aim_engine.rules.served_model.served_model / model_findings).
 Also: every chart scenario's rendered workload passes the rule against its own selection."""
 
 from __future__ import annotations
@@ -13,7 +13,9 @@ import yaml
 
 from aim_engine.adapters.catalog import load_bundle
 from aim_engine.contract import SERVED_MODEL_ANNOTATION
-from aim_engine.rules.workload import Toggles, check_workload, delegated, model_findings, parse_workload, same_model, served_model
+from aim_engine.rules.pod import delegated, parse_workload
+from aim_engine.rules.served_model import model_findings, same_model, served_model
+from aim_engine.rules.workload import Toggles, check_workload
 from aim_webhook.mutate import apply, mutate
 
 ROOT = Path(__file__).resolve().parent.parent.parent

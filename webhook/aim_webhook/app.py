@@ -21,7 +21,8 @@ from aim_engine.adapters.catalog import Bundle
 from aim_engine.adapters.metrics import BaselineCollector
 from aim_engine.domain.errors import InputError
 from aim_engine.rules.compat import Finding
-from aim_engine.rules.workload import POLICED_KINDS, MalformedObject, Toggles, check_workload, delegated, parse_workload
+from aim_engine.rules.pod import POLICED_KINDS, MalformedObject, delegated, parse_workload
+from aim_engine.rules.workload import Toggles, check_workload
 
 from .mutate import apply, mutate
 from .observability import DURATION, HTTP_ERRORS, REQUESTS, now, render_metrics

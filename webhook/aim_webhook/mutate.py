@@ -16,7 +16,7 @@ from aim_engine.contract import ANYWHERE, GPU_MODEL_LABEL, PRECISION_LABEL, RECI
 from aim_engine.domain.hardware import HardwareCatalog
 from aim_engine.domain.recipe import Recipe
 from aim_engine.domain.vllm_args import to_cli
-from aim_engine.rules.workload import (
+from aim_engine.rules.pod import (
     PodTemplate,
     Workload,
     command_tokens,

@@ -27,7 +27,7 @@ from aim_engine.contract import (
 )
 from aim_engine.domain.errors import AimError
 from aim_engine.domain.recipe import Recipe
-from aim_engine.rules.workload import Workload
+from aim_engine.rules.pod import Workload
 
 ConfigMapReader = Callable[[str, str], Mapping[str, Any] | None]
 

@@ -31,7 +31,7 @@ from aim_engine.domain.hardware import HardwareCatalog
 from aim_engine.domain.recipe import Recipe
 from aim_engine.domain.vllm_args import to_cli
 from aim_engine.rules.lint import LintIssue
-from aim_engine.rules.workload import parse_flags
+from aim_engine.rules.pod import parse_flags
 
 # The args chart/templates/workload/_pod.tpl gives the vLLM container before the webhook injects
 # the recipe's (a managed release: `command: [vllm, serve, MODEL]`, these args). The integration
