@@ -22,12 +22,8 @@ from aim_engine.adapters.catalog import load_config_file, read_model_config
 from aim_engine.cli.main import main
 from aim_engine.domain.errors import InputError
 from aim_engine.domain.hardware import BYTES_PER_PARAM
-from aim_engine.domain.models import (
-    MAX_CONFIG_BYTES,
-    ModelProfile,
-    model_from_hf_config,
-    parse_config_json,
-)
+from aim_engine.domain.model_config import MAX_CONFIG_BYTES, model_from_hf_config, parse_config_json
+from aim_engine.domain.models import ModelProfile
 from aim_engine.domain.quantity import GIB
 from aim_engine.rules.memory import weight_bytes
 from support import FIXTURES, ROOT

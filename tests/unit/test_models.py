@@ -9,7 +9,7 @@ import pytest
 
 from aim_engine.adapters.catalog import read_model_config
 from aim_engine.domain.errors import InputError
-from aim_engine.domain.models import model_from_hf_config
+from aim_engine.domain.model_config import model_from_hf_config
 from support import FIXTURES, REQUIRED_MODELS
 
 

@@ -17,14 +17,8 @@ import yaml
 from aim_engine.contract import RECIPE_KEY
 from aim_engine.domain.errors import InputError
 from aim_engine.domain.hardware import HardwareCatalog, parse_hardware
-from aim_engine.domain.models import (
-    MAX_CONFIG_BYTES,
-    ModelProfile,
-    ModelTable,
-    model_from_hf_config,
-    parse_config_json,
-    parse_models,
-)
+from aim_engine.domain.model_config import MAX_CONFIG_BYTES, model_from_hf_config, parse_config_json
+from aim_engine.domain.models import ModelProfile, ModelTable, parse_models
 from aim_engine.domain.recipe import Recipe, parse_recipe
 from aim_engine.domain.vllm_args import ArgRegistry, parse_registry
 
