@@ -18,6 +18,10 @@ PROMTOOL := $(TOOLS)/bin/promtool
 HELM3_VERSION := v3.22.0
 HELM4_VERSION := v4.3.1
 HELM_UNITTEST_VERSION := v1.1.2
+# helm-docs writes chart/README.md from values.yaml (tools/gen_chart.py runs it). dadav/helm-schema,
+# which would write values.schema.json, is not served by the Go proxy here: tools/gen_chart.py does.
+HELM_DOCS_VERSION := v1.14.2
+HELM_DOCS := $(TOOLS)/bin/helm-docs
 # kube-linter's module (golang.stackrox.io/kube-linter) is not served by the Go proxy here; kube-score
 # is the linter used instead.
 KUBE_SCORE_VERSION := v1.20.0
@@ -84,7 +88,7 @@ help:
 	@echo "make bench     selection benchmark (prints figures)"
 	@echo "make bench-webhook  webhook benchmark with wrk over TLS (prints figures)"
 
-setup: $(STAMP) $(PROMTOOL) $(HELM) $(HELM4) $(UNTT) $(CRD_MODELS) $(KUBE_SCORE) $(ETCD) $(KUBE_APISERVER) \
+setup: $(STAMP) $(PROMTOOL) $(HELM) $(HELM4) $(UNTT) $(HELM_DOCS) $(CRD_MODELS) $(KUBE_SCORE) $(ETCD) $(KUBE_APISERVER) \
        $(KUBE_CONTROLLER_MANAGER) $(KUBE_SCHEDULER) $(KWOK) $(KWOK_STAGES) $(KUBELET) $(KUBE_PROXY) $(KUBECTL) \
        $(NODE_STAMP) $(PROMOP_CRDS) $(LWS_CRD) $(VLLM_WHEELHOUSE) $(VLLM_STAMP) $(VLLM_VENV)/bin/vllm
 
@@ -165,6 +169,12 @@ $(HELM4):
 	@mkdir -p $(TOOLS)/gobin4 $(TOOLS)/bin
 	@GOBIN=$(TOOLS)/gobin4 go install helm.sh/helm/v4/cmd/helm@$(HELM4_VERSION)
 	@ln -sf ../gobin4/helm $@
+
+$(HELM_DOCS):
+	@echo ">> building helm-docs $(HELM_DOCS_VERSION) from its Go module"
+	@mkdir -p $(TOOLS)/gobinhd $(TOOLS)/bin
+	@GOBIN=$(TOOLS)/gobinhd go install github.com/norwoodj/helm-docs/cmd/helm-docs@$(HELM_DOCS_VERSION)
+	@ln -sf ../gobinhd/helm-docs $@
 
 # helm-unittest's go.mod has replace directives, so `go install mod@version` refuses it: build it as
 # the main module from its downloaded source.
@@ -287,7 +297,10 @@ rules: setup
 	$(PROMTOOL) check rules alerts/aim-engine.rules.yaml
 	$(PROMTOOL) test rules alerts/tests/aim-engine.rules.test.yaml
 
+# The generated chart files first (values.schema.json, README.md, templates/_hardware.tpl and the
+# @generated lines of values.yaml): the check names the command that regenerates them.
 chart: setup
+	$(PY) tools/gen_chart.py --check
 	$(HELM) lint --strict chart/
 	$(HELM4) lint --strict chart/
 	$(UNTT) chart/

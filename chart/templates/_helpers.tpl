@@ -150,13 +150,78 @@ capabilities:
 {{- end -}}
 
 {{/*
-Manual mode's GPU vendor: the vendor of aim_engine.hardware.gpu_type, AMD when it is not set. The
-NVIDIA product names are those of recipes/hardware/gpus.yaml with vendor nvidia (the schema's enum
-lists them all).
+Manual mode's GPU vendor: the vendor of aim_engine.hardware.gpu_type in the hardware table
+(recipes/hardware/gpus.yaml, generated into _hardware.tpl), AMD when it is not set.
 */}}
 {{- define "aim-engine.manualVendor" -}}
-{{- $type := .Values.aim_engine.hardware.gpu_type | default "" | upper -}}
-{{- ternary "nvidia" "amd" (has $type (list "H100" "H100-PCIE" "H200" "B200" "A100" "A100-40GB" "L40S")) -}}
+{{- $vendors := include "aim-engine.gpuVendors" . | fromJson -}}
+{{- get $vendors (.Values.aim_engine.hardware.gpu_type | default "") | default "amd" -}}
+{{- end -}}
+
+{{/*
+The GPU vendor the vLLM pods serve on, as far as it is known when the chart renders: the hardware
+of a pinned recipe (pinned_recipe, or recipe_id in the catalog), else aim_engine.hardware.gpu_type,
+else AMD (manual mode's default). A recipe the selector picks at install is not known yet: set
+hardware.gpu_type or image.vllm.repository when it will not be an AMD one.
+*/}}
+{{- define "aim-engine.servingVendor" -}}
+{{- $ae := .Values.aim_engine -}}
+{{- $vendors := include "aim-engine.gpuVendors" . | fromJson -}}
+{{- $hardware := "" -}}
+{{- if $ae.pinned_recipe -}}
+{{- $hardware = $ae.pinned_recipe.hardware | default "" | toString -}}
+{{- else if $ae.recipe_id -}}
+{{- $hardware = get (include "aim-engine.recipeHardware" . | fromJson) $ae.recipe_id | default "" -}}
+{{- end -}}
+{{- if not (hasKey $vendors $hardware) -}}{{- $hardware = $ae.hardware.gpu_type | default "" -}}{{- end -}}
+{{- get $vendors $hardware | default "amd" -}}
+{{- end -}}
+
+{{/* The vLLM image: image.vllm.repository for every vendor, else the serving vendor's pinned image. */}}
+{{- define "aim-engine.vllmImage" -}}
+{{- $v := .Values.image.vllm -}}
+{{- if $v.repository -}}
+{{- if not (or $v.tag $v.digest) -}}
+{{- fail "image.vllm.repository needs image.vllm.tag or image.vllm.digest (or unset it: image.vllm.vendor_images pins one image per GPU vendor)" -}}
+{{- end -}}
+{{- include "aim-engine.image" (dict "repository" $v.repository "tag" $v.tag "digest" $v.digest) -}}
+{{- else -}}
+{{- $vendor := include "aim-engine.servingVendor" . -}}
+{{- $image := get $v.vendor_images $vendor -}}
+{{- if not $image -}}
+{{- fail (printf "image.vllm.vendor_images.%s is not set: the vLLM image for %s GPUs (or set image.vllm.repository)" $vendor $vendor) -}}
+{{- end -}}
+{{- include "aim-engine.image" $image -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
+Size limit of the vLLM pods' /dev/shm: workload.shm_size for more than one GPU, and when the GPU
+count is not known when the chart renders (a recipe the selector picks); shm_size_single_device for
+one. The webhook adds no /dev/shm of its own to a pod that has one.
+*/}}
+{{- define "aim-engine.shmSize" -}}
+{{- $ae := .Values.aim_engine -}}
+{{- $gpus := include "aim-engine.gpuCount" . -}}
+{{- if and (not $gpus) $ae.pinned_recipe -}}{{- $gpus = $ae.pinned_recipe.gpu_count | default "" | toString -}}{{- end -}}
+{{- if and $gpus (le (int $gpus) 1) -}}
+{{- .Values.workload.shm_size_single_device -}}
+{{- else -}}
+{{- .Values.workload.shm_size -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
+Priority class of the webhook's pods: admission_controller.priority_class_name, or the one the
+chart creates (priority_class.create; cluster-scoped, so its name carries the namespace).
+*/}}
+{{- define "aim-engine.webhookPriorityClass" -}}
+{{- $ac := .Values.admission_controller -}}
+{{- if $ac.priority_class_name -}}
+{{- $ac.priority_class_name -}}
+{{- else if $ac.priority_class.create -}}
+{{- include "aim-engine.webhookConfig" . -}}
+{{- end -}}
 {{- end -}}
 {{- define "aim-engine.manualGpuResource" -}}
 {{- printf "%s.com/gpu" (include "aim-engine.manualVendor" .) -}}

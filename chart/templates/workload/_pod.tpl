@@ -77,7 +77,7 @@ spec:
   {{- end }}
   containers:
     - name: vllm
-      image: {{ include "aim-engine.image" $root.Values.image.vllm | quote }}
+      image: {{ include "aim-engine.vllmImage" $root | quote }}
       imagePullPolicy: {{ $root.Values.image.vllm.pull_policy }}
       {{- if eq $role "worker" }}
       # LWS_LEADER_ADDRESS is set on every pod of the group by the LeaderWorkerSet controller.
@@ -180,10 +180,9 @@ spec:
       volumeMounts:
         - name: model-cache
           mountPath: {{ $root.Values.model_cache.mount_path }}
-        {{- if and (not $managed) $gpus (gt (int $gpus) 1) }}
+        # vLLM needs more shared memory than the container runtime's 64 MiB, even for one device.
         - name: dshm
           mountPath: /dev/shm
-        {{- end }}
   volumes:
     - name: model-cache
       {{- if $root.Values.model_cache.enabled }}
@@ -192,10 +191,8 @@ spec:
       {{- else }}
       emptyDir: {}
       {{- end }}
-    {{- if and (not $managed) $gpus (gt (int $gpus) 1) }}
     - name: dshm
       emptyDir:
         medium: Memory
-        sizeLimit: {{ $root.Values.workload.shm_size }}
-    {{- end }}
+        sizeLimit: {{ include "aim-engine.shmSize" $root }}
 {{- end -}}
