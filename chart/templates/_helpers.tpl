@@ -21,6 +21,7 @@ that release + the longest suffix ("-recipe-validator-certs", 23 characters) fit
 {{- define "aim-engine.validator" -}}{{ include "aim-engine.component" (dict "root" . "name" "recipe-validator") }}{{- end -}}
 {{- define "aim-engine.service" -}}{{ include "aim-engine.component" (dict "root" . "name" "service") }}{{- end -}}
 {{- define "aim-engine.tlsSecret" -}}{{ include "aim-engine.component" (dict "root" . "name" "recipe-validator-tls") }}{{- end -}}
+{{- define "aim-engine.reconcileJob" -}}{{ include "aim-engine.component" (dict "root" . "name" "recipe-validator-reconcile") }}{{- end -}}
 {{- define "aim-engine.certsJob" -}}{{ include "aim-engine.component" (dict "root" . "name" "recipe-validator-certs") }}{{- end -}}
 {{- define "aim-engine.cache" -}}{{ include "aim-engine.component" (dict "root" . "name" "model-cache") }}{{- end -}}
 

@@ -200,9 +200,20 @@ def test_one_install_then_upgrade_then_uninstall(cluster, tmp_path):
     # Deployments) has no recipe: its label still reads `selected`, and the webhook replaces it.
     time.sleep(5)
     assert all(p.metadata.labels["aim-engine.io/recipe-id"] == "selected" for p in serving_pods(core))
-    webhook = start_webhook(tmp_path, workers=1, threads=4, kubeconfig=cluster.kubeconfig, extra=("--reconcile-namespace", NS))
+    webhook = start_webhook(tmp_path, workers=1, threads=4, kubeconfig=cluster.kubeconfig)
     try:
         trust_webhook(webhook)
+        # The chart's post-install hook: `aim-webhook reconcile` once the webhook serves (here the
+        # webhook runs outside the cluster, so there is no Deployment to wait for).
+        rec = subprocess.run(
+            [str(ROOT / ".tools/venv/bin/aim-webhook"), "reconcile", "--namespace", NS, "--kubeconfig", str(cluster.kubeconfig)],
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=60,
+        )
+        assert rec.returncode == 0, rec.stderr
+        assert "without their recipe replaced" in rec.stdout
         pod = wait_for(
             lambda: next(iter(p for p in serving_pods(core) if p.spec.node_name and injected(p)), None),
             timeout=120,

@@ -95,12 +95,6 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="NAME",
         help="a Validating and Mutating WebhookConfiguration (same name) whose caBundle this server keeps current",
     )
-    s.add_argument(
-        "--reconcile-namespace",
-        default=os.environ.get("AIM_WEBHOOK_RECONCILE_NAMESPACE"),
-        help="replace Pods in this namespace that bypassed injection (created before the webhook was "
-        "registered: label aim-engine.io/recipe-id still 'selected'), so their controller recreates them",
-    )
     s.add_argument("--log-level", default=os.environ.get("AIM_LOG_LEVEL", "INFO"))
     s.add_argument("--log-format", default=os.environ.get("AIM_LOG_FORMAT", "json"), choices=["json", "text"])
     _flag(s, "mutate", "AIM_WEBHOOK_MUTATE", "inject recipes on /mutate")
@@ -126,6 +120,14 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--days", type=int, default=365)
     c.add_argument("--renew-before-days", type=int, default=30)
     c.add_argument("--kubeconfig")
+    r = sub.add_parser(
+        "reconcile",
+        help="once the webhook serves, replace the Pods created before it was registered (a Helm post-install hook)",
+    )
+    r.add_argument("--namespace", required=True, help="the release namespace")
+    r.add_argument("--deployment", help="the webhook Deployment to wait for (without it: replace at once)")
+    r.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for an available webhook replica")
+    r.add_argument("--kubeconfig")
     return p
 
 
@@ -171,7 +173,6 @@ def _kube_credentials(args: argparse.Namespace) -> str:
             for what, on in (
                 ("reading recipe ConfigMaps (--kube, the default)", args.kube),
                 ("--ca-bundle-for", bool(args.ca_bundle_for)),
-                ("--reconcile-namespace", bool(args.reconcile_namespace)),
             )
             if on
         ]
@@ -261,45 +262,54 @@ def _patch_ca_bundle(args: argparse.Namespace, *, attempts: int = 30) -> str:
     return last + " (configurations still missing after 60 s)"
 
 
-def _start_reconciler(args: argparse.Namespace, *, interval: float = 10.0) -> None:
-    """Helm creates webhook configurations after Deployments, so a release's first Pods can be created
-    before the webhook is registered and miss their recipe (their label still reads `selected`).
-    While this webhook runs, it deletes such controller-owned Pods in its namespace; their
-    ReplicaSet recreates them through the webhook. Bare Pods are left alone (nothing would
-    recreate them)."""
-    import logging
-    import threading
-    import time
+def _discard(_: object) -> None:
+    return None
 
+
+def reconcile(args: argparse.Namespace) -> int:
     from kubernetes import client
 
     from aim_engine.adapters.kube import load_credentials
-    from aim_engine.contract import RECIPE_LABEL, SELECTED
+    from aim_engine.domain.errors import AimError
 
-    log = logging.getLogger("aim_webhook.reconciler")
-    load_credentials(kubeconfig=getattr(args, "kubeconfig", None))
-    core = client.CoreV1Api()
+    from . import reconcile as rec
+    from .observability import setup_logging
 
-    def loop() -> None:
-        time.sleep(interval / 2)  # let the workers start serving first
-        while True:
-            try:
-                pods = core.list_namespaced_pod(args.reconcile_namespace, label_selector=f"{RECIPE_LABEL}={SELECTED}")
-                for pod in pods.items:
-                    meta = pod.metadata
-                    if meta is None or not meta.name or meta.deletion_timestamp or not meta.owner_references:
-                        continue
-                    core.delete_namespaced_pod(meta.name, args.reconcile_namespace)
-                    log.info(
-                        "deleted pod %s/%s: it was created before the webhook could give it its recipe",
-                        args.reconcile_namespace,
-                        meta.name,
-                    )
-            except Exception as e:  # keep reconciling; the API may be briefly unavailable
-                log.warning("reconcile of pods without their recipe failed: %s", e)
-            time.sleep(interval)
+    setup_logging("INFO", "json")
+    try:
+        load_credentials(kubeconfig=args.kubeconfig)
+    except AimError as e:
+        sys.stderr.write(f"aim-webhook: error: {e}\n")
+        return EXIT_ERROR
+    core, apps = client.CoreV1Api(), client.AppsV1Api()
 
-    threading.Thread(target=loop, name="aim-reconciler", daemon=True).start()
+    def read_deployment() -> dict[str, Any] | None:
+        try:
+            found = apps.read_namespaced_deployment(args.deployment, args.namespace)
+        except client.exceptions.ApiException as e:
+            if e.status == 404:
+                return None
+            raise
+        return dict(apps.api_client.sanitize_for_serialization(found))
+
+    def list_pods() -> list[dict[str, Any]]:
+        found = core.list_namespaced_pod(args.namespace, label_selector=rec.SELECTOR)
+        return list(core.api_client.sanitize_for_serialization(found).get("items") or [])
+
+    try:
+        outcome = rec.run(
+            namespace=args.namespace,
+            deployment=args.deployment,
+            read_deployment=read_deployment if args.deployment else None,
+            list_pods=list_pods,
+            delete_pod=lambda name: _discard(core.delete_namespaced_pod(name, args.namespace)),
+            timeout_seconds=args.timeout,
+        )
+    except (client.exceptions.ApiException, OSError) as e:
+        sys.stderr.write(f"aim-webhook: error: reconcile: {e}\n")
+        return EXIT_ERROR
+    (sys.stdout if outcome.ok else sys.stderr).write(f"{'' if outcome.ok else 'aim-webhook: error: '}{outcome.message}\n")
+    return 0 if outcome.ok else EXIT_ERROR
 
 
 def serve(args: argparse.Namespace) -> int:
@@ -337,7 +347,7 @@ def _serve(args: argparse.Namespace) -> int:
     except Exception as e:
         sys.stderr.write(f"aim-webhook: error: cannot load the TLS certificate: {e}\n")
         return EXIT_ERROR
-    if args.kube or args.ca_bundle_for or args.reconcile_namespace:
+    if args.kube or args.ca_bundle_for:
         problem = _kube_credentials(args)
         if problem:
             sys.stderr.write(f"aim-webhook: error: {problem}\n")
@@ -347,8 +357,6 @@ def _serve(args: argparse.Namespace) -> int:
         if problem:
             sys.stderr.write(f"aim-webhook: error: {problem}\n")
             return EXIT_ERROR
-    if args.reconcile_namespace:
-        _start_reconciler(args)
     board = Board(args.workers)
     limits = Limits(
         handshake_timeout=args.handshake_timeout,
@@ -405,6 +413,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return serve(args)
     if args.command == "certs":
         return certs(args)
+    if args.command == "reconcile":
+        return reconcile(args)
     return EXIT_ERROR
 
 
