@@ -6,11 +6,12 @@ Pure: dicts in, (patch, warnings) out."""
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
+
+import jsonpatch
 
 from aim_engine.contract import ANYWHERE, GPU_MODEL_LABEL, PRECISION_LABEL, RECIPE_LABEL, SELECTED, TP_LABEL, NodeAffinity
 from aim_engine.domain.hardware import HardwareCatalog
@@ -253,22 +254,6 @@ def _shm(m: Mutation, t: PodTemplate, base: str, container: Mapping[str, Any]) -
 
 
 def apply(doc: Any, patch: list[dict[str, Any]]) -> Any:
-    """Apply this module's patches (add/replace) to a copy of a document."""
-    doc = copy.deepcopy(doc)
-    for op in patch:
-        parts = [p.replace("~1", "/").replace("~0", "~") for p in op["path"].split("/")[1:]]
-        target = doc
-        for p in parts[:-1]:
-            target = target[int(p)] if isinstance(target, list) else target[p]
-        last = parts[-1]
-        value = copy.deepcopy(op["value"])
-        if isinstance(target, list):
-            if last == "-":
-                target.append(value)
-            elif op["op"] == "replace":
-                target[int(last)] = value
-            else:
-                target.insert(int(last), value)
-        else:
-            target[last] = value
-    return doc
+    """A copy of the document with the patch applied, by a JSON Patch (RFC 6902) library: what
+    the API server will do with the patch this module returns."""
+    return jsonpatch.apply_patch(doc, patch, in_place=False)
