@@ -7,7 +7,8 @@ cyclic GC once loaded). Worst case for the selector: every recipe is for the req
 evaluated (feasibility, memory plan, capacity, ranking). Reported: the median of several runs of
 select() on typed inputs, and, apart, building the inventory from Node/Pod JSON.
 
-    make bench            (or: .tools/venv/bin/python tools/bench_selection.py [--repeat N])
+    make bench            (or: .tools/venv/bin/python tools/bench_selection.py [--repeat N]
+                           [--recipes 100 1000 ...] [--nodes 10 1000 ...])
 """
 
 from __future__ import annotations
@@ -27,7 +28,8 @@ sys.path.insert(0, str(ROOT / "tests"))
 from aim_engine.adapters.catalog import load_bundle  # noqa: E402
 from aim_engine.cluster.inventory import build_inventory  # noqa: E402
 from aim_engine.domain.recipe import Performance, Recipe  # noqa: E402
-from aim_engine.selection.selector import Request, select  # noqa: E402
+from aim_engine.selection.request import Request  # noqa: E402
+from aim_engine.selection.selector import select  # noqa: E402
 from k8s_objects import amd_node, gfd_node, pod  # noqa: E402
 
 MODEL = "meta-llama/Llama-3.1-70B-Instruct"
@@ -86,19 +88,21 @@ def cluster(n: int, rng: random.Random) -> tuple[list[dict], list[dict]]:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--repeat", type=int, default=5, help="runs of select() per row (the median is reported)")
+    parser.add_argument("--recipes", type=int, nargs="+", default=[100, 1000, 10000], help="catalog sizes")
+    parser.add_argument("--nodes", type=int, nargs="+", default=[10, 1000, 5000], help="cluster sizes")
     args = parser.parse_args()
     rng = random.Random(42)
     bundle = load_bundle()
     models = bundle.model_map()
     print(f"{'recipes':>8} {'nodes':>6} {'select median ms':>17} {'select min ms':>14} {'inventory ms':>13} {'result':>24}")
-    for n_nodes in (10, 1000, 5000):
+    for n_nodes in args.nodes:
         nodes, pods = cluster(n_nodes, rng)
         t0 = time.perf_counter()
         inv = build_inventory(bundle.hardware, nodes, pods)
         inv_ms = (time.perf_counter() - t0) * 1000
         del nodes, pods  # as in `aim-recipes select`: the raw JSON is dropped once the inventory exists
-        for n_recipes in (100, 1000, 10000):
+        for n_recipes in args.recipes:
             recipes = catalog(n_recipes, rng)
             gc.freeze()  # as `aim-recipes select` does once catalog and inventory are loaded
             times = []

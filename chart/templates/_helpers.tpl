@@ -225,7 +225,8 @@ chart creates (priority_class.create; cluster-scoped, so its name carries the na
 {{- end -}}
 {{- end -}}
 {{- define "aim-engine.manualGpuResource" -}}
-{{- printf "%s.com/gpu" (include "aim-engine.manualVendor" .) -}}
+{{- $vendor := include "aim-engine.manualVendor" . -}}
+{{- if ne $vendor "cpu" -}}{{- printf "%s.com/gpu" $vendor -}}{{- end -}}
 {{- end -}}
 
 {{/* Recipe-managed: the selector runs and the webhook injects (auto_select, or a pinned recipe). */}}

@@ -99,6 +99,23 @@ def _gpu_limit(resource: str, count: int) -> Callable[[dict[str, Any]], None]:
     return breaker
 
 
+def _env(name: str, value: str) -> Callable[[dict[str, Any]], None]:
+    def breaker(obj: dict[str, Any]) -> None:
+        c = _engine(obj)
+        c["env"] = [*(c.get("env") or []), {"name": name, "value": value}]
+
+    return breaker
+
+
+def _memory(value: str) -> Callable[[dict[str, Any]], None]:
+    def breaker(obj: dict[str, Any]) -> None:
+        resources = _engine(obj)["resources"]
+        resources["requests"]["memory"] = value
+        resources["limits"]["memory"] = value
+
+    return breaker
+
+
 def _node_selector(labels: dict[str, str]) -> Callable[[dict[str, Any]], None]:
     def breaker(obj: dict[str, Any]) -> None:
         _pod_spec(obj)["nodeSelector"] = dict(labels)
@@ -115,8 +132,15 @@ def _breakers(recipe: Recipe) -> list[tuple[str, str, Callable[[dict[str, Any]],
         ("an unknown KV-cache dtype", "INVALID_ARG", _with_flags("--kv-cache-dtype", "fp4")),
         ("a memory utilisation above 1", "INVALID_ARG", _with_flags("--gpu-memory-utilization", "1.5")),
         ("a word for a number", "INVALID_ARG", _with_flags("--max-num-seqs", "many")),
-        ("another GPU count", "GPU_COUNT_MISMATCH", _gpu_limit(product.resource, recipe.gpus_per_node + 1)),
     ]
+    if product.is_cpu:
+        out += [
+            ("a GPU on a CPU recipe", "GPU_ON_CPU_RECIPE", _gpu_limit("nvidia.com/gpu", 1)),
+            ("more threads than cores", "CPU_THREADS_OVERSUBSCRIBED", _env("OMP_NUM_THREADS", "64")),
+            ("less memory than the recipe", "RESOURCES_BELOW_RECIPE", _memory("1Gi")),
+        ]
+    else:
+        out.append(("another GPU count", "GPU_COUNT_MISMATCH", _gpu_limit(product.resource, recipe.gpus_per_node + 1)))
     if model is not None:
         out.append(
             ("a context beyond the model's", "CONTEXT_EXCEEDS_MODEL", _with_flags("--max-model-len", str(model.max_context * 2)))

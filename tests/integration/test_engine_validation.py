@@ -260,3 +260,13 @@ def test_validate_engine_without_the_venv_is_an_error_not_a_skip(tmp_path: Path,
     assert code == 2 and "needs the vLLM venv" in err and "make setup" in err
     with pytest.raises(EngineUnavailable):
         run_checker([], dataclasses.replace(SETTINGS, python=tmp_path / "python"))
+
+
+def test_the_test_models_config_is_what_make_test_model_writes() -> None:
+    """aim-engine/tiny-llama's config.json in the catalog is the one the local cluster serves."""
+    src = (ROOT / "tools/engine/make_test_model.py").read_text()
+    start = src.index("CONFIG = {")
+    namespace: dict[str, object] = {}
+    exec(src[start : src.index("\n}\n", start) + 3], namespace)  # the literal only: no tokenizers import
+    written = json.dumps(namespace["CONFIG"], indent=2, sort_keys=True).encode()
+    assert (CONFIGS / "aim-engine--tiny-llama" / "config.json").read_bytes() == written

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+from typing import get_args
+
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from aim_engine.adapters.catalog import load_bundle
 from aim_engine.cluster.inventory import build_inventory, split_list
-from aim_engine.rules.compat import static_findings
-from aim_engine.selection.selector import Request, select
+from aim_engine.rules.compat import FindingCode, static_findings
+from aim_engine.selection.request import Request
+from aim_engine.selection.result import Level, Result, Verdict
+from aim_engine.selection.selector import select
 from k8s_objects import AMD, GFD, amd_node, cluster, gfd_node, pod
 
 BUNDLE = load_bundle()
@@ -86,3 +90,43 @@ def test_selection_never_exceeds_free_gpus_and_honours_or_refuses_overrides(doc,
     )
     assert findings == [], findings
     assert plan is not None and plan.fits
+
+
+# The reasons that explain how each level chose (after SELECTED).
+LEVEL_REASONS = {"secondary": "FALLBACK", "tertiary": "DERIVED"}
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(doc=clusters(), req=requests)
+def test_every_selection_has_one_shape(doc, req):
+    """The values written to ConfigMaps and JSON are the declared ones; the selected candidate comes
+    first with SELECTED and the level's own reason; every other candidate says why not."""
+    nodes, pods = split_list(doc)
+    sel = select(
+        request=Request(**req),
+        recipes=BUNDLE.recipes,
+        models=BUNDLE.model_map(),
+        catalog=BUNDLE.hardware,
+        registry=BUNDLE.registry,
+        inventory=build_inventory(BUNDLE.hardware, nodes, pods),
+    )
+    assert sel.result in get_args(Result) and sel.level in (None, *get_args(Level))
+    assert (sel.result == "selected") == sel.ok == (sel.level is not None)
+    ids = [c.recipe.recipe_id for c in sel.candidates]
+    assert len(ids) == len(set(ids))
+    for c in sel.candidates:
+        assert c.verdict in get_args(Verdict) and c.level in (None, *get_args(Level))
+        assert c.reasons and all(r.code in get_args(FindingCode) for r in c.reasons)
+    verdicts = [c.verdict for c in sel.candidates]
+    assert verdicts == sorted(verdicts, key=("selected", "eligible", "rejected").index)
+    if not sel.ok:
+        assert "selected" not in verdicts
+        return
+    chosen = sel.candidates[0]
+    assert verdicts.count("selected") == 1 and chosen.recipe == sel.recipe and chosen.level == sel.level
+    assert chosen.reasons[0].code == "SELECTED" and chosen.reasons[0].message == sel.message
+    assert sel.message.startswith(f"{sel.level}: ")
+    if sel.level in LEVEL_REASONS:
+        assert LEVEL_REASONS[sel.level] in [r.code for r in chosen.reasons]
+    origins = {"primary": {"catalog"}, "secondary": {"catalog"}, "tertiary": {"derived"}, "default": {"catalog", "synthesized"}}
+    assert sel.recipe.origin in origins[sel.level]

@@ -6,7 +6,8 @@ import pytest
 
 from aim_engine.domain.errors import InputError
 from aim_engine.domain.recipe import parse_recipe, with_changes
-from aim_engine.selection.selector import Request, size_for_context
+from aim_engine.selection.request import Request
+from aim_engine.selection.sizing import size_for_context
 from k8s_objects import amd_node, cluster, gfd_node, mixed_cluster, node, pod
 from support import run_select
 
@@ -39,8 +40,10 @@ def test_an_8b_model_does_not_take_8_gpus(bundle):
 
 
 def test_every_catalog_model_gets_a_primary_recipe_on_a_big_mixed_cluster(bundle):
+    """Every model with a GPU recipe in the catalog (CPU-only models need a CPU node)."""
     nodes = [amd_node(f"mi300x-{i}", "MI300X") for i in range(2)] + [gfd_node(f"h200-{i}", "H200") for i in range(2)]
-    for model_id in {r.huggingface_id for r in bundle.recipes}:
+    gpu_recipes = [r for r in bundle.recipes if not bundle.hardware.require(r.hardware).is_cpu]
+    for model_id in {r.huggingface_id for r in gpu_recipes}:
         sel = run_select(bundle, cluster(nodes), model_id=model_id)
         assert sel.level == "primary", (model_id, sel.message)
 
@@ -282,6 +285,11 @@ def test_equal_rank_is_ambiguous_not_a_coin_toss(bundle):
     sel = run_select(bundle, cluster([amd_node("a", "MI300X")]), model_id=QWEN, recipes=[*bundle.recipes, twin])
     assert sel.result == "ambiguous" and sel.recipe is None
     assert "qwen3-32b-mi300x-1gpu-fp8-twin" in sel.message and "priority" in sel.message
+    # Neither is chosen, and neither is said to be outranked by the other.
+    for rid, other in ((a.recipe_id, twin.recipe_id), (twin.recipe_id, a.recipe_id)):
+        tied = by_id(sel, rid)
+        assert tied.verdict == "rejected" and codes(tied) == ["AMBIGUOUS"]
+        assert tied.reasons[0].message == f"ranks equal to {other}"
     ranked = with_changes(twin, priority=5)
     sel = run_select(bundle, cluster([amd_node("a", "MI300X")]), model_id=QWEN, recipes=[*bundle.recipes, ranked])
     assert sel.recipe.recipe_id == "qwen3-32b-mi300x-1gpu-fp8-twin"
@@ -293,6 +301,19 @@ def test_selection_is_deterministic_whatever_the_catalog_order(bundle):
     again = run_select(bundle, doc, model_id=L70, recipes=list(reversed(bundle.recipes)))
     assert first.recipe == again.recipe
     assert [c.recipe.recipe_id for c in first.candidates] == [c.recipe.recipe_id for c in again.candidates]
+
+
+def test_the_closest_recipe_named_when_none_fits_does_not_depend_on_the_catalog_order(bundle):
+    """Two recipes equally close (same findings count, same rank): the recipe id decides, not
+    which of them the catalog lists first."""
+    best = next(r for r in bundle.recipes if r.recipe_id == "qwen3-32b-mi325x-1gpu-fp8")
+    twin = with_changes(best, recipe_id="qwen3-32b-mi325x-1gpu-fp8-a-twin")
+    messages = {
+        run_select(bundle, cluster([gfd_node("a", "A100")]), model_id=QWEN, precision="fp8", recipes=recipes).message
+        for recipes in ([*bundle.recipes, twin], [twin, *bundle.recipes])
+    }
+    assert len(messages) == 1
+    assert "closest: qwen3-32b-mi325x-1gpu-fp8:" in messages.pop()
 
 
 def test_request_overrides_are_reported(bundle):

@@ -29,6 +29,7 @@ from aim_engine.rules.pod import (
 
 DSHM_VOLUME = "aim-dshm"
 DSHM_SIZE = "16Gi"
+DSHM_CPU_SIZE = "1Gi"
 MAX_WARNING = 120
 
 VENDOR_PREFERENCE = {
@@ -116,22 +117,26 @@ def _template(
     container = t.spec["containers"][idx]
     per_pod = recipe.gpus_per_node
     serving = serving_templates(workload)
-    _resources(m, base, container, recipe=recipe, resource=resource, per_pod=per_pod)
+    cpu = vendor == "cpu"
+    # A CPU recipe's engine runs on the pod's cores: no device resource, taint or vendor affinity;
+    # its cores and memory are the recipe's requests and limits.
+    _resources(m, base, container, recipe=recipe, resource=None if cpu else resource, per_pod=per_pod)
     if t in serving:
         _args(m, base, container, recipe)
     _env(m, base, container, recipe)
-    _tolerations(m, t, resource)
-    _affinity(m, t, vendor)
-    if recipe.gpu_count > 1:  # every pod of a multi-GPU group, the leader included (NCCL)
-        _shm(m, t, base, container)
+    if not cpu:
+        _tolerations(m, t, resource)
+        _affinity(m, t, vendor)
+    if recipe.gpu_count > 1 or cpu:  # NCCL between GPUs; vLLM's CPU build shares memory between its processes
+        _shm(m, t, base, container, size=DSHM_CPU_SIZE if cpu else DSHM_SIZE)
 
 
-def _resources(m: Mutation, base: str, container: Mapping[str, Any], *, recipe: Recipe, resource: str, per_pod: int) -> None:
+def _resources(
+    m: Mutation, base: str, container: Mapping[str, Any], *, recipe: Recipe, resource: str | None, per_pod: int
+) -> None:
     res = container.get("resources")
-    wanted = {
-        "limits": {**recipe.limits, resource: Decimal(per_pod)},
-        "requests": {**recipe.requests, resource: Decimal(per_pod)},
-    }
+    device = {resource: Decimal(per_pod)} if resource else {}
+    wanted = {"limits": {**recipe.limits, **device}, "requests": {**recipe.requests, **device}}
     if not isinstance(res, Mapping) or not res:
         m.op(f"{base}/resources", {kind: {k: quantity(v, k) for k, v in vals.items()} for kind, vals in wanted.items()})
         return
@@ -235,13 +240,13 @@ def _required_nodes(m: Mutation, t: PodTemplate, affinity: NodeAffinity, *, prod
     m.op(f"{t.spec_path}/affinity/nodeAffinity/requiredDuringSchedulingIgnoredDuringExecution", wanted)
 
 
-def _shm(m: Mutation, t: PodTemplate, base: str, container: Mapping[str, Any]) -> None:
+def _shm(m: Mutation, t: PodTemplate, base: str, container: Mapping[str, Any], *, size: str = DSHM_SIZE) -> None:
     """Multi-GPU vLLM exchanges tensors through shared memory: give it a memory-backed /dev/shm."""
     mounts = container.get("volumeMounts")
     if isinstance(mounts, list) and any(isinstance(x, Mapping) and x.get("mountPath") == "/dev/shm" for x in mounts):
         return
     volumes = t.spec.get("volumes")
-    volume = {"name": DSHM_VOLUME, "emptyDir": {"medium": "Memory", "sizeLimit": DSHM_SIZE}}
+    volume = {"name": DSHM_VOLUME, "emptyDir": {"medium": "Memory", "sizeLimit": size}}
     if not isinstance(volumes, list):
         m.op(f"{t.spec_path}/volumes", [volume])
     elif not any(isinstance(v, Mapping) and v.get("name") == DSHM_VOLUME for v in volumes):

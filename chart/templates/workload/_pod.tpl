@@ -64,8 +64,9 @@ spec:
   expects); the selector hook has checked that the cluster places it on the product meant. With a
   recipe the webhook adds the recipe's toleration. */}}
   {{- $tolerations := $root.Values.workload.tolerations | default list }}
-  {{- if and (not $managed) $gpus }}
-  {{- $tolerations = append $tolerations (dict "key" (include "aim-engine.manualGpuResource" $root) "operator" "Exists") }}
+  {{- $manualGpu := include "aim-engine.manualGpuResource" $root }}
+  {{- if and (not $managed) $gpus $manualGpu }}
+  {{- $tolerations = append $tolerations (dict "key" $manualGpu "operator" "Exists") }}
   {{- end }}
   {{- with $tolerations }}
   tolerations:
@@ -169,8 +170,10 @@ spec:
         {{- $res := deepCopy ($root.Values.workload.resources | default dict) }}
         {{- if and (not $managed) $gpus }}
         {{- $gpuRes := include "aim-engine.manualGpuResource" $root }}
-        {{- $_ := set $res "limits" (merge (dict $gpuRes $perPod) ($res.limits | default dict)) }}
-        {{- $_ := set $res "requests" (merge (dict $gpuRes $perPod) ($res.requests | default dict)) }}
+        {{- /* A CPU product (vLLM's CPU build) has no device resource: cpu_cores and workload.resources size it. */}}
+        {{- $device := ternary (dict $gpuRes $perPod) dict (ne $gpuRes "") }}
+        {{- $_ := set $res "limits" (merge $device ($res.limits | default dict)) }}
+        {{- $_ := set $res "requests" (merge (deepCopy $device) ($res.requests | default dict)) }}
         {{- if $ae.hardware.cpu_cores }}
         {{- $_ := set $res.requests "cpu" ($ae.hardware.cpu_cores | toString) }}
         {{- end }}

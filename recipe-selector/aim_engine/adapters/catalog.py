@@ -19,7 +19,7 @@ from aim_engine.domain.errors import InputError
 from aim_engine.domain.hardware import HardwareCatalog, parse_hardware
 from aim_engine.domain.model_config import MAX_CONFIG_BYTES, model_from_hf_config, parse_config_json
 from aim_engine.domain.models import ModelProfile, ModelTable, parse_models
-from aim_engine.domain.recipe import Recipe, parse_recipe
+from aim_engine.domain.recipe import Recipe, RecipeOrigin, parse_recipe
 from aim_engine.domain.vllm_args import ArgRegistry, parse_registry
 
 MAX_FILE_BYTES = 8 * 1024 * 1024
@@ -119,7 +119,7 @@ def schema_errors(validator: jsonschema.protocols.Validator, doc: Any) -> list[s
     return out
 
 
-def typed_recipe(validator: jsonschema.protocols.Validator, doc: Any, *, where: str, origin: str) -> Recipe:
+def typed_recipe(validator: jsonschema.protocols.Validator, doc: Any, *, where: str, origin: RecipeOrigin) -> Recipe:
     errors = schema_errors(validator, doc)
     if errors:
         raise InputError(f"{where}: not a valid recipe: " + "; ".join(errors[:5]) + ("; ..." if len(errors) > 5 else ""))
@@ -154,7 +154,7 @@ def recipe_documents(doc: Any, *, where: str) -> Iterator[tuple[str, Any]]:
     yield where, doc
 
 
-def load_recipe_file(bundle: Bundle, path: Path, *, origin: str = "custom") -> list[Recipe]:
+def load_recipe_file(bundle: Bundle, path: Path, *, origin: RecipeOrigin = "custom") -> list[Recipe]:
     docs = parse_yaml_documents(read_document_text(path), where=str(path))
     recipes = []
     for i, doc in enumerate(docs):

@@ -15,7 +15,7 @@ from aim_engine.domain.quantity import GIB
 from aim_engine.domain.recipe import Recipe
 from aim_engine.domain.vllm_args import to_cli
 from aim_engine.rules.lint import LintIssue
-from aim_engine.selection.selector import Selection
+from aim_engine.selection.result import Selection
 
 
 def _default(value: object) -> object:

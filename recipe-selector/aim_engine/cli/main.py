@@ -564,7 +564,7 @@ def _write_selection(
         return data
 
     labels = recipe_config_labels(release=release, recipe_id=recipe_id, managed_by="aim-recipe-selector")
-    annotations = {SELECTION_RESULT_ANNOTATION: sel.result, SELECTION_LEVEL_ANNOTATION: sel.level or "none"}
+    annotations: dict[str, str] = {SELECTION_RESULT_ANNOTATION: sel.result, SELECTION_LEVEL_ANNOTATION: sel.level or "none"}
     if recipe_id:
         annotations[RECIPE_LABEL] = recipe_id
     kube.write_configmap(ns, name, data={}, labels=labels, annotations=annotations, update=update)

@@ -1,4 +1,4 @@
-"""GPU detection from one node's labels and resources, from every source real clusters use.
+"""Accelerator detection from one node's labels and resources, from every source real clusters use.
 
 Sources, most specific first (the first that names a product wins; later ones that disagree are
 reported as conflicts, never silently ignored):
@@ -40,23 +40,8 @@ def _norm(value: str) -> str:
     return re.sub(r"[\s_-]", "", value)
 
 
-_NAME_MEMO: dict[tuple[int, str], GpuProduct | None] = {}
-
-
 def _by_name(catalog: HardwareCatalog, value: str) -> GpuProduct | None:
-    key = (id(catalog), value)
-    if key in _NAME_MEMO:
-        return _NAME_MEMO[key]
-    norm = _norm(value)
-    found = None
-    for product in catalog.products:
-        if any(p.search(norm) for p in product.detection.product_name_patterns):
-            found = product
-            break
-    if len(_NAME_MEMO) > 4096:
-        _NAME_MEMO.clear()
-    _NAME_MEMO[key] = found
-    return found
+    return catalog.by_label_value(value)
 
 
 def _by_pci(catalog: HardwareCatalog, device: str) -> GpuProduct | None:
@@ -170,3 +155,32 @@ def detect_node(catalog: HardwareCatalog, labels: Mapping[str, str], gpu_resourc
     if mem and mem.isdigit() and abs(int(mem) - product.memory_mib) > product.memory_mib // 10:
         notes.append(f"nvidia.com/gpu.memory={mem} MiB does not match {product.name} ({product.memory_mib} MiB)")
     return Detection(product=product, vendor=product.vendor, source=source, notes=tuple(notes), partitioned=partitioned)
+
+
+ARCH_LABEL = "kubernetes.io/arch"
+NFD_CPUID = "feature.node.kubernetes.io/cpu-cpuid."
+
+
+def detect_cpu(catalog: HardwareCatalog, labels: Mapping[str, str]) -> Detection:
+    """Which CPU product a node without GPUs serves on: its kubernetes.io/arch, and, where Node
+    Feature Discovery labels the node's CPU features, the features the product's vLLM build needs
+    (vLLM's x86 CPU build needs AVX-512; AVX2 machines run it far slower). Without NFD labels the
+    features are unknown: the node counts, with a note."""
+    arch = labels.get(ARCH_LABEL, "")
+    has_nfd = any(k.startswith(NFD_CPUID) for k in labels)
+    notes: list[str] = []
+    for product in catalog.cpu_products:
+        if arch != product.detection.cpu_arch:
+            continue
+        missing = [f for f in product.detection.cpu_features if labels.get(NFD_CPUID + f) != "true"]
+        if has_nfd and missing:
+            notes.append(f"{product.name} needs CPU features {', '.join(missing)}, which NFD does not list on this node")
+            continue
+        if not has_nfd and product.detection.cpu_features:
+            notes.append(
+                f"no Node Feature Discovery CPU labels: {', '.join(product.detection.cpu_features)} assumed for {product.name}"
+            )
+        return Detection(product=product, vendor=product.vendor, source=ARCH_LABEL, notes=tuple(notes))
+    if not arch:
+        notes.append(f"no {ARCH_LABEL} label")
+    return Detection(product=None, vendor=None, source="none", notes=tuple(notes))

@@ -1,6 +1,10 @@
-"""Cluster GPU inventory: per node, which product, how many GPUs allocatable, used and free.
+"""Cluster inventory: per node, which product, how many GPUs allocatable, used and free, and the
+node's free CPU and memory.
 
-Capacity is per node: allocatable minus the GPUs requested by the node's non-terminated pods.
+Capacity is per node: allocatable minus what the node's non-terminated pods request. A Ready node
+without GPUs whose architecture (and NFD CPU features, where labelled) match a CPU product counts
+as one engine slot of that product (allocatable 1); whether a CPU recipe fits it is decided by its
+free CPU and memory.
 Cordoned and NotReady nodes, nodes with untolerated NoSchedule/NoExecute taints and nodes whose
 product is unknown or MIG-partitioned do not count (they are listed with the reason).
 Pure: works on Node and Pod objects as the API server serialises them (dicts)."""
@@ -10,9 +14,10 @@ from __future__ import annotations
 import bisect
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any
 
-from aim_engine.cluster.detect import detect_node
+from aim_engine.cluster.detect import detect_cpu, detect_node
 from aim_engine.contract import LabelIn, NodeAffinity, NodeTerm
 from aim_engine.domain.errors import InputError
 from aim_engine.domain.hardware import GpuProduct, HardwareCatalog
@@ -35,6 +40,9 @@ class NodeGpus:
     reason: str = ""
     notes: tuple[str, ...] = ()
     labels: Mapping[str, str] = field(default_factory=dict, repr=False)
+    # Allocatable minus the requests of the node's pods (cores; bytes).
+    cpu_free: Decimal = Decimal(0)
+    memory_free: Decimal = Decimal(0)
 
     @property
     def free(self) -> int:
@@ -102,6 +110,10 @@ def _is_ready(node: Mapping[str, Any]) -> bool:
     return False
 
 
+def _quantity(value: object, where: str) -> Decimal:
+    return parse_quantity(value, field=where) if value is not None else Decimal(0)
+
+
 def _count(value: object, where: str) -> int:
     q = parse_quantity(value, field=where)
     return int(q) if q >= 0 else 0
@@ -126,6 +138,23 @@ def _pod_gpu_requests(pod: Mapping[str, Any], resources: Iterable[str]) -> dict[
         if total:
             totals[res] = total
     return totals
+
+
+def _pod_core_requests(pod: Mapping[str, Any]) -> tuple[Decimal, Decimal]:
+    """Effective CPU and memory request of a pod (max of the containers' sum and any init container)."""
+    spec = pod.get("spec") or {}
+    where = f"pod {(pod.get('metadata') or {}).get('namespace')}/{(pod.get('metadata') or {}).get('name')}"
+
+    def amount(container: Mapping[str, Any], res: str) -> Decimal:
+        value = ((container.get("resources") or {}).get("requests") or {}).get(res)
+        return parse_quantity(value, field=f"{where} {res}") if value is not None else Decimal(0)
+
+    out = []
+    for res in ("cpu", "memory"):
+        main = sum((amount(c, res) for c in spec.get("containers") or []), Decimal(0))
+        init = max((amount(c, res) for c in spec.get("initContainers") or []), default=Decimal(0))
+        out.append(max(main, init))
+    return out[0], out[1]
 
 
 def _resource_for(catalog: HardwareCatalog, product: GpuProduct | None, vendor: str | None) -> str | None:
@@ -154,6 +183,7 @@ def build_inventory(
     which an upgrade replaces) do not count as using GPUs; with `ignore_usage` no pod does."""
     resources = sorted(catalog.gpu_resources)
     used: dict[str, dict[str, int]] = {}
+    core_used: dict[str, tuple[Decimal, Decimal]] = {}
     if not ignore_usage:
         for pod in pods:
             if not isinstance(pod, Mapping):
@@ -169,6 +199,9 @@ def build_inventory(
             for res, n in _pod_gpu_requests(pod, resources).items():
                 per_node = used.setdefault(node_name, {})
                 per_node[res] = per_node.get(res, 0) + n
+            cpu, memory = _pod_core_requests(pod)
+            before = core_used.get(node_name, (Decimal(0), Decimal(0)))
+            core_used[node_name] = (before[0] + cpu, before[1] + memory)
 
     out: list[NodeGpus] = []
     for node in nodes:
@@ -184,6 +217,15 @@ def build_inventory(
         resource = _resource_for(catalog, det.product, det.vendor)
         allocatable = gpu_alloc.get(resource, 0) if resource else 0
         node_used = used.get(name, {}).get(resource, 0) if resource else 0
+        if det.product is None and not any(gpu_alloc.values()) and not det.partitioned and det.vendor is None:
+            cpu_det = detect_cpu(catalog, labels)
+            if cpu_det.product is not None:
+                det, resource, allocatable, node_used = cpu_det, cpu_det.product.resource, 1, 0
+            elif cpu_det.notes:
+                det = type(det)(product=None, vendor=None, source="none", notes=det.notes + cpu_det.notes)
+        cpu_used, memory_used = core_used.get(name, (Decimal(0), Decimal(0)))
+        cpu_free = _quantity(alloc_raw.get("cpu"), f"node {name} allocatable cpu") - cpu_used
+        memory_free = _quantity(alloc_raw.get("memory"), f"node {name} allocatable memory") - memory_used
         reason = ""
         spec = node.get("spec") or {}
         if allocatable == 0 and det.product is None:
@@ -216,6 +258,8 @@ def build_inventory(
                 reason=reason,
                 notes=det.notes,
                 labels=labels,
+                cpu_free=max(Decimal(0), cpu_free),
+                memory_free=max(Decimal(0), memory_free),
             )
         )
     out.sort(key=lambda n: n.name)

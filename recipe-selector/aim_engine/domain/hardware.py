@@ -1,5 +1,10 @@
-"""GPU products: what each is, what it can run, how nodes advertise it. Data lives in
-recipes/hardware/gpus.yaml; this module gives it types and answers questions about it."""
+"""Accelerator products: what each is, what it can run, how nodes advertise it. Data lives in
+recipes/hardware/gpus.yaml; this module gives it types and answers questions about it.
+
+Most products are GPUs (kind "gpu"): a node advertises them as an extended resource
+(amd.com/gpu, nvidia.com/gpu) and a recipe asks for gpu_count of them. A CPU product (kind "cpu")
+is a node's processors serving with vLLM's CPU build: no extended resource, one engine per pod,
+memory and cores from the node's allocatable (a recipe's gpu_count is 1: the engine instance)."""
 
 from __future__ import annotations
 
@@ -13,7 +18,9 @@ from typing import Any, Literal
 from aim_engine.domain.errors import InputError
 from aim_engine.domain.quantity import MIB
 
-Vendor = Literal["amd", "nvidia"]
+Vendor = Literal["amd", "nvidia", "cpu"]
+Kind = Literal["gpu", "cpu"]
+GPU_VENDORS: tuple[Vendor, ...] = ("amd", "nvidia")
 PRECISIONS: tuple[str, ...] = ("fp16", "bf16", "fp8", "int8", "int4", "mxfp4")
 
 # Bytes per weight. 4-bit formats carry block scales: MXFP4 uses one 8-bit scale per 32 values
@@ -46,6 +53,10 @@ class Detection:
     product_name_patterns: tuple[re.Pattern[str], ...]
     gke_accelerators: tuple[str, ...]
     instance_types: tuple[str, ...]
+    # CPU products: the node's kubernetes.io/arch, and Node Feature Discovery CPU features the
+    # node must have when NFD labels it (feature.node.kubernetes.io/cpu-cpuid.<FEATURE>=true).
+    cpu_arch: str = ""
+    cpu_features: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -65,6 +76,11 @@ class GpuProduct:
     native_precisions: frozenset[str]
     weight_only_precisions: frozenset[str]
     detection: Detection = field(repr=False)
+    kind: Kind = "gpu"
+
+    @property
+    def is_cpu(self) -> bool:
+        return self.kind == "cpu"
 
     @property
     def memory_bytes(self) -> Decimal:
@@ -114,6 +130,31 @@ class HardwareCatalog:
     def gpu_resources(self) -> frozenset[str]:
         return frozenset(self.vendor_resources.values())
 
+    @cached_property
+    def cpu_products(self) -> tuple[GpuProduct, ...]:
+        return tuple(p for p in self.products if p.is_cpu)
+
+    @cached_property
+    def vendors(self) -> tuple[Vendor, ...]:
+        return tuple(dict.fromkeys(p.vendor for p in self.products))
+
+    def by_label_value(self, value: str) -> GpuProduct | None:
+        """The GPU product whose name patterns match a label value (a product-name label)."""
+        memo = self._label_memo
+        if value not in memo:
+            norm = re.sub(r"[\s_-]", "", value)
+            memo[value] = next(
+                (p for p in self.products if any(pat.search(norm) for pat in p.detection.product_name_patterns)), None
+            )
+            if len(memo) > 4096:
+                memo.clear()
+                return self.by_label_value(value)
+        return memo[value]
+
+    @cached_property
+    def _label_memo(self) -> dict[str, GpuProduct | None]:
+        return {}
+
 
 @lru_cache(maxsize=1024)
 def _norm(name: str) -> str:
@@ -149,7 +190,10 @@ def parse_hardware(doc: Mapping[str, Any]) -> HardwareCatalog:
                     interconnect_gbps=int(raw["interconnect"]["gbps"]),
                     native_precisions=frozenset(_as_list(precisions.get("native"), where)),
                     weight_only_precisions=frozenset(_as_list(precisions.get("weight_only"), where)),
+                    kind="cpu" if raw.get("kind") == "cpu" else "gpu",
                     detection=Detection(
+                        cpu_arch=str(det.get("cpu_arch") or ""),
+                        cpu_features=tuple(str(x) for x in _as_list(det.get("cpu_features"), where)),
                         pci_device_ids=tuple(str(x).lower() for x in _as_list(det.get("pci_device_ids"), where)),
                         product_name_patterns=tuple(
                             re.compile(str(p), re.IGNORECASE) for p in _as_list(det.get("product_name_patterns"), where)
@@ -161,8 +205,15 @@ def parse_hardware(doc: Mapping[str, Any]) -> HardwareCatalog:
             )
         except (KeyError, TypeError, ValueError, AttributeError, re.error) as e:
             raise InputError(f"{where}: malformed product entry ({e})") from e
-        if products[-1].vendor not in ("amd", "nvidia"):
-            raise InputError(f"{where}: vendor must be amd or nvidia")
+        product = products[-1]
+        if raw.get("kind", "gpu") not in ("gpu", "cpu"):
+            raise InputError(f"{where}: kind must be gpu or cpu")
+        if product.is_cpu != (product.vendor == "cpu"):
+            raise InputError(f"{where}: a CPU product has vendor cpu and kind cpu; a GPU product vendor amd or nvidia")
+        if product.vendor not in ("amd", "nvidia", "cpu"):
+            raise InputError(f"{where}: vendor must be amd, nvidia or cpu")
+        if product.is_cpu and not product.detection.cpu_arch:
+            raise InputError(f"{where}: a CPU product needs detection.cpu_arch (the node's kubernetes.io/arch)")
         bad = (products[-1].native_precisions | products[-1].weight_only_precisions) - set(PRECISIONS)
         if bad:
             raise InputError(f"{where}: unknown precisions {sorted(bad)}")

@@ -4,15 +4,23 @@ env, conditions and provenance), and its serialisation back to the seed's format
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from decimal import Decimal
-from typing import Any
+from typing import Any, Literal, TypedDict, Unpack, get_args
 
 from aim_engine.domain.errors import InputError
 from aim_engine.domain.quantity import parse_quantity
 
-RECIPE_TYPES: tuple[str, ...] = ("optimized", "preview", "unoptimized", "general")
-TYPE_RANK: dict[str, int] = {t: i for i, t in enumerate(RECIPE_TYPES)}
+# As AMD AIM profiles, best first: optimized (tuned and measured), preview (tuned, not fully
+# measured), unoptimized (works, untuned), general (the generic fallback, default level only).
+RecipeType = Literal["optimized", "preview", "unoptimized", "general"]
+RECIPE_TYPES: tuple[RecipeType, ...] = get_args(RecipeType)
+TYPE_RANK: dict[RecipeType, int] = {t: i for i, t in enumerate(RECIPE_TYPES)}
+
+# Where a recipe came from: the catalog, a user's custom recipe (file or ConfigMap), or built by
+# the selector: derived from a catalog recipe (tertiary level) or synthesised from the model
+# analysis (default level).
+RecipeOrigin = Literal["catalog", "custom", "derived", "synthesized"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,7 +39,7 @@ class Recipe:
     gpu_count: int
     precision: str
     backend: str
-    type: str = "unoptimized"
+    type: RecipeType = "unoptimized"
     priority: int = 0
     nodes: int = 1
     description: str = ""
@@ -41,7 +49,7 @@ class Recipe:
     requests: Mapping[str, Decimal] = field(default_factory=dict)
     limits: Mapping[str, Decimal] = field(default_factory=dict)
     raw: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
-    origin: str = "catalog"  # catalog | custom | synthesized
+    origin: RecipeOrigin = "catalog"
 
     @property
     def model_key(self) -> str:
@@ -123,7 +131,15 @@ def with_default_parallelism(raw: Mapping[str, Any]) -> Mapping[str, Any]:
     return {**raw, "config": {**config, "args": {**args, **extra}}}
 
 
-def parse_recipe(raw: Mapping[str, Any], *, origin: str = "catalog", where: str = "recipe") -> Recipe:
+def recipe_type(value: object) -> RecipeType:
+    """The recipe type named by `value` (the schema's enum), or ValueError."""
+    for t in RECIPE_TYPES:
+        if value == t:
+            return t
+    raise ValueError(f"type {value!r} is not one of {', '.join(RECIPE_TYPES)}")
+
+
+def parse_recipe(raw: Mapping[str, Any], *, origin: RecipeOrigin = "catalog", where: str = "recipe") -> Recipe:
     """Build a Recipe from a mapping that already passed the JSON Schema. A recipe that names no
     parallel size gets default_parallelism()."""
     try:
@@ -146,7 +162,7 @@ def parse_recipe(raw: Mapping[str, Any], *, origin: str = "catalog", where: str 
             gpu_count=int(raw["gpu_count"]),
             precision=str(raw["precision"]),
             backend=str(raw["backend"]),
-            type=str(raw.get("type", "unoptimized")),
+            type=recipe_type(raw.get("type", "unoptimized")),
             priority=int(raw.get("priority", 0)),
             nodes=int(raw.get("nodes", 1)),
             description=str(raw.get("description", "")),
@@ -212,9 +228,27 @@ def _num(value: Decimal) -> int | float:
     return int(value) if value == value.to_integral_value() else float(value)
 
 
-def with_changes(recipe: Recipe, **changes: Any) -> Recipe:
+class RecipeChanges(TypedDict, total=False):
+    """The fields with_changes() may change (every field but `raw`), so mypy checks each call."""
+
+    recipe_id: str
+    huggingface_id: str
+    hardware: str
+    gpu_count: int
+    precision: str
+    backend: str
+    type: RecipeType
+    priority: int
+    nodes: int
+    description: str
+    args: Mapping[str, Any]
+    env: Mapping[str, str]
+    performance: Performance | None
+    requests: Mapping[str, Decimal]
+    limits: Mapping[str, Decimal]
+    origin: RecipeOrigin
+
+
+def with_changes(recipe: Recipe, **changes: Unpack[RecipeChanges]) -> Recipe:
     """A copy with fields changed; the raw document is rebuilt from the typed fields."""
-    fields = {name: getattr(recipe, name) for name in recipe.__dataclass_fields__}
-    fields.update(changes)
-    fields["raw"] = {}
-    return Recipe(**fields)
+    return replace(recipe, raw={}, **changes)

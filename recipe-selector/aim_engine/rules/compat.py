@@ -10,18 +10,82 @@ from __future__ import annotations
 from dataclasses import dataclass
 from decimal import Decimal
 from functools import lru_cache
+from typing import Literal
 
 from aim_engine.domain.hardware import GpuProduct, HardwareCatalog
 from aim_engine.domain.models import ModelProfile
-from aim_engine.domain.quantity import format_gib
+from aim_engine.domain.quantity import GIB, format_gib
 from aim_engine.domain.recipe import Recipe
 from aim_engine.domain.vllm_args import ArgRegistry
 from aim_engine.rules.memory import MemoryInputs, MemoryPlan, plan_memory
 
+# Every reason code a Finding carries: stable, written to JSON, events and admission responses.
+FindingCode = Literal[
+    # A recipe against the model, the hardware and vLLM's arguments (this module)
+    "UNKNOWN_HARDWARE",
+    "PRECISION_UNSUPPORTED",
+    "PRECISION_ARG_MISMATCH",
+    "INVALID_ARG",
+    "PARALLELISM_MISMATCH",
+    "NODES_UNEVEN",
+    "TP_INDIVISIBLE",
+    "PP_TOO_LARGE",
+    "EXPERT_PARALLEL_DENSE",
+    "GPU_RESOURCE_MISMATCH",
+    "GPU_VENDOR_MISMATCH",
+    "CONTEXT_EXCEEDS_MODEL",
+    "INSUFFICIENT_MEMORY",
+    "KV_CACHE_TOO_SMALL",
+    "CPU_ONE_ENGINE",
+    "CPU_RESOURCES_MISSING",
+    "CPU_KV_CACHE_UNSET",
+    "CPU_NOT_CHOSEN",
+    # A recipe against the request's overrides and the workload's shape (selection)
+    "OVERRIDE_BACKEND",
+    "OVERRIDE_GPU_COUNT",
+    "OVERRIDE_PRECISION",
+    "OVERRIDE_GPU_TYPE",
+    "WORKLOAD_SHAPE",
+    "MODEL_MISMATCH",
+    # A recipe against the cluster's nodes and free GPUs (selection)
+    "HARDWARE_ABSENT",
+    "HARDWARE_UNAVAILABLE",
+    "NODE_TOO_SMALL",
+    "NOT_ENOUGH_NODES",
+    "FRAGMENTED",
+    "NO_FREE_CAPACITY",
+    # The selection's outcome and its notes (selection)
+    "SELECTED",
+    "FALLBACK",
+    "DERIVED",
+    "SIZING",
+    "MAX_MODEL_LEN_OVERRIDE",
+    "MODEL_UNANALYSED",
+    "OUTRANKED",
+    "GENERAL_FALLBACK_ONLY",
+    "AMBIGUOUS",
+    # A workload against its recipe (rules.workload, the admission webhook)
+    "NO_CONTAINER",
+    "HARDWARE_MISMATCH",
+    "PRECISION_MISMATCH",
+    "GPU_COUNT_MISMATCH",
+    "GPU_LIMIT_MISSING",
+    "GPU_ON_CPU_RECIPE",
+    "RESOURCES_MISSING",
+    "RESOURCES_BELOW_RECIPE",
+    "CPU_THREADS_OVERSUBSCRIBED",
+    "SLO_LATENCY",
+    "SLO_THROUGHPUT",
+    "SLO_UNKNOWN",
+    # The served model against the recipe's (rules.served_model)
+    "MODEL_MISSING",
+    "MODEL_UNVERIFIED",
+]
+
 
 @dataclass(frozen=True, slots=True)
 class Finding:
-    code: str
+    code: FindingCode
     message: str
     fix: str = ""
 
@@ -43,7 +107,20 @@ def memory_inputs(recipe: Recipe, *, max_model_len: int | None = None) -> Memory
         batched=_int_arg(a.get("max_num_batched_tokens"), 8192),
         seqs=_int_arg(a.get("max_num_seqs"), 256),
         eager=a.get("enforce_eager") is True,
+        cpu_kv=_gib(recipe.env.get(CPU_KV_CACHE_ENV)),
+        cpu_memory=recipe.requests.get("memory", recipe.limits.get("memory", Decimal(0))),
     )
+
+
+# vLLM's CPU build: KV-cache size in GiB (docs.vllm.ai, CPU installation, "Related runtime environment variables").
+CPU_KV_CACHE_ENV = "VLLM_CPU_KVCACHE_SPACE"
+
+
+def _gib(value: str | None) -> Decimal:
+    try:
+        return Decimal(value) * GIB if value else Decimal(0)
+    except ArithmeticError:
+        return Decimal(0)
 
 
 def _int_arg(value: object, default: int) -> int:
@@ -52,7 +129,17 @@ def _int_arg(value: object, default: int) -> int:
 
 @lru_cache(maxsize=4096)
 def _memory_inputs(
-    *, tp: int, pp: int, max_model_len: int | None, util: Decimal, kv: str, batched: int, seqs: int, eager: bool
+    *,
+    tp: int,
+    pp: int,
+    max_model_len: int | None,
+    util: Decimal,
+    kv: str,
+    batched: int,
+    seqs: int,
+    eager: bool,
+    cpu_kv: Decimal,
+    cpu_memory: Decimal,
 ) -> MemoryInputs:
     return MemoryInputs(
         tp=tp,
@@ -63,6 +150,8 @@ def _memory_inputs(
         max_num_batched_tokens=batched,
         max_num_seqs=seqs,
         enforce_eager=eager,
+        cpu_kv_cache_space=cpu_kv,
+        cpu_memory=cpu_memory,
     )
 
 
@@ -178,7 +267,44 @@ def context_findings(recipe: Recipe, model: ModelProfile, *, max_model_len: int 
     return []
 
 
+def cpu_findings(recipe: Recipe, product: GpuProduct) -> list[Finding]:
+    """vLLM's CPU build: one engine per pod (gpu_count 1, no tensor or pipeline parallelism here),
+    cores and memory requested (the scheduler places the pod by them, and the memory plan is
+    checked against the request), and the KV-cache size set explicitly."""
+    out: list[Finding] = []
+    if recipe.gpu_count != 1 or recipe.nodes != 1:
+        out.append(
+            Finding(
+                "CPU_ONE_ENGINE",
+                f"{product.name} recipes run one engine per pod on one node; gpu_count is {recipe.gpu_count} over "
+                f"{recipe.nodes} node(s)",
+                "set gpu_count: 1, nodes: 1 and tensor/pipeline parallel size 1",
+            )
+        )
+    missing = [r for r in ("cpu", "memory") if r not in recipe.requests]
+    if missing:
+        out.append(
+            Finding(
+                "CPU_RESOURCES_MISSING",
+                f"a {product.name} recipe must request {' and '.join(missing)} (resources.requests)",
+                "set resources.requests.cpu (cores for the engine's threads) and resources.requests.memory "
+                "(weights + VLLM_CPU_KVCACHE_SPACE + 3.5 GiB runtime)",
+            )
+        )
+    if CPU_KV_CACHE_ENV not in recipe.env:
+        out.append(
+            Finding(
+                "CPU_KV_CACHE_UNSET",
+                f"a {product.name} recipe must set {CPU_KV_CACHE_ENV} (GiB of KV cache; vLLM takes 4 GiB when unset)",
+                f"set env {CPU_KV_CACHE_ENV}, e.g. \"1\" for a short context",
+            )
+        )
+    return out
+
+
 def memory_findings(plan: MemoryPlan, recipe: Recipe, model: ModelProfile, product: GpuProduct) -> list[Finding]:
+    if product.is_cpu:
+        return _cpu_memory_findings(plan, recipe, model, product)
     if not plan.weights_fit:
         need = plan.weights + plan.activations + plan.overhead
         return [
@@ -227,7 +353,11 @@ def static_findings(
     if product is not None:
         findings += precision_findings(recipe, product, catalog)
         res = product.resource
+        if product.is_cpu:
+            findings += cpu_findings(recipe, product)
         for kind, values in (("requests", recipe.requests), ("limits", recipe.limits)):
+            if product.is_cpu:
+                break  # a CPU product's resource is the pod's cores, not a device count
             if res in values and values[res] * max(1, recipe.nodes) != recipe.gpu_count:
                 findings.append(
                     Finding(
@@ -253,3 +383,29 @@ def static_findings(
             plan = recipe_memory(recipe, model, product, max_model_len=max_model_len)
             findings += memory_findings(plan, recipe, model, product)
     return findings, plan
+
+
+def _cpu_memory_findings(plan: MemoryPlan, recipe: Recipe, model: ModelProfile, product: GpuProduct) -> list[Finding]:
+    kv_space = plan.kv_budget if plan.kv_budget > 0 else memory_inputs(recipe).cpu_kv_cache_space
+    if not plan.weights_fit:
+        need = plan.weights + plan.activations + plan.overhead
+        return [
+            Finding(
+                "INSUFFICIENT_MEMORY",
+                f"insufficient memory on {product.name}: {model.id} at {recipe.precision} needs {format_gib(need)} "
+                f"(weights, activations and the 3.5 GiB runtime) plus {format_gib(kv_space)} of KV cache "
+                f"({CPU_KV_CACHE_ENV}), but the pod requests {format_gib(plan.budget)}",
+                f"raise resources.requests.memory to at least {format_gib(need + kv_space)} or lower {CPU_KV_CACHE_ENV}",
+            )
+        ]
+    if not plan.fits:
+        return [
+            Finding(
+                "KV_CACHE_TOO_SMALL",
+                f"{CPU_KV_CACHE_ENV} {format_gib(plan.kv_budget)} holds {plan.max_model_len_fit} tokens, fewer than "
+                f"max_model_len {plan.max_model_len}",
+                f"set max_model_len <= {plan.max_model_len_fit} or raise {CPU_KV_CACHE_ENV} "
+                f"(and the memory request with it)",
+            )
+        ]
+    return []

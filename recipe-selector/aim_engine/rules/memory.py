@@ -25,6 +25,15 @@ Per GPU, with tensor parallel size t and pipeline parallel size p (N = t x p GPU
 vLLM refuses to start when one full-length sequence does not fit in the KV cache ("The model's
 max seq len is larger than the maximum number of tokens that can be stored in KV cache"), which is
 the last line. Sliding-window layers hold only their window, so L_full counts the other layers.
+
+CPU (vLLM's CPU build) sizes its KV cache from VLLM_CPU_KVCACHE_SPACE (GiB), not from a fraction of
+device memory, and everything lives in the pod's memory:
+
+    budget      = the recipe's memory request
+    kv budget   = VLLM_CPU_KVCACHE_SPACE, if budget - weights - activations - runtime leaves that much
+    runtime     = 3.5 GiB                                    PyTorch, oneDNN and the engine process
+                                                            (measured: 4.5 GiB RSS serving the test
+                                                            model with a 1 GiB KV cache)
 """
 
 from __future__ import annotations
@@ -45,6 +54,9 @@ DEFAULT_MAX_NUM_SEQS = 256
 NON_TORCH_GIB = Decimal("1.0")
 NON_TORCH_MULTI_GPU_GIB = Decimal("0.5")
 CUDA_GRAPH_GIB = Decimal("1.0")
+CPU_RUNTIME_GIB = Decimal("3.5")
+# vLLM's CPU build takes 4 GiB of KV cache when VLLM_CPU_KVCACHE_SPACE is unset or 0.
+CPU_DEFAULT_KV_CACHE_GIB = Decimal(4)
 BLOCK = 16  # KV-cache block size: suggested context lengths are rounded down to it
 
 
@@ -58,6 +70,9 @@ class MemoryInputs:
     max_num_batched_tokens: int = DEFAULT_MAX_NUM_BATCHED_TOKENS
     max_num_seqs: int = DEFAULT_MAX_NUM_SEQS
     enforce_eager: bool = False
+    # CPU products only: VLLM_CPU_KVCACHE_SPACE and the pod's memory request, in bytes.
+    cpu_kv_cache_space: Decimal = Decimal(0)
+    cpu_memory: Decimal = Decimal(0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,7 +141,7 @@ def kv_bytes_per_token(model: ModelProfile, *, tp: int, pp: int, kv_cache_dtype:
 def plan_memory(model: ModelProfile, product: GpuProduct, precision: str, inputs: MemoryInputs) -> MemoryPlan:
     """Memoised: catalogs repeat the same (model, product, precision, settings) many times."""
     gpus = inputs.tp * inputs.pp
-    budget = product.memory_bytes * inputs.gpu_memory_utilization
+    budget = inputs.cpu_memory if product.is_cpu else product.memory_bytes * inputs.gpu_memory_utilization
     weights = weight_bytes(model, precision) * WEIGHT_FACTOR / gpus
     inter = (
         model.moe_intermediate_size * (model.experts_per_token or 1)
@@ -138,10 +153,15 @@ def plan_memory(model: ModelProfile, product: GpuProduct, precision: str, inputs
         + inputs.max_num_seqs * model.vocab_size * 4
     )
     overhead = NON_TORCH_GIB * GIB + (NON_TORCH_MULTI_GPU_GIB * GIB if gpus > 1 else Decimal(0))
-    if not inputs.enforce_eager:
+    if product.is_cpu:
+        overhead = CPU_RUNTIME_GIB * GIB
+    elif not inputs.enforce_eager:
         overhead += CUDA_GRAPH_GIB * GIB
     kv_token = kv_bytes_per_token(model, tp=inputs.tp, pp=inputs.pp, kv_cache_dtype=inputs.kv_cache_dtype)
     kv_budget = budget - weights - activations - overhead
+    if product.is_cpu:
+        space = inputs.cpu_kv_cache_space or CPU_DEFAULT_KV_CACHE_GIB * GIB
+        kv_budget = space if kv_budget >= space else min(kv_budget, Decimal(0))
     max_len = inputs.max_model_len or model.max_context
     if kv_budget <= 0 or kv_token <= 0:
         fit_len = 0

@@ -27,7 +27,7 @@ from aim_engine.domain.models import ModelProfile
 from aim_engine.domain.quantity import parse_quantity
 from aim_engine.domain.recipe import Recipe, with_changes
 from aim_engine.domain.vllm_args import ArgRegistry
-from aim_engine.rules.compat import Finding, static_findings
+from aim_engine.rules.compat import CPU_KV_CACHE_ENV, Finding, static_findings
 from aim_engine.rules.pod import (
     MalformedObject,
     PodTemplate,
@@ -130,7 +130,9 @@ def check_workload(
         tokens, _ = command_tokens(container)
         flags = parse_flags(tokens)
         per_pod = recipe.gpus_per_node
-        if toggles.check_resource_limits:
+        if toggles.check_resource_limits and product.is_cpu:
+            findings += _cpu_resources(container, where=where, recipe=recipe, limits=limits, requests=requests, catalog=catalog)
+        elif toggles.check_resource_limits:
             gpus = limits.get(product.resource, requests.get(product.resource))
             if gpus is None:
                 findings.append(
@@ -158,26 +160,8 @@ def check_workload(
                             f"request {product.resource} instead",
                         )
                     )
-            for res in ("cpu", "memory"):
-                for kind_name, have, need in (("requests", requests, recipe.requests), ("limits", limits, recipe.limits)):
-                    if res in need and res in have and have[res] < need[res]:
-                        findings.append(
-                            Finding(
-                                "RESOURCES_BELOW_RECIPE",
-                                f"{where}.resources.{kind_name}.{res} is {_q(have[res], res)}; "
-                                f"recipe {recipe.recipe_id} needs at least {_q(need[res], res)}",
-                                f"raise resources.{kind_name}.{res} to {_q(need[res], res)}",
-                            )
-                        )
-                    elif res in need and res not in have:
-                        findings.append(
-                            Finding(
-                                "RESOURCES_MISSING",
-                                f"{where}.resources.{kind_name}.{res} is not set; recipe "
-                                f"{recipe.recipe_id} needs {_q(need[res], res)}",
-                                f"set resources.{kind_name}.{res}: {_q(need[res], res)} (the mutating webhook does)",
-                            )
-                        )
+        if toggles.check_resource_limits:
+            findings += _core_resources(where=where, recipe=recipe, limits=limits, requests=requests)
         if toggles.check_recipe_compatibility and t in engine_templates:
             on_template = as_str_map(t.metadata.get("annotations"), "annotations").get(SERVED_MODEL_ANNOTATION)
             served += model_findings(
@@ -192,6 +176,8 @@ def check_workload(
                 t=t,
                 where=where,
                 flags=flags,
+                container=container,
+                requests=requests,
                 recipe=recipe,
                 model=model,
                 product=product,
@@ -202,6 +188,76 @@ def check_workload(
         findings += _performance(workload, recipe)
     # A different model first: the recipe's memory plan, parallelism and baselines are then moot.
     return _dedupe(served + findings)
+
+
+def _core_resources(
+    *, where: str, recipe: Recipe, limits: Mapping[str, Decimal], requests: Mapping[str, Decimal]
+) -> list[Finding]:
+    findings: list[Finding] = []
+    for res in ("cpu", "memory"):
+        for kind_name, have, need in (("requests", requests, recipe.requests), ("limits", limits, recipe.limits)):
+            if res in need and res in have and have[res] < need[res]:
+                findings.append(
+                    Finding(
+                        "RESOURCES_BELOW_RECIPE",
+                        f"{where}.resources.{kind_name}.{res} is {_q(have[res], res)}; "
+                        f"recipe {recipe.recipe_id} needs at least {_q(need[res], res)}",
+                        f"raise resources.{kind_name}.{res} to {_q(need[res], res)}",
+                    )
+                )
+            elif res in need and res not in have:
+                findings.append(
+                    Finding(
+                        "RESOURCES_MISSING",
+                        f"{where}.resources.{kind_name}.{res} is not set; recipe "
+                        f"{recipe.recipe_id} needs {_q(need[res], res)}",
+                        f"set resources.{kind_name}.{res}: {_q(need[res], res)} (the mutating webhook does)",
+                    )
+                )
+    return findings
+
+
+# Threads vLLM's CPU build may start: OpenMP's count, when the container fixes it.
+CPU_THREAD_ENV = "OMP_NUM_THREADS"
+
+
+def _cpu_resources(
+    container: Mapping[str, Any],
+    *,
+    where: str,
+    recipe: Recipe,
+    limits: Mapping[str, Decimal],
+    requests: Mapping[str, Decimal],
+    catalog: HardwareCatalog,
+) -> list[Finding]:
+    """A CPU recipe's pod: no GPU (vLLM's CPU build would not use it, and it would hold a device
+    another workload needs), and no more OpenMP threads than the cores it may use."""
+    out: list[Finding] = []
+    for res in sorted(catalog.gpu_resources):
+        if res in limits or res in requests:
+            out.append(
+                Finding(
+                    "GPU_ON_CPU_RECIPE",
+                    f"{where} requests {res}, but recipe {recipe.recipe_id} runs on {recipe.hardware} (vLLM's CPU build)",
+                    f"remove resources.limits/requests[{res}], or use a GPU recipe",
+                )
+            )
+    cores = limits.get("cpu", requests.get("cpu"))
+    for item in container.get("env") or []:
+        if isinstance(item, Mapping) and item.get("name") == CPU_THREAD_ENV and isinstance(item.get("value"), str):
+            try:
+                threads = Decimal(item["value"])
+            except ArithmeticError:
+                continue
+            if cores is not None and threads > cores:
+                out.append(
+                    Finding(
+                        "CPU_THREADS_OVERSUBSCRIBED",
+                        f"{where}: {CPU_THREAD_ENV}={item['value']} threads on {_q(cores, 'cpu')} CPU(s)",
+                        f"set {CPU_THREAD_ENV} <= {_q(cores, 'cpu')} or raise resources.limits.cpu",
+                    )
+                )
+    return out
 
 
 def _q(value: Decimal, res: str) -> str:
@@ -260,6 +316,8 @@ def _compat(
     t: PodTemplate,
     where: str,
     flags: Mapping[str, str | bool],
+    container: Mapping[str, Any],
+    requests: Mapping[str, Decimal],
     recipe: Recipe,
     model: ModelProfile | None,
     product: GpuProduct,
@@ -271,6 +329,14 @@ def _compat(
     (aim_engine.rules.compat: TP divisibility, precision support, argument values, context and
     memory), so the webhook never has a rule of its own the selector does not apply."""
     running, out = running_recipe(flags, recipe, registry=registry, where=where)
+    if product.is_cpu:
+        # vLLM's CPU build sizes its KV cache from the container's env, within the pod's memory.
+        env = dict(running.env)
+        for item in container.get("env") or []:
+            if isinstance(item, Mapping) and item.get("name") == CPU_KV_CACHE_ENV and isinstance(item.get("value"), str):
+                env[CPU_KV_CACHE_ENV] = item["value"]
+        memory = {"memory": requests["memory"]} if "memory" in requests else {}
+        running = with_changes(running, env=env, requests={**running.requests, **memory})
     for name, have, need in (
         ("tensor-parallel-size", running.tp, recipe.tp),
         ("pipeline-parallel-size", running.pp, recipe.pp),

@@ -1,0 +1,158 @@
+"""The fallback levels, tried in order; each returns its choice, or None to pass to the next.
+
+  primary    the best recipe for the hardware this cluster has, and it has free capacity now
+  secondary  the best one lacks free capacity; the best recipe that has it (another precision,
+             GPU count or GPU product)
+  tertiary   no catalog recipe fits as written: a configuration derived from the best catalog
+             recipe whose hardware and precision are here, with another GPU count and, if needed,
+             a shorter context (never below min_context, never when the user set max_model_len)
+  default    a general recipe from the catalog, else one synthesised from the model analysis
+
+A choice carries the reasons that explain it (after SELECTED): FALLBACK, DERIVED, SIZING, and
+why other products got no synthesised recipe."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import NamedTuple
+
+from aim_engine.cluster.inventory import Inventory
+from aim_engine.domain.hardware import HardwareCatalog
+from aim_engine.domain.models import ModelProfile
+from aim_engine.domain.recipe import Recipe
+from aim_engine.rules.compat import Finding
+from aim_engine.rules.memory import MemoryPlan
+from aim_engine.rules.ranking import rank_key
+from aim_engine.selection.derive import derived_variants
+from aim_engine.selection.feasibility import Evaluated
+from aim_engine.selection.request import Request
+from aim_engine.selection.result import Level
+from aim_engine.selection.sizing import Sizing
+from aim_engine.selection.synthesis import synthesis_options
+
+
+@dataclass(frozen=True, slots=True)
+class Evaluation:
+    """What every level chooses from: the request, the model (None: not analysed), the cluster,
+    and the model's catalog recipes, each evaluated: all of them best first (`ranked`), and those
+    (not general) whose hardware is here and that pass every rule, capacity aside (`runnable`)."""
+
+    request: Request
+    model: ModelProfile | None
+    catalog: HardwareCatalog
+    inventory: Inventory
+    ranked: tuple[Evaluated, ...]
+    runnable: tuple[Evaluated, ...]
+
+    @classmethod
+    def of(
+        cls,
+        evaluated: Iterable[Evaluated],
+        *,
+        request: Request,
+        model: ModelProfile | None,
+        catalog: HardwareCatalog,
+        inventory: Inventory,
+    ) -> Evaluation:
+        """Rank the evaluated recipes, best first; the recipe id breaks ties, so the catalog's
+        order never matters."""
+        ranked = tuple(sorted(evaluated, key=lambda e: (rank_key(e.recipe), e.recipe.recipe_id)))
+        runnable = tuple(e for e in ranked if e.runs_here and e.recipe.type != "general")
+        return cls(request=request, model=model, catalog=catalog, inventory=inventory, ranked=ranked, runnable=runnable)
+
+
+@dataclass(frozen=True, slots=True)
+class Choice:
+    """What a level chose: the recipe, its memory plan, the reasons that explain the level's
+    choice, and the recipes that rank equal to it (the catalog must say which is preferred)."""
+
+    level: Level
+    recipe: Recipe
+    plan: MemoryPlan | None
+    notes: tuple[Finding, ...] = ()
+    ties: tuple[str, ...] = ()
+
+
+class DefaultOutcome(NamedTuple):
+    choice: Choice | None
+    unavailable: tuple[Finding, ...]  # why GPU products got no synthesised recipe
+
+
+def primary(evaluation: Evaluation) -> Choice | None:
+    """The best recipe for this cluster's hardware, when it can be placed now."""
+    runnable = evaluation.runnable
+    if not runnable or not runnable[0].feasible:
+        return None
+    best = runnable[0]
+    return Choice(level="primary", recipe=best.recipe, plan=best.plan, ties=_ties(best, runnable))
+
+
+def secondary(evaluation: Evaluation) -> Choice | None:
+    """The best recipe cannot be placed now (capacity): the best one that can."""
+    runnable = evaluation.runnable
+    if not runnable or runnable[0].feasible:
+        return None
+    preferred = runnable[0]
+    chosen = next((e for e in runnable if e.feasible), None)
+    if chosen is None:
+        return None
+    why = preferred.capacity[0]  # it runs here, so only capacity rules it out
+    fallback = Finding(
+        code="FALLBACK",
+        message=f"preferred {preferred.recipe.recipe_id} cannot be placed now: {why.message}",
+        fix=why.fix,
+    )
+    return Choice(level="secondary", recipe=chosen.recipe, plan=chosen.plan, notes=(fallback,), ties=_ties(chosen, runnable))
+
+
+def tertiary(evaluation: Evaluation) -> Choice | None:
+    """A catalog recipe that fails only on size, adapted to the free GPUs (single-node only)."""
+    request, model = evaluation.request, evaluation.model
+    if model is None or not request.single_pod:
+        return None
+    variants = derived_variants(
+        evaluation.ranked, model=model, request=request, catalog=evaluation.catalog, inventory=evaluation.inventory
+    )
+    if not variants:
+        return None
+    best = variants[0]
+    recipe = best.recipe
+    derived = Finding(
+        code="DERIVED",
+        message=f"configuration {recipe.description}, max_model_len {recipe.max_model_len}; "
+        "untested, so no expected performance is claimed",
+        fix="free GPUs for the catalog recipe as written, or add a tested recipe for this configuration",
+    )
+    return Choice(level="tertiary", recipe=recipe, plan=best.plan, notes=(derived, *_sizing_note(best.sizing)))
+
+
+def default(evaluation: Evaluation) -> DefaultOutcome:
+    """A general catalog recipe that can be placed now, else a generic recipe synthesised from the
+    model analysis for a product present (single-node only); not when the request disables it."""
+    request, model = evaluation.request, evaluation.model
+    if not request.allow_default:
+        return DefaultOutcome(choice=None, unavailable=())
+    general = next((e for e in evaluation.ranked if e.recipe.type == "general" and e.feasible), None)
+    if general is not None:
+        return DefaultOutcome(choice=Choice(level="default", recipe=general.recipe, plan=general.plan), unavailable=())
+    if model is None or not request.single_pod:
+        return DefaultOutcome(choice=None, unavailable=())
+    options, notes = synthesis_options(model, request, evaluation.inventory, evaluation.catalog)
+    if not options:
+        return DefaultOutcome(choice=None, unavailable=tuple(notes))
+    best = options[0]
+    choice = Choice(level="default", recipe=best.recipe, plan=best.plan, notes=(*_sizing_note(best.sizing), *notes))
+    return DefaultOutcome(choice=choice, unavailable=tuple(notes))
+
+
+def _ties(chosen: Evaluated, runnable: Sequence[Evaluated]) -> tuple[str, ...]:
+    """Ids of the other placeable recipes that rank equal to the chosen one."""
+    key = rank_key(chosen.recipe)
+    return tuple(
+        e.recipe.recipe_id for e in runnable if e.feasible and e.recipe is not chosen.recipe and rank_key(e.recipe) == key
+    )
+
+
+def _sizing_note(sizing: Sizing) -> tuple[Finding, ...]:
+    return (Finding(code="SIZING", message=sizing.trade, fix=sizing.fix),) if sizing.trade else ()
