@@ -172,7 +172,7 @@ spec:
         {{- $gpuRes := include "aim-engine.manualGpuResource" $root }}
         {{- /* A CPU product (vLLM's CPU build) has no device resource: cpu_cores and workload.resources size it. */}}
         {{- $device := ternary (dict $gpuRes $perPod) dict (ne $gpuRes "") }}
-        {{- $_ := set $res "limits" (merge $device ($res.limits | default dict)) }}
+        {{- $_ := set $res "limits" (merge (deepCopy $device) ($res.limits | default dict)) }}
         {{- $_ := set $res "requests" (merge (deepCopy $device) ($res.requests | default dict)) }}
         {{- if $ae.hardware.cpu_cores }}
         {{- $_ := set $res.requests "cpu" ($ae.hardware.cpu_cores | toString) }}
