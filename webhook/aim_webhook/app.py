@@ -72,31 +72,22 @@ def _summarise(kind: str, name: str, recipe_id: str, findings: list[Finding]) ->
     return f"aim-engine: {kind} {name} contradicts recipe {recipe_id}: " + "; ".join(parts)
 
 
-def create_app(
-    *,
-    bundle: Bundle,
-    resolver: RecipeResolver,
-    settings: Settings,
-    ready: Callable[[], bool] = lambda: True,
-    extra_metrics: CollectorRegistry | None = None,
-) -> Flask:
-    app = Flask("aim_webhook")
-    baselines = CollectorRegistry()
-    baselines.register(BaselineCollector(bundle.recipes))
-    app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
-    models = bundle.model_map()
+class Reviewer:
+    """The admission logic behind the HTTP routes: parse a review, judge or mutate it, answer."""
 
-    @app.errorhandler(HTTPException)
-    def http_error(e: HTTPException) -> Response:
-        return _error(e.code or 500, e.description or e.name)
+    def __init__(self, *, bundle: Bundle, resolver: RecipeResolver, settings: Settings) -> None:
+        self.bundle = bundle
+        self.resolver = resolver
+        self.settings = settings
+        self.models = bundle.model_map()
 
-    def read_review() -> ReviewRequest | Response:
+    def read_review(self) -> ReviewRequest | Response:
         ctype = (request.mimetype or "").lower()
         if ctype != "application/json":
             return _error(415, f"content type must be application/json, got {ctype or 'none'}")
         length = request.content_length
-        if length is not None and length > settings.max_body_bytes:
-            return _error(413, f"body of {length} bytes exceeds the {settings.max_body_bytes} byte limit")
+        if length is not None and length > self.settings.max_body_bytes:
+            return _error(413, f"body of {length} bytes exceeds the {self.settings.max_body_bytes} byte limit")
         raw = request.get_data(cache=False)
         if not raw:
             return _error(400, "empty body")
@@ -106,19 +97,19 @@ def create_app(
         except UnicodeDecodeError:
             return _error(400, "body is not valid UTF-8")
         except RecursionError:
-            return _error(400, f"body is nested deeper than {settings.max_depth} levels")
+            return _error(400, f"body is nested deeper than {self.settings.max_depth} levels")
         except ValueError as e:
             return _error(400, f"body is not valid JSON ({e})")
-        if not _depth_ok(doc, settings.max_depth):
-            return _error(400, f"body is nested deeper than {settings.max_depth} levels")
+        if not _depth_ok(doc, self.settings.max_depth):
+            return _error(400, f"body is nested deeper than {self.settings.max_depth} levels")
         try:
             return parse_review(doc)
         except BadReview as e:
             return _error(400, str(e))
 
-    def answer(endpoint: str, handler: Callable[[ReviewRequest], tuple[dict[str, Any], str, str]]) -> Response:
+    def answer(self, endpoint: str, handler: Callable[[ReviewRequest], tuple[dict[str, Any], str, str]]) -> Response:
         started = now()
-        parsed = read_review()
+        parsed = self.read_review()
         if isinstance(parsed, Response):
             return parsed
         req = parsed
@@ -159,9 +150,9 @@ def create_app(
             )
         return Response(json.dumps(body, separators=(",", ":")), status=200, mimetype="application/json")
 
-    def prepare(req: ReviewRequest) -> tuple[Any, str] | None:
+    def prepare(self, req: ReviewRequest) -> tuple[Any, str] | None:
         """(workload, '') for a policed object naming a recipe; None to pass it untouched."""
-        if req.namespace in settings.exempt_namespaces or req.operation not in ("CREATE", "UPDATE"):
+        if req.namespace in self.settings.exempt_namespaces or req.operation not in ("CREATE", "UPDATE"):
             return None
         if req.kind not in POLICED_KINDS:
             return None
@@ -170,9 +161,9 @@ def create_app(
             return None
         return workload, ""
 
-    def validate(req: ReviewRequest) -> tuple[dict[str, Any], str, str]:
+    def validate(self, req: ReviewRequest) -> tuple[dict[str, Any], str, str]:
         try:
-            prepared = prepare(req)
+            prepared = self.prepare(req)
         except MalformedObject as e:
             return response(req, allowed=False, code=400, message=f"aim-engine: malformed {req.kind}: {e}"), "denied", "MALFORMED"
         except InputError as e:
@@ -180,7 +171,7 @@ def create_app(
         if prepared is None:
             return response(req, allowed=True), "skipped", ""
         workload = prepared[0]
-        resolution = resolver.resolve(workload)
+        resolution = self.resolver.resolve(workload)
         if resolution.recipe is None and resolution.not_ours:
             return response(req, allowed=True, warnings=[resolution.problem]), "allowed", "NOT_OURS"
         if resolution.recipe is None:
@@ -190,15 +181,20 @@ def create_app(
                 "RECIPE_NOT_FOUND",
             )
         recipe = resolution.recipe
-        model = models.get(recipe.model_key)
+        model = self.models.get(recipe.model_key)
         try:
             if delegated(workload):
                 # Its Pods get the recipe at creation: judge what they will be, i.e. the controller as
                 # mutated (explicit values stay, so every contradiction the user wrote still shows).
-                injected = apply(req.object, mutate(workload, recipe, catalog=bundle.hardware).patch)
+                injected = apply(req.object, mutate(workload, recipe, catalog=self.bundle.hardware).patch)
                 workload = parse_workload(injected, kind=req.kind, namespace=req.namespace) or workload
             findings = check_workload(
-                workload, recipe, model=model, catalog=bundle.hardware, registry=bundle.registry, toggles=settings.toggles
+                workload,
+                recipe,
+                model=model,
+                catalog=self.bundle.hardware,
+                registry=self.bundle.registry,
+                toggles=self.settings.toggles,
             )
         except (MalformedObject, InputError) as e:
             return response(req, allowed=False, code=400, message=f"aim-engine: malformed {req.kind}: {e}"), "denied", "MALFORMED"
@@ -213,17 +209,17 @@ def create_app(
             )
         return response(req, allowed=True, warnings=warnings), "allowed", ""
 
-    def mutate_review(req: ReviewRequest) -> tuple[dict[str, Any], str, str]:
-        if not settings.mutate:
+    def mutate_review(self, req: ReviewRequest) -> tuple[dict[str, Any], str, str]:
+        if not self.settings.mutate:
             return response(req, allowed=True), "skipped", ""
         try:
-            prepared = prepare(req)
+            prepared = self.prepare(req)
         except (MalformedObject, InputError) as e:
             return response(req, allowed=True, warnings=[f"not mutated: {e}"]), "allowed", "MALFORMED"
         if prepared is None:
             return response(req, allowed=True), "skipped", ""
         workload = prepared[0]
-        resolution = resolver.resolve(workload)
+        resolution = self.resolver.resolve(workload)
         if resolution.recipe is None:
             return response(req, allowed=True, warnings=[f"not mutated: {resolution.problem}"]), "allowed", "RECIPE_NOT_FOUND"
         if delegated(workload):
@@ -231,24 +227,43 @@ def create_app(
             # it into the template would turn today's recipe into "explicit user values" tomorrow.
             return response(req, allowed=True), "skipped", ""
         try:
-            result = mutate(workload, resolution.recipe, catalog=bundle.hardware, node_affinity=resolution.node_affinity)
+            result = mutate(workload, resolution.recipe, catalog=self.bundle.hardware, node_affinity=resolution.node_affinity)
         except (MalformedObject, InputError) as e:
             return response(req, allowed=True, warnings=[f"not mutated: {e}"]), "allowed", "MALFORMED"
         outcome = "patched" if result.patch else "allowed"
         return response(req, allowed=True, patch=result.patch, warnings=result.warnings), outcome, ""
 
+
+def create_app(
+    *,
+    bundle: Bundle,
+    resolver: RecipeResolver,
+    settings: Settings,
+    ready: Callable[[], bool] = lambda: True,
+    extra_metrics: CollectorRegistry | None = None,
+) -> Flask:
+    app = Flask("aim_webhook")
+    baselines = CollectorRegistry()
+    baselines.register(BaselineCollector(bundle.recipes))
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
+    reviewer = Reviewer(bundle=bundle, resolver=resolver, settings=settings)
+
+    @app.errorhandler(HTTPException)
+    def http_error(e: HTTPException) -> Response:
+        return _error(e.code or 500, e.description or e.name)
+
     @app.post("/validate")
     def validate_endpoint() -> Response:
-        return answer("validate", validate)
+        return reviewer.answer("validate", reviewer.validate)
 
     @app.post("/mutate")
     def mutate_endpoint() -> Response:
-        return answer("mutate", mutate_review)
+        return reviewer.answer("mutate", reviewer.mutate_review)
 
     @app.post("/noop")
     def noop_endpoint() -> Response:
         """The floor for benchmarks: same parsing and envelope, no policy."""
-        return answer("noop", lambda req: (response(req, allowed=True), "allowed", ""))
+        return reviewer.answer("noop", lambda req: (response(req, allowed=True), "allowed", ""))
 
     @app.get("/healthz")
     def healthz() -> Response:
