@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-from aim_engine.cluster.detect import detect_cpu, detect_node
+from aim_engine.cluster.detect import Detection, detect_cpu, detect_node
 from aim_engine.contract import LabelIn, NodeAffinity, NodeTerm
 from aim_engine.domain.errors import InputError
 from aim_engine.domain.hardware import GpuProduct, HardwareCatalog
@@ -170,6 +170,123 @@ def _matches(labels: Mapping[str, str], selector: Mapping[str, str]) -> bool:
     return bool(selector) and all(labels.get(k) == v for k, v in selector.items())
 
 
+@dataclass(frozen=True, slots=True)
+class Usage:
+    """What the pods on each node request: GPUs by resource, and cores and memory."""
+
+    gpus: Mapping[str, Mapping[str, int]]
+    cores: Mapping[str, tuple[Decimal, Decimal]]
+
+
+def pod_usage(
+    pods: Sequence[Mapping[str, Any]], *, resources: Sequence[str], reclaim_selector: Mapping[str, str] | None
+) -> Usage:
+    """Requests of the non-terminated, scheduled pods, by node; pods matching `reclaim_selector`
+    (the release's own workload, which an upgrade replaces) do not count."""
+    gpus: dict[str, dict[str, int]] = {}
+    cores: dict[str, tuple[Decimal, Decimal]] = {}
+    for pod in pods:
+        if not isinstance(pod, Mapping):
+            raise InputError("pod entries must be objects")
+        node_name = (pod.get("spec") or {}).get("nodeName")
+        if not node_name or (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed"):
+            continue
+        if reclaim_selector and _matches((pod.get("metadata") or {}).get("labels") or {}, reclaim_selector):
+            continue
+        for res, n in _pod_gpu_requests(pod, resources).items():
+            per_node = gpus.setdefault(node_name, {})
+            per_node[res] = per_node.get(res, 0) + n
+        cpu, memory = _pod_core_requests(pod)
+        before = cores.get(node_name, (Decimal(0), Decimal(0)))
+        cores[node_name] = (before[0] + cpu, before[1] + memory)
+    return Usage(gpus=gpus, cores=cores)
+
+
+def _unusable_reason(
+    node: Mapping[str, Any], det: Detection, *, allocatable: int, resource: str | None, tolerated_taints: frozenset[str]
+) -> str:
+    """Why the node cannot take a recipe's pods ('' when it can)."""
+    spec = node.get("spec") or {}
+    if allocatable == 0 and det.product is None:
+        return "no GPUs"
+    if det.partitioned:
+        return "GPUs are MIG partitions"
+    if det.product is None:
+        return "GPU product not recognised"
+    if allocatable == 0:
+        return f"labels say {det.product.name} but {resource} allocatable is 0 (device plugin not running?)"
+    if spec.get("unschedulable"):
+        return "cordoned"
+    if not _is_ready(node):
+        return "NotReady"
+    for taint in spec.get("taints") or []:
+        if taint.get("effect") in ("NoSchedule", "NoExecute") and taint.get("key") not in tolerated_taints:
+            return f"taint {taint.get('key')}={taint.get('value', '')}:{taint.get('effect')} not tolerated"
+    return ""
+
+
+def node_view(
+    catalog: HardwareCatalog, node: Mapping[str, Any], usage: Usage, *, tolerated_taints: frozenset[str]
+) -> NodeGpus:
+    """One node: its product (a GPU product, or a CPU product when it has no GPUs), GPUs
+    allocatable and used, free cores and memory, and whether it is usable."""
+    if not isinstance(node, Mapping):
+        raise InputError("node entries must be objects")
+    name = str((node.get("metadata") or {}).get("name") or "")
+    if not name:
+        raise InputError("a node without metadata.name")
+    labels = _labels(node)
+    alloc_raw = (node.get("status") or {}).get("allocatable") or {}
+    gpu_alloc = {
+        res: _count(alloc_raw[res], f"node {name} allocatable {res}") for res in sorted(catalog.gpu_resources) if res in alloc_raw
+    }
+    det = detect_node(catalog, labels, gpu_alloc)
+    resource = _resource_for(catalog, det.product, det.vendor)
+    allocatable = gpu_alloc.get(resource, 0) if resource else 0
+    node_used = usage.gpus.get(name, {}).get(resource, 0) if resource else 0
+    if det.product is None and not any(gpu_alloc.values()) and not det.partitioned and det.vendor is None:
+        cpu_det = detect_cpu(catalog, labels)
+        if cpu_det.product is not None:  # one engine slot; whether a recipe fits is its cores and memory
+            det, resource, allocatable, node_used = cpu_det, cpu_det.product.resource, 1, 0
+        elif cpu_det.notes:
+            det = Detection(product=None, vendor=None, source="none", notes=det.notes + cpu_det.notes)
+    cpu_used, memory_used = usage.cores.get(name, (Decimal(0), Decimal(0)))
+    reason = _unusable_reason(node, det, allocatable=allocatable, resource=resource, tolerated_taints=tolerated_taints)
+    return NodeGpus(
+        name=name,
+        product=det.product,
+        vendor=det.vendor,
+        resource=resource,
+        allocatable=allocatable,
+        used=node_used,
+        source=det.source,
+        usable=not reason,
+        reason=reason,
+        notes=det.notes,
+        labels=labels,
+        cpu_free=max(Decimal(0), _quantity(alloc_raw.get("cpu"), f"node {name} allocatable cpu") - cpu_used),
+        memory_free=max(Decimal(0), _quantity(alloc_raw.get("memory"), f"node {name} allocatable memory") - memory_used),
+    )
+
+
+def _capacities(nodes: Sequence[NodeGpus]) -> dict[str, ProductCapacity]:
+    grouped: dict[str, list[NodeGpus]] = {}
+    for entry in nodes:
+        if entry.usable and entry.product is not None:
+            grouped.setdefault(entry.product.name, []).append(entry)
+    return {
+        name: ProductCapacity(
+            product=members[0].product,  # type: ignore[arg-type]
+            nodes=len(members),
+            allocatable=sum(m.allocatable for m in members),
+            free=sum(m.free for m in members),
+            free_sorted=tuple(sorted(m.free for m in members)),
+            allocatable_sorted=tuple(sorted(m.allocatable for m in members)),
+        )
+        for name, members in grouped.items()
+    }
+
+
 def build_inventory(
     catalog: HardwareCatalog,
     nodes: Sequence[Mapping[str, Any]],
@@ -180,105 +297,14 @@ def build_inventory(
     ignore_usage: bool = False,
 ) -> Inventory:
     """Nodes and pods -> inventory. Pods matching `reclaim_selector` (the release's own workload,
-    which an upgrade replaces) do not count as using GPUs; with `ignore_usage` no pod does."""
-    resources = sorted(catalog.gpu_resources)
-    used: dict[str, dict[str, int]] = {}
-    core_used: dict[str, tuple[Decimal, Decimal]] = {}
-    if not ignore_usage:
-        for pod in pods:
-            if not isinstance(pod, Mapping):
-                raise InputError("pod entries must be objects")
-            status = pod.get("status") or {}
-            spec = pod.get("spec") or {}
-            node_name = spec.get("nodeName")
-            if not node_name or status.get("phase") in ("Succeeded", "Failed"):
-                continue
-            meta = pod.get("metadata") or {}
-            if reclaim_selector and _matches(meta.get("labels") or {}, reclaim_selector):
-                continue
-            for res, n in _pod_gpu_requests(pod, resources).items():
-                per_node = used.setdefault(node_name, {})
-                per_node[res] = per_node.get(res, 0) + n
-            cpu, memory = _pod_core_requests(pod)
-            before = core_used.get(node_name, (Decimal(0), Decimal(0)))
-            core_used[node_name] = (before[0] + cpu, before[1] + memory)
-
-    out: list[NodeGpus] = []
-    for node in nodes:
-        if not isinstance(node, Mapping):
-            raise InputError("node entries must be objects")
-        name = str((node.get("metadata") or {}).get("name") or "")
-        if not name:
-            raise InputError("a node without metadata.name")
-        labels = _labels(node)
-        alloc_raw = (node.get("status") or {}).get("allocatable") or {}
-        gpu_alloc = {res: _count(alloc_raw[res], f"node {name} allocatable {res}") for res in resources if res in alloc_raw}
-        det = detect_node(catalog, labels, gpu_alloc)
-        resource = _resource_for(catalog, det.product, det.vendor)
-        allocatable = gpu_alloc.get(resource, 0) if resource else 0
-        node_used = used.get(name, {}).get(resource, 0) if resource else 0
-        if det.product is None and not any(gpu_alloc.values()) and not det.partitioned and det.vendor is None:
-            cpu_det = detect_cpu(catalog, labels)
-            if cpu_det.product is not None:
-                det, resource, allocatable, node_used = cpu_det, cpu_det.product.resource, 1, 0
-            elif cpu_det.notes:
-                det = type(det)(product=None, vendor=None, source="none", notes=det.notes + cpu_det.notes)
-        cpu_used, memory_used = core_used.get(name, (Decimal(0), Decimal(0)))
-        cpu_free = _quantity(alloc_raw.get("cpu"), f"node {name} allocatable cpu") - cpu_used
-        memory_free = _quantity(alloc_raw.get("memory"), f"node {name} allocatable memory") - memory_used
-        reason = ""
-        spec = node.get("spec") or {}
-        if allocatable == 0 and det.product is None:
-            reason = "no GPUs"
-        elif det.partitioned:
-            reason = "GPUs are MIG partitions"
-        elif det.product is None:
-            reason = "GPU product not recognised"
-        elif allocatable == 0:
-            reason = f"labels say {det.product.name} but {resource} allocatable is 0 (device plugin not running?)"
-        elif spec.get("unschedulable"):
-            reason = "cordoned"
-        elif not _is_ready(node):
-            reason = "NotReady"
-        else:
-            for taint in spec.get("taints") or []:
-                if taint.get("effect") in ("NoSchedule", "NoExecute") and taint.get("key") not in tolerated_taints:
-                    reason = f"taint {taint.get('key')}={taint.get('value', '')}:{taint.get('effect')} not tolerated"
-                    break
-        out.append(
-            NodeGpus(
-                name=name,
-                product=det.product,
-                vendor=det.vendor,
-                resource=resource,
-                allocatable=allocatable,
-                used=node_used,
-                source=det.source,
-                usable=not reason,
-                reason=reason,
-                notes=det.notes,
-                labels=labels,
-                cpu_free=max(Decimal(0), cpu_free),
-                memory_free=max(Decimal(0), memory_free),
-            )
-        )
-    out.sort(key=lambda n: n.name)
-
-    grouped: dict[str, list[NodeGpus]] = {}
-    for entry in out:
-        if entry.usable and entry.product is not None:
-            grouped.setdefault(entry.product.name, []).append(entry)
-    products: dict[str, ProductCapacity] = {}
-    for pname, members in grouped.items():
-        products[pname] = ProductCapacity(
-            product=members[0].product,  # type: ignore[arg-type]
-            nodes=len(members),
-            allocatable=sum(m.allocatable for m in members),
-            free=sum(m.free for m in members),
-            free_sorted=tuple(sorted(m.free for m in members)),
-            allocatable_sorted=tuple(sorted(m.allocatable for m in members)),
-        )
-    return Inventory(nodes=tuple(out), products=products)
+    which an upgrade replaces) do not count as using anything; with `ignore_usage` no pod does."""
+    usage = (
+        Usage(gpus={}, cores={})
+        if ignore_usage
+        else pod_usage(pods, resources=sorted(catalog.gpu_resources), reclaim_selector=reclaim_selector)
+    )
+    out = sorted((node_view(catalog, n, usage, tolerated_taints=tolerated_taints) for n in nodes), key=lambda n: n.name)
+    return Inventory(nodes=tuple(out), products=_capacities(out))
 
 
 def split_list(doc: Mapping[str, Any]) -> tuple[list[Mapping[str, Any]], list[Mapping[str, Any]]]:
