@@ -203,7 +203,7 @@ def test_one_install_then_upgrade_then_uninstall(cluster, tmp_path):
     webhook = start_webhook(tmp_path, workers=1, threads=4, kubeconfig=cluster.kubeconfig)
     try:
         trust_webhook(webhook)
-        # The chart's post-install hook: `aim-webhook reconcile` once the webhook serves (here the
+        # The chart's reconcile Job: `aim-webhook reconcile` once the webhook serves (here the
         # webhook runs outside the cluster, so there is no Deployment to wait for).
         rec = subprocess.run(
             [str(ROOT / ".tools/venv/bin/aim-webhook"), "reconcile", "--namespace", NS, "--kubeconfig", str(cluster.kubeconfig)],

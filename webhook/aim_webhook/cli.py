@@ -122,7 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--kubeconfig")
     r = sub.add_parser(
         "reconcile",
-        help="once the webhook serves, replace the Pods created before it was registered (a Helm post-install hook)",
+        help="once the webhook serves, replace the Pods created before it was registered (a Job per chart revision)",
     )
     r.add_argument("--namespace", required=True, help="the release namespace")
     r.add_argument("--deployment", help="the webhook Deployment to wait for (without it: replace at once)")

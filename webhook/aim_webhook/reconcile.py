@@ -1,5 +1,5 @@
 """`aim-webhook reconcile`: replace the Pods that were created before the webhook could give them
-their recipe, once, after an install or upgrade (a Helm post-install/post-upgrade hook Job).
+their recipe, once per install or upgrade (a Job of the release, one per revision).
 
 Helm creates the webhook configurations after the Deployments, so a release's first Pods can be
 created before the webhook is registered; their recipe label still reads `selected`. This command
