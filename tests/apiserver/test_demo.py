@@ -18,7 +18,7 @@ def test_make_demo_installs_selects_explains_refuses_and_tears_down(tmp_path):
     env = {**os.environ, "AIM_CLUSTER_STATE": str(tmp_path / "cluster")}
     try:
         out = subprocess.run(
-            [sys.executable, str(ROOT / "tools" / "demo.py")], capture_output=True, text=True, timeout=600, check=False, env=env
+            [sys.executable, str(ROOT / "tools" / "demo.py")], capture_output=True, text=True, timeout=1200, check=False, env=env
         )
     finally:
         left = realcluster.down(tmp_path / "cluster")
@@ -31,5 +31,10 @@ def test_make_demo_installs_selects_explains_refuses_and_tears_down(tmp_path):
     assert "--quantization fp8" in text
     assert 'admission webhook "workloads.validate.aim-engine.io" denied the request' in text
     assert "[GPU_COUNT_MISMATCH]" in text
+    # A real engine: the CPU recipe selected for the test model, a chat completion through the
+    # release's Service, vLLM's own /health and /metrics.
+    assert "wrote selection to configmap aim-engine-cpu/tiny-recipe-config: tiny-llama-cpu-x86-bf16" in text
+    assert "completion: '" in text and "/health: 200" in text
+    assert " vllm: series" in text and "0 vllm: series" not in text
     assert "make cluster-down" in text
     assert not left, f"teardown left processes behind: {left}"

@@ -162,3 +162,12 @@ def test_a_cpu_node_without_the_memory_the_recipe_requests_has_no_room():
     cpu = next(c for c in sel.candidates if c.recipe.recipe_id == "qwen3-0.6b-cpu-x86-bf16")
     assert [f.code for f in cpu.reasons] == ["NO_FREE_CAPACITY"]
     assert "8 GiB" in cpu.reasons[0].message or "8.0 GiB" in cpu.reasons[0].message
+
+
+def test_the_cpu_product_is_pinned_by_node_name_not_by_the_architecture_gpu_nodes_share():
+    from aim_engine.cluster.inventory import product_node_affinity
+
+    inv = build_inventory(BUNDLE.hardware, [_cpu_node(), gfd_node("h100-0", "H100", labels=AMD64)], [])
+    assert product_node_affinity(inv, "CPU-x86").as_terms() == [
+        {"matchExpressions": [{"key": "kubernetes.io/hostname", "operator": "In", "values": ["worker-0"]}]}
+    ]

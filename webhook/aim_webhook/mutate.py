@@ -236,8 +236,15 @@ def _required_nodes(m: Mutation, t: PodTemplate, affinity: NodeAffinity, *, prod
         if required != wanted:
             m.warn(f"required node affinity kept; the selection pins {product} nodes")
         return
-    # _affinity, earlier in the same patch, made sure /affinity/nodeAffinity exists.
-    m.op(f"{t.spec_path}/affinity/nodeAffinity/requiredDuringSchedulingIgnoredDuringExecution", wanted)
+    path = f"{t.spec_path}/affinity/nodeAffinity/requiredDuringSchedulingIgnoredDuringExecution"
+    if any(op["path"] in (f"{t.spec_path}/affinity", f"{t.spec_path}/affinity/nodeAffinity") for op in m.patch):
+        m.op(path, wanted)  # _affinity, earlier in this patch, created the parents (GPU recipes)
+    elif not isinstance(existing, Mapping):
+        m.op(f"{t.spec_path}/affinity", {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": wanted}})
+    elif not isinstance(node, Mapping):
+        m.op(f"{t.spec_path}/affinity/nodeAffinity", {"requiredDuringSchedulingIgnoredDuringExecution": wanted})
+    else:
+        m.op(path, wanted)
 
 
 def _shm(m: Mutation, t: PodTemplate, base: str, container: Mapping[str, Any], *, size: str = DSHM_SIZE) -> None:

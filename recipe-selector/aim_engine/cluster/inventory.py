@@ -23,6 +23,7 @@ from aim_engine.domain.errors import InputError
 from aim_engine.domain.hardware import GpuProduct, HardwareCatalog
 from aim_engine.domain.quantity import parse_quantity
 
+HOSTNAME_LABEL = "kubernetes.io/hostname"
 # Taints GPU operators put on GPU nodes; the workload tolerates them (the chart adds tolerations).
 DEFAULT_TOLERATED_TAINTS: frozenset[str] = frozenset({"nvidia.com/gpu", "amd.com/gpu"})
 
@@ -93,8 +94,12 @@ def product_node_affinity(inventory: Inventory, product_name: str) -> NodeAffini
     product is known."""
     by_key: dict[str, set[str]] = {}
     for n in inventory.nodes:
-        if n.product is not None and n.product.name == product_name and n.source in n.labels:
-            by_key.setdefault(n.source, set()).add(n.labels[n.source])
+        if n.product is None or n.product.name != product_name:
+            continue
+        # A CPU product is identified by the architecture, which GPU nodes share: name the nodes.
+        key = HOSTNAME_LABEL if n.product.is_cpu else n.source
+        if key in n.labels:
+            by_key.setdefault(key, set()).add(n.labels[key])
     return NodeAffinity(tuple(NodeTerm((LabelIn(key, tuple(sorted(values))),)) for key, values in sorted(by_key.items())))
 
 
