@@ -236,11 +236,19 @@ def test_prometheus_scrapes_the_engine_through_the_operator(engine: Engine) -> N
     prom = engine.prometheus
     pool = f"serviceMonitor/{NS}/{NAME}/0"  # the scrape job the operator generated from the ServiceMonitor
 
+    seen: list[Any] = []
+
     def target_up() -> Any:
         targets = _try(lambda: http_json(f"{prom}/api/v1/targets?state=active"))
-        return targets and [t for t in targets["data"]["activeTargets"] if t["scrapePool"] == pool and t["health"] == "up"]
+        pool_targets = [t for t in (targets or {}).get("data", {}).get("activeTargets", []) if t["scrapePool"] == pool]
+        seen[:] = [(t.get("health"), t.get("lastError")) for t in pool_targets]
+        return [t for t in pool_targets if t["health"] == "up"]
 
-    targets = wait_for(target_up, timeout=120, what=f"an up target in scrape pool {pool}")
+    # Discovery, a config reload and the first scrape (30 s interval); slower when the node is busy.
+    try:
+        targets = wait_for(target_up, timeout=300, what=f"an up target in scrape pool {pool}")
+    except AssertionError as e:
+        raise AssertionError(f"{e}; the pool's targets (health, last error): {seen}") from e
     assert targets[0]["labels"]["namespace"] == NS
     assert targets[0]["labels"]["service"] == NAME
 
