@@ -17,7 +17,7 @@ from aim_engine.domain.models import ModelProfile
 from aim_engine.domain.quantity import GIB, format_gib
 from aim_engine.domain.recipe import Recipe
 from aim_engine.domain.vllm_args import ArgRegistry
-from aim_engine.rules.memory import MemoryInputs, MemoryPlan, plan_memory
+from aim_engine.rules.memory import CPU_DEFAULT_KV_CACHE_GIB, CPU_RUNTIME_GIB, MemoryInputs, MemoryPlan, plan_memory
 
 # Every reason code a Finding carries: stable, written to JSON, events and admission responses.
 FindingCode = Literal[
@@ -288,7 +288,7 @@ def cpu_findings(recipe: Recipe, product: GpuProduct) -> list[Finding]:
                 "CPU_RESOURCES_MISSING",
                 f"a {product.name} recipe must request {' and '.join(missing)} (resources.requests)",
                 "set resources.requests.cpu (cores for the engine's threads) and resources.requests.memory "
-                "(weights + VLLM_CPU_KVCACHE_SPACE + 3.5 GiB runtime)",
+                f"(weights + {CPU_KV_CACHE_ENV} + {CPU_RUNTIME_GIB} GiB runtime)",
             )
         )
     if CPU_KV_CACHE_ENV not in recipe.env:
@@ -386,14 +386,15 @@ def static_findings(
 
 
 def _cpu_memory_findings(plan: MemoryPlan, recipe: Recipe, model: ModelProfile, product: GpuProduct) -> list[Finding]:
-    kv_space = plan.kv_budget if plan.kv_budget > 0 else memory_inputs(recipe).cpu_kv_cache_space
+    asked = memory_inputs(recipe).cpu_kv_cache_space or CPU_DEFAULT_KV_CACHE_GIB * GIB  # vLLM's default when unset
+    kv_space = plan.kv_budget if plan.kv_budget > 0 else asked
     if not plan.weights_fit:
         need = plan.weights + plan.activations + plan.overhead
         return [
             Finding(
                 "INSUFFICIENT_MEMORY",
                 f"insufficient memory on {product.name}: {model.id} at {recipe.precision} needs {format_gib(need)} "
-                f"(weights, activations and the 3.5 GiB runtime) plus {format_gib(kv_space)} of KV cache "
+                f"(weights, activations and the {CPU_RUNTIME_GIB} GiB runtime) plus {format_gib(kv_space)} of KV cache "
                 f"({CPU_KV_CACHE_ENV}), but the pod requests {format_gib(plan.budget)}",
                 f"raise resources.requests.memory to at least {format_gib(need + kv_space)} or lower {CPU_KV_CACHE_ENV}",
             )
