@@ -244,7 +244,8 @@ def performance() -> Board:
     b = Board(
         "aim-engine-performance",
         "AIM Engine Recipe Performance",
-        "Actual against expected throughput per recipe; the expected figure is the catalog's baseline.",
+        "Actual against expected throughput per recipe; the expected figure is the release's selected recipe's "
+        "(a custom or measured recipe's own), else the catalog's.",
         ["performance"],
     )
     b.row("Throughput")
@@ -253,7 +254,7 @@ def performance() -> Board:
         "Generated tokens/s: actual vs expected (per replica)",
         [
             (f"aim:recipe_tokens_per_second_per_replica{{{SEL_MODEL}}}", "actual {{recipe_id}}"),
-            ('aim:recipe_expected_tokens_per_second{recipe_id=~"$recipe"}', "expected {{recipe_id}}"),
+            (f"aim:recipe_expected_tokens_per_second{{{SEL}}}", "expected {{recipe_id}}"),
         ],
         unit="short",
     )
@@ -286,22 +287,23 @@ def latency() -> Board:
         "Time to first token, inter-token and end-to-end latency per recipe.",
         ["latency"],
     )
-    for title, rec in (
-        ("Time to first token", "ttft_seconds"),
-        ("Inter-token latency", "inter_token_latency_seconds"),
-        ("End-to-end request latency", "e2e_latency_seconds"),
+    for title, rec, mean in (
+        ("Time to first token", "ttft_seconds", True),
+        ("Inter-token latency", "inter_token_latency_seconds", True),
+        ("End-to-end request latency", "e2e_latency_seconds", False),
     ):
         b.row(title)
-        b.panel(
-            "timeseries",
-            f"{title} p50 / p99",
-            [(f"aim:recipe_{rec}:p50{{{SEL}}}", "p50 {{recipe_id}}"), (f"aim:recipe_{rec}:p99{{{SEL}}}", "p99 {{recipe_id}}")],
-            unit="s",
-        )
+        queries = [(f"aim:recipe_{rec}:p50{{{SEL}}}", "p50 {{recipe_id}}"), (f"aim:recipe_{rec}:p99{{{SEL}}}", "p99 {{recipe_id}}")]
+        if mean:  # exact, where the quantiles are only as fine as vLLM's histogram buckets
+            queries.append((f"aim:recipe_{rec}:mean{{{SEL}}}", "mean {{recipe_id}}"))
+        b.panel("timeseries", f"{title} p50 / p99" + (" / mean" if mean else ""), queries, unit="s")
     b.panel(
         "timeseries",
-        "Expected inter-token latency (catalog)",
-        [('aim:recipe_expected_latency_seconds{recipe_id=~"$recipe"}', "{{recipe_id}}")],
+        "Mean inter-token latency: actual vs expected",
+        [
+            (f"aim:recipe_inter_token_latency_seconds:mean{{{SEL}}}", "actual {{recipe_id}}"),
+            (f"aim:recipe_expected_latency_seconds{{{SEL}}}", "expected {{recipe_id}}"),
+        ],
         unit="s",
     )
     b.panel(
@@ -478,7 +480,7 @@ def recommendations() -> Board:
         [
             (
                 f"aim:recipe_throughput_vs_expected:ratio{{{SEL_MODEL}}} < 0.8 and on (namespace, recipe_id) "
-                f"aim:recipe_requests_waiting{{{SEL}}} > 0",
+                f"aim:recipe_requests_waiting:max5m{{{SEL}}} > 0",
                 "",
             )
         ],

@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
+import yaml
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from aim_engine.contract import INSTANCE_LABEL, SELECTION_METRICS_KEY
+from aim_engine.contract import INSTANCE_LABEL, RECIPE_KEY, SELECTION_METRICS_KEY
 
 RESULTS = ("selected", "not_found", "ambiguous", "error")
 
@@ -56,8 +58,45 @@ def updated_counts(
     )
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SelectedBaseline:
+    """The performance figures of the recipe a release's selection holds (catalog or custom)."""
+
+    recipe_id: str
+    tokens_per_second: float
+    latency_seconds: float | None
+    source: str
+
+
+def selected_baseline(data: Mapping[str, Any]) -> SelectedBaseline | None:
+    """Pure: the baseline in a selection ConfigMap's recipe.yaml, or None when it holds no recipe or
+    the recipe states no throughput (a custom recipe may omit performance)."""
+    raw = data.get(RECIPE_KEY)
+    if not raw:
+        return None
+    try:
+        doc = yaml.safe_load(str(raw))
+    except yaml.YAMLError:
+        return None
+    if not isinstance(doc, dict) or not isinstance(doc.get("performance"), dict) or not doc.get("recipe_id"):
+        return None
+    perf: dict[str, Any] = doc["performance"]
+    tps, lat = perf.get("expected_tokens_per_second"), perf.get("expected_latency_ms")
+    if isinstance(tps, bool) or not isinstance(tps, int | float) or tps <= 0:
+        return None
+    latency = float(lat) / 1000 if isinstance(lat, int | float) and not isinstance(lat, bool) and lat > 0 else None
+    provenance = perf.get("provenance")
+    kind = ((provenance or {}).get("expected_tokens_per_second") or {}).get("kind") if isinstance(provenance, dict) else None
+    return SelectedBaseline(
+        recipe_id=str(doc["recipe_id"]), tokens_per_second=float(tps), latency_seconds=latency, source=str(kind or "unspecified")
+    )
+
+
 class SelectionCollector(Collector):
-    """Renders selection ConfigMaps (as JSON dicts) into Prometheus metrics."""
+    """Renders selection ConfigMaps (as JSON dicts) into Prometheus metrics: the selection counters,
+    and the selected recipe's own figures (aim_recipe_selected_expected_tokens_per_second and
+    _latency_seconds), which the rules prefer over the catalog's as a release's baseline: a custom
+    recipe's figures (written by hand or measured) are what its release is held to."""
 
     def __init__(self, fetch: Callable[[], Iterable[Mapping[str, Any]]]) -> None:
         self.fetch = fetch
@@ -79,10 +118,27 @@ class SelectionCollector(Collector):
             "The recipe the last successful selection chose",
             labels=["namespace", "release", "recipe_id", "level"],
         )
+        baseline_labels = ["namespace", "release", "recipe_id", "source"]
+        expected_tps = GaugeMetricFamily(
+            "aim_recipe_selected_expected_tokens_per_second",
+            "Expected output tokens/s of the recipe a release's selection holds (its recipe.yaml)",
+            labels=baseline_labels,
+        )
+        expected_lat = GaugeMetricFamily(
+            "aim_recipe_selected_expected_latency_seconds",
+            "Expected mean inter-token latency of the recipe a release's selection holds (its recipe.yaml)",
+            labels=baseline_labels,
+        )
         for cm in self.fetch():
             meta = cm.get("metadata") or {}
             ns = str(meta.get("namespace", ""))
             release = str((meta.get("labels") or {}).get(INSTANCE_LABEL, meta.get("name", "")))
+            baseline = selected_baseline(cm.get("data") or {})
+            if baseline is not None:
+                values = [ns, release, baseline.recipe_id, baseline.source]
+                expected_tps.add_metric(values, baseline.tokens_per_second)
+                if baseline.latency_seconds is not None:
+                    expected_lat.add_metric(values, baseline.latency_seconds)
             raw = (cm.get("data") or {}).get(SELECTION_METRICS_KEY)
             if not raw:
                 continue
@@ -104,6 +160,8 @@ class SelectionCollector(Collector):
         yield duration
         yield stamp
         yield info
+        yield expected_tps
+        yield expected_lat
 
 
 class BaselineCollector(Collector):
