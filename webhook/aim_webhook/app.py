@@ -24,7 +24,8 @@ from aim_engine.rules.compat import Finding
 from aim_engine.rules.pod import POLICED_KINDS, MalformedObject, delegated, parse_workload
 from aim_engine.rules.workload import Toggles, check_workload
 
-from .mutate import apply, mutate
+from .memo import Memo, fingerprint
+from .mutate import Mutation, apply, mutate
 from .observability import DURATION, HTTP_ERRORS, REQUESTS, now, render_metrics
 from .recipes import RecipeResolver
 from .review import BadReview, ReviewRequest, parse_review, response
@@ -80,6 +81,9 @@ class Reviewer:
         self.resolver = resolver
         self.settings = settings
         self.models = bundle.model_map()
+        # The Pods of one controller are identical to the rules: judged once (see memo.py).
+        self.verdicts: Memo[tuple[Finding, ...]] = Memo()
+        self.patches: Memo[Mutation] = Memo()
 
     def read_review(self) -> ReviewRequest | Response:
         ctype = (request.mimetype or "").lower()
@@ -182,20 +186,27 @@ class Reviewer:
             )
         recipe = resolution.recipe
         model = self.models.get(recipe.model_key)
-        try:
-            if delegated(workload):
+
+        def judge() -> tuple[Finding, ...]:
+            judged = workload
+            if delegated(judged):
                 # Its Pods get the recipe at creation: judge what they will be, i.e. the controller as
                 # mutated (explicit values stay, so every contradiction the user wrote still shows).
-                injected = apply(req.object, mutate(workload, recipe, catalog=self.bundle.hardware).patch)
-                workload = parse_workload(injected, kind=req.kind, namespace=req.namespace) or workload
-            findings = check_workload(
-                workload,
-                recipe,
-                model=model,
-                catalog=self.bundle.hardware,
-                registry=self.bundle.registry,
-                toggles=self.settings.toggles,
+                injected = apply(req.object, mutate(judged, recipe, catalog=self.bundle.hardware).patch)
+                judged = parse_workload(injected, kind=req.kind, namespace=req.namespace) or judged
+            return tuple(
+                check_workload(
+                    judged,
+                    recipe,
+                    model=model,
+                    catalog=self.bundle.hardware,
+                    registry=self.bundle.registry,
+                    toggles=self.settings.toggles,
+                )
             )
+
+        try:
+            findings = list(self.verdicts.get(fingerprint(workload), recipe, judge))
         except (MalformedObject, InputError) as e:
             return response(req, allowed=False, code=400, message=f"aim-engine: malformed {req.kind}: {e}"), "denied", "MALFORMED"
         warnings = [] if model is not None else [f"model {recipe.huggingface_id} not analysed: memory fit not checked"]
@@ -227,7 +238,12 @@ class Reviewer:
             # it into the template would turn today's recipe into "explicit user values" tomorrow.
             return response(req, allowed=True), "skipped", ""
         try:
-            result = mutate(workload, resolution.recipe, catalog=self.bundle.hardware, node_affinity=resolution.node_affinity)
+            recipe, affinity = resolution.recipe, resolution.node_affinity
+            result = self.patches.get(
+                (fingerprint(workload), affinity),
+                recipe,
+                lambda: mutate(workload, recipe, catalog=self.bundle.hardware, node_affinity=affinity),
+            )
         except (MalformedObject, InputError) as e:
             return response(req, allowed=True, warnings=[f"not mutated: {e}"]), "allowed", "MALFORMED"
         outcome = "patched" if result.patch else "allowed"
