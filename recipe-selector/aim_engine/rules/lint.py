@@ -96,9 +96,7 @@ def lint_recipes(
                             f"lower the request or raise the limit for {name}",
                         )
                     )
-            # A CPU product's resource is the pod's cores: a CPU request sizes it, and a limit would
-            # throttle the engine's busy-polling processes together with its API server.
-            if strict and not product.is_cpu and res not in recipe.limits:
+            if strict and res not in recipe.limits:
                 issues.append(
                     LintIssue(
                         "error",
