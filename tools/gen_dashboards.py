@@ -293,7 +293,10 @@ def latency() -> Board:
         ("End-to-end request latency", "e2e_latency_seconds", False),
     ):
         b.row(title)
-        queries = [(f"aim:recipe_{rec}:p50{{{SEL}}}", "p50 {{recipe_id}}"), (f"aim:recipe_{rec}:p99{{{SEL}}}", "p99 {{recipe_id}}")]
+        queries = [
+            (f"aim:recipe_{rec}:p50{{{SEL}}}", "p50 {{recipe_id}}"),
+            (f"aim:recipe_{rec}:p99{{{SEL}}}", "p99 {{recipe_id}}"),
+        ]
         if mean:  # exact, where the quantiles are only as fine as vLLM's histogram buckets
             queries.append((f"aim:recipe_{rec}:mean{{{SEL}}}", "mean {{recipe_id}}"))
         b.panel("timeseries", f"{title} p50 / p99" + (" / mean" if mean else ""), queries, unit="s")

@@ -44,6 +44,9 @@ LAST_ATTEMPT_TEXT_KEY: Final = "last-attempt.txt"
 # The nodeSelectorTerms that keep pods on the selected product's nodes (NodeAffinity below).
 NODE_AFFINITY_KEY: Final = "node-affinity.json"
 SELECTION_METRICS_KEY: Final = "selection-metrics.json"
+# A release's benchmark history (`helm test`): ConfigMap <release>-recipe-benchmarks, key benchmarks.json.
+BENCHMARKS_SUFFIX: Final = "-recipe-benchmarks"
+BENCHMARKS_KEY: Final = "benchmarks.json"
 SELECTION_RESULT_ANNOTATION: Final = "aim-engine.io/selection-result"
 SELECTION_LEVEL_ANNOTATION: Final = "aim-engine.io/selection-level"
 
@@ -56,6 +59,13 @@ APP_NAME: Final = "aim-engine"
 RECIPE_CONFIG_COMPONENT: Final = "recipe-config"
 ADMISSION_COMPONENT: Final = "admission-controller"
 RECIPE_CONFIG_SELECTOR: Final = f"{COMPONENT_LABEL}={RECIPE_CONFIG_COMPONENT}"
+BENCHMARKS_COMPONENT: Final = "recipe-benchmarks"
+BENCHMARKS_SELECTOR: Final = f"{COMPONENT_LABEL}={BENCHMARKS_COMPONENT}"
+
+
+def benchmarks_name(release: str) -> str:
+    """The benchmark history ConfigMap of a release."""
+    return f"{release}{BENCHMARKS_SUFFIX}"
 
 
 def recipe_config_name(release: str) -> str:

@@ -201,7 +201,8 @@ def _make_app(args: argparse.Namespace, board: Any) -> Any:
     extra.register(BoardCollector(board))
     if args.kube:
         from aim_engine.adapters.kube import Kube, own_namespace
-        from aim_engine.adapters.metrics import SelectionCollector
+        from aim_engine.adapters.metrics import BenchmarkCollector, SelectionCollector
+        from aim_engine.contract import BENCHMARKS_SELECTOR
 
         kube = Kube.connect()
         reader = kube.configmap
@@ -216,7 +217,14 @@ def _make_app(args: argparse.Namespace, board: Any) -> Any:
             except Exception:  # a scrape must not fail because the API is slow
                 return []
 
+        def fetch_benchmarks() -> list[dict[str, Any]]:
+            try:
+                return kube.configmaps(namespace=own, label_selector=BENCHMARKS_SELECTOR)
+            except Exception:  # as above
+                return []
+
         extra.register(SelectionCollector(fetch))
+        extra.register(BenchmarkCollector(fetch_benchmarks))
     settings = Settings(
         toggles=Toggles(args.check_resource_limits, args.check_recipe_compatibility, args.check_performance_constraints),
         mutate=args.mutate,

@@ -118,6 +118,9 @@ class Kube:
             "list pods", self.core.list_pod_for_all_namespaces, field_selector="status.phase!=Succeeded,status.phase!=Failed"
         )
 
+    def namespaced_pods(self, namespace: str, *, label_selector: str) -> list[dict[str, Any]]:
+        return self._list("list pods", self.core.list_namespaced_pod, namespace=namespace, label_selector=label_selector)
+
     def configmap(self, namespace: str, name: str) -> dict[str, Any] | None:
         api_exc = _api_exception()
         try:

@@ -12,13 +12,15 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import yaml
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from aim_engine.contract import INSTANCE_LABEL, RECIPE_KEY, SELECTION_METRICS_KEY
+from aim_engine.contract import BENCHMARKS_KEY, INSTANCE_LABEL, RECIPE_KEY, SELECTION_METRICS_KEY
+from aim_engine.domain.benchmark import BenchmarkResult, parse_history
 
 RESULTS = ("selected", "not_found", "ambiguous", "error")
 
@@ -196,3 +198,74 @@ class BaselineCollector(Collector):
         yield tps
         yield lat
         yield gpus
+
+
+class BenchmarkCollector(Collector):
+    """Renders benchmark history ConfigMaps (`<release>-recipe-benchmarks`) into the measured series,
+    beside the expected ones. For each release, recipe and load shape (`request_rate`: "inf" for a
+    run as fast as its concurrency allows, which measures capacity; else the rate it was held to),
+    the newest successful measurement: aim_recipe_measured_output_tokens_per_second,
+    aim_recipe_measured_ttft_seconds and aim_recipe_measured_itl_seconds (label `stat`: mean, p50,
+    p95, p99), aim_recipe_measured_timestamp_seconds; and the outcome of the release's last run,
+    aim_recipe_benchmark_last_success (1 measured, 0 failed). A history that cannot be read is
+    skipped: a scrape never fails for it."""
+
+    def __init__(self, fetch: Callable[[], Iterable[Mapping[str, Any]]]) -> None:
+        self.fetch = fetch
+
+    def collect(self) -> Iterable[GaugeMetricFamily]:
+        labels = ["namespace", "release", "recipe_id", "hardware", "concurrency", "request_rate"]
+        tps = GaugeMetricFamily(
+            "aim_recipe_measured_output_tokens_per_second", "Output tokens/s measured by the release's benchmark", labels=labels
+        )
+        ttft = GaugeMetricFamily(
+            "aim_recipe_measured_ttft_seconds", "Time to first token measured by the benchmark client", labels=[*labels, "stat"]
+        )
+        itl = GaugeMetricFamily(
+            "aim_recipe_measured_itl_seconds", "Inter-token latency measured by the benchmark client", labels=[*labels, "stat"]
+        )
+        when = GaugeMetricFamily("aim_recipe_measured_timestamp_seconds", "When the measurement was taken", labels=labels)
+        last = GaugeMetricFamily(
+            "aim_recipe_benchmark_last_success",
+            "1 if the release's last benchmark measured, 0 if it failed",
+            labels=["namespace", "release"],
+        )
+        for cm in self.fetch():
+            meta = cm.get("metadata") or {}
+            ns = str(meta.get("namespace", ""))
+            release = str((meta.get("labels") or {}).get(INSTANCE_LABEL, meta.get("name", "")))
+            try:
+                history = parse_history((cm.get("data") or {}).get(BENCHMARKS_KEY))
+            except Exception:
+                continue
+            if not history:
+                continue
+            last.add_metric([ns, release], 1.0 if history[-1].outcome == "measured" else 0.0)
+            newest: dict[tuple[str, str], BenchmarkResult] = {}
+            for r in history:
+                if r.outcome == "measured":
+                    rate = "inf" if r.conditions.request_rate is None else f"{r.conditions.request_rate:g}"
+                    newest[(r.provenance.recipe_id, rate)] = r
+            for (recipe_id, rate), r in sorted(newest.items()):
+                values = [ns, release, recipe_id, r.provenance.hardware, str(r.conditions.concurrency), rate]
+                tps.add_metric(values, r.figures["output_throughput"])
+                for stat in ("mean", "p50", "p95", "p99"):
+                    if f"{stat}_ttft_ms" in r.figures:
+                        ttft.add_metric([*values, stat], r.figures[f"{stat}_ttft_ms"] / 1000)
+                    if f"{stat}_itl_ms" in r.figures:
+                        itl.add_metric([*values, stat], r.figures[f"{stat}_itl_ms"] / 1000)
+                stamp = _rfc3339_seconds(r.provenance.time)
+                if stamp is not None:
+                    when.add_metric(values, stamp)
+        yield tps
+        yield ttft
+        yield itl
+        yield when
+        yield last
+
+
+def _rfc3339_seconds(text: str) -> float | None:
+    try:
+        return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None

@@ -39,6 +39,8 @@ from aim_engine.adapters.render import (
     to_yaml,
     vllm_command,
 )
+from aim_engine.cli.bench import add_parser as add_bench_parser
+from aim_engine.cli.bench import cmd_bench
 from aim_engine.cluster.inventory import DEFAULT_TOLERATED_TAINTS, Inventory, build_inventory, product_node_affinity, split_list
 from aim_engine.contract import (
     EXPLANATION_KEY,
@@ -215,6 +217,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     est = sub.add_parser("estimate", help="recompute a recipe's estimated figures (method aim-engine-roofline-v1)")
     est.add_argument("recipe_id")
+
+    add_bench_parser(sub, positive=_positive)
 
     met = sub.add_parser("metrics", help="print aim_recipe_selection_total from selection ConfigMaps (Prometheus text)")
     met.add_argument("files", nargs="*", type=Path, help="ConfigMap JSON/YAML files; none: read the live cluster")
@@ -684,6 +688,7 @@ COMMANDS = {
     "place": cmd_place,
     "estimate": cmd_estimate,
     "metrics": cmd_metrics,
+    "bench": cmd_bench,
 }
 
 
