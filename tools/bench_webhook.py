@@ -23,6 +23,7 @@ wrk and the webhook share this machine: run it when nothing else is busy (`uptim
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import shutil
@@ -84,8 +85,27 @@ def scrape(server: Server) -> dict[str, dict[str, float]]:
     return out
 
 
-def wrk(port: int, path: str, *, rate: int, connections: int, seconds: float) -> dict[str, float]:
-    env = {**os.environ, "REVIEW_FILE": str(REVIEW), "RATE": str(rate), "CONNECTIONS": str(connections)}
+def distinct_review(tmp: Path) -> Path:
+    """The review with an object annotation wrk turns into a counter (tools/wrk/review.lua, DISTINCT):
+    every request then carries another object, which the webhook's memo has not seen."""
+    doc = json.loads(REVIEW.read_text())
+    meta = doc["request"]["object"].setdefault("metadata", {})
+    meta.setdefault("annotations", {})["bench.aim-engine.io/seq"] = "__AIM_SEQ__"
+    out = tmp / "review-distinct.json"
+    out.write_text(json.dumps(doc))
+    return out
+
+
+def wrk(
+    port: int, path: str, *, rate: int, connections: int, seconds: float, review: Path = REVIEW, distinct: bool = False
+) -> dict[str, float]:
+    env = {
+        **os.environ,
+        "REVIEW_FILE": str(review),
+        "RATE": str(rate),
+        "CONNECTIONS": str(connections),
+        "DISTINCT": "1" if distinct else "0",
+    }
     out = subprocess.run(
         [
             "wrk",
@@ -108,15 +128,17 @@ def wrk(port: int, path: str, *, rate: int, connections: int, seconds: float) ->
     return {k: float(v) for k, v in (kv.split("=") for kv in m.group(1).split())}
 
 
-def measured(server: Server, path: str, *, rate: int, connections: int, seconds: float) -> dict[str, object]:
+def measured(
+    server: Server, path: str, *, rate: int, connections: int, seconds: float, review: Path = REVIEW, distinct: bool = False
+) -> dict[str, object]:
     """One wrk run with the server's CPU time, and per-worker connections (mid-run) and requests."""
-    wrk(server.port, path, rate=rate, connections=connections, seconds=2)  # warm up
+    wrk(server.port, path, rate=rate, connections=connections, seconds=2, review=review, distinct=distinct)  # warm up
     before = scrape(server).get("aim_webhook_worker_requests_total", {})
     mid: dict[str, dict[str, float]] = {}
     sampler = threading.Timer(seconds / 2, lambda: mid.update(scrape(server)))
     cpu0 = cpu_seconds(server.proc.pid)
     sampler.start()
-    r = wrk(server.port, path, rate=rate, connections=connections, seconds=seconds)
+    r = wrk(server.port, path, rate=rate, connections=connections, seconds=seconds, review=review, distinct=distinct)
     cpu1 = cpu_seconds(server.proc.pid)
     sampler.join()
     after = scrape(server).get("aim_webhook_worker_requests_total", {})
@@ -155,21 +177,36 @@ def main() -> None:
             f"{'max ms':>7} {'err':>4} {'CPU us/review':>13} {'conns/worker':>12} {'reviews/worker':>15}"
         )
         cost: dict[tuple[str, int], float] = {}
-        for path in ("/noop", "/validate", "/mutate"):
+        distinct = distinct_review(tmp)
+        # "same": one object reviewed again and again (the Pods of one controller: the memo answers);
+        # "distinct": every review another object (the memo never does).
+        for path, kind in (
+            ("/noop", "same"),
+            ("/validate", "same"),
+            ("/mutate", "same"),
+            ("/validate", "distinct"),
+            ("/mutate", "distinct"),
+        ):
             for rate, conns in ((100, 8), (500, 16), (0, 64)):
-                r = measured(server, path, rate=rate, connections=conns, seconds=args.seconds)
-                cost[(path, rate)] = float(r["cpu_us"])  # type: ignore[arg-type]
+                review = distinct if kind == "distinct" else REVIEW
+                r = measured(
+                    server, path, rate=rate, connections=conns, seconds=args.seconds, review=review, distinct=kind == "distinct"
+                )
+                cost[(f"{path}/{kind}", rate)] = float(r["cpu_us"])  # type: ignore[arg-type]
+                label = path[1:] if kind == "same" else f"{path[1:]}*"
                 print(
-                    f"{path[1:]:<9} {rate or 'max':>6} {conns:>5} {r['rps']:>9.0f} {r['p50_ms']:>7.2f} {r['p90_ms']:>7.2f} "
+                    f"{label:<9} {rate or 'max':>6} {conns:>5} {r['rps']:>9.0f} {r['p50_ms']:>7.2f} {r['p90_ms']:>7.2f} "
                     f"{r['p99_ms']:>7.2f} {r['max_ms']:>7.2f} {r['errors']:>4.0f} {r['cpu_us']:>13.0f} "
                     f"{split(r['conns']):>12} {split(r['per_worker']):>15}"  # type: ignore[arg-type]
                 )
+        print("(* every review a distinct object: the memo never answers)")
         for rate in (500, 0):
-            floor = cost[("/noop", rate)]
+            floor = cost[("/noop/same", rate)]
             where = f"{rate} reviews/s" if rate else "the maximum rate"
             print(
-                f"cost at {where}: validate {cost[('/validate', rate)] / floor:.2f}x and mutate "
-                f"{cost[('/mutate', rate)] / floor:.2f}x the no-op floor's CPU per review"
+                f"cost at {where}: validate {cost[('/validate/same', rate)] / floor:.2f}x and mutate "
+                f"{cost[('/mutate/same', rate)] / floor:.2f}x the no-op floor's CPU per review; distinct objects: validate "
+                f"{cost[('/validate/distinct', rate)] / floor:.2f}x, mutate {cost[('/mutate/distinct', rate)] / floor:.2f}x"
             )
         print("\nworkers sharing the load (/validate at the maximum rate):")
         print(f"{'conns':>5} {'reviews/s':>9} {'p99 ms':>7} {'conns/worker (mid-run)':>23} {'reviews/worker':>15}")

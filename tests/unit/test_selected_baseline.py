@@ -10,7 +10,7 @@ import pytest
 import yaml
 from prometheus_client import CollectorRegistry, generate_latest
 
-from aim_engine.adapters.metrics import SelectedBaseline, SelectionCollector, selected_baseline
+from aim_engine.adapters.metrics import SelectedBaseline, SelectionCollector, selected_baseline, selected_gpu_count
 
 ROOT = Path(__file__).resolve().parents[2]
 CATALOG_RECIPE = ROOT / "recipes" / "catalog" / "tiny-llama" / "tiny-llama-cpu-x86-bf16.yaml"
@@ -69,3 +69,29 @@ def test_the_collector_exports_each_releases_baseline() -> None:
         in text
     )
     assert 'namespace="b"' not in text
+
+
+@pytest.mark.parametrize(
+    ("text", "want"),
+    [
+        ("recipe_id: r\ngpu_count: 2\n", ("r", 2)),
+        ("recipe_id: r\n", None),
+        ("recipe_id: r\ngpu_count: 0\n", None),
+        ("recipe_id: r\ngpu_count: true\n", None),
+        ("gpu_count: 2\n", None),
+        ("{bad", None),
+    ],
+)
+def test_the_selected_recipes_gpu_count(text: str, want: tuple[str, int] | None) -> None:
+    assert selected_gpu_count({"recipe.yaml": text}) == want
+
+
+def test_the_collector_exports_the_selected_gpu_count() -> None:
+    cm = {
+        "metadata": {"namespace": "a", "labels": {"app.kubernetes.io/instance": "x"}},
+        "data": {"recipe.yaml": CATALOG_RECIPE.read_text()},
+    }
+    registry = CollectorRegistry()
+    registry.register(SelectionCollector(lambda: [cm]))
+    text = generate_latest(registry).decode()
+    assert 'aim_recipe_selected_gpu_count{namespace="a",recipe_id="tiny-llama-cpu-x86-bf16",release="x"} 1.0' in text

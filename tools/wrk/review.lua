@@ -8,6 +8,18 @@ wrk.body = f:read("*a")
 f:close()
 wrk.headers["Content-Type"] = "application/json"
 
+-- With DISTINCT set, the body's __AIM_SEQ__ becomes a counter: every review is a different object
+-- (no two alike for the webhook's memo), where without it every review is the same one.
+local distinct = os.getenv("DISTINCT") == "1"
+local seq = 0
+if distinct then
+  local body = wrk.body
+  function request()
+    seq = seq + 1
+    return wrk.format(nil, nil, nil, (body:gsub("__AIM_SEQ__", tostring(seq))))
+  end
+end
+
 local rate = tonumber(os.getenv("RATE") or "0")
 local connections = tonumber(os.getenv("CONNECTIONS") or "1")
 

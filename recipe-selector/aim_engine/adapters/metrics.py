@@ -94,6 +94,21 @@ def selected_baseline(data: Mapping[str, Any]) -> SelectedBaseline | None:
     )
 
 
+def selected_gpu_count(data: Mapping[str, Any]) -> tuple[str, int] | None:
+    """Pure: (recipe_id, gpu_count) of the recipe a selection ConfigMap holds, or None. A custom
+    recipe is in no catalog, so its GPUs per replica come from here."""
+    try:
+        doc = yaml.safe_load(str(data.get(RECIPE_KEY) or ""))
+    except yaml.YAMLError:
+        return None
+    if not isinstance(doc, dict) or not doc.get("recipe_id"):
+        return None
+    count = doc.get("gpu_count")
+    if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+        return None
+    return str(doc["recipe_id"]), count
+
+
 class SelectionCollector(Collector):
     """Renders selection ConfigMaps (as JSON dicts) into Prometheus metrics: the selection counters,
     and the selected recipe's own figures (aim_recipe_selected_expected_tokens_per_second and
@@ -131,10 +146,18 @@ class SelectionCollector(Collector):
             "Expected mean inter-token latency of the recipe a release's selection holds (its recipe.yaml)",
             labels=baseline_labels,
         )
+        gpus = GaugeMetricFamily(
+            "aim_recipe_selected_gpu_count",
+            "GPUs one replica of the recipe a release's selection holds uses (its recipe.yaml)",
+            labels=["namespace", "release", "recipe_id"],
+        )
         for cm in self.fetch():
             meta = cm.get("metadata") or {}
             ns = str(meta.get("namespace", ""))
             release = str((meta.get("labels") or {}).get(INSTANCE_LABEL, meta.get("name", "")))
+            counted = selected_gpu_count(cm.get("data") or {})
+            if counted is not None:
+                gpus.add_metric([ns, release, counted[0]], float(counted[1]))
             baseline = selected_baseline(cm.get("data") or {})
             if baseline is not None:
                 values = [ns, release, baseline.recipe_id, baseline.source]
@@ -164,6 +187,7 @@ class SelectionCollector(Collector):
         yield info
         yield expected_tps
         yield expected_lat
+        yield gpus
 
 
 class BaselineCollector(Collector):
