@@ -118,10 +118,18 @@ def test_bench_record_dry_run_prints_the_record_and_exits_by_outcome(capsys: pyt
     assert record["outcome"] == "measured" and record["provenance"]["recipe_id"] == "r"
     assert record["conditions"]["request_rate"] is None
     log = tmp_path / "client.log"
-    log.write_text("Starting...\naiohttp.client_exceptions.ClientConnectorDNSError: Cannot connect to host perf-service:8000\n")
+    log.write_text(
+        "Starting initial single prompt test run...\nTraceback (most recent call last):\n"
+        '  File "/opt/vllm/lib/python3.11/site-packages/aiohttp/connector.py", line 1345, in _wrap_create_connection\n'
+        "    raise client_error(req.connection_key, exc) from exc\n"
+        "aiohttp.client_exceptions.ClientConnectorError: Cannot connect to host 10.96.85.160:8000 ssl:default\n"
+    )
     code = main([*base, "--result", str(tmp_path / "missing.json"), "--client-exit", "1", "--client-log", str(log)])
     out = capsys.readouterr()
     assert code == 1
-    assert "benchmark failed: the benchmark client exited 1: Starting... | aiohttp" in out.err
+    assert (
+        "benchmark failed: the benchmark client exited 1: aiohttp.client_exceptions.ClientConnectorError: "
+        "Cannot connect to host 10.96.85.160:8000 ssl:default"
+    ) in out.err
     assert main([*base, "--result", str(RESULT), "--request-rate", "0"]) == 2
     assert "--request-rate '0' must be above 0" in capsys.readouterr().err

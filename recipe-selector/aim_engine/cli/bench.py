@@ -95,11 +95,14 @@ def _serving_labels(kube: Any, namespace: str, release: str) -> dict[str, str]:
     return {}
 
 
-def _tail(path: Path | None, lines: int = 5) -> str:
+def _tail(path: Path | None, lines: int = 3) -> str:
+    """What the client's output says went wrong: its last error line (a traceback ends with the
+    exception), else its last lines."""
     if path is None or not path.exists():
         return ""
     text = [ln.strip() for ln in path.read_text(errors="replace").splitlines() if ln.strip()]
-    return " | ".join(text[-lines:])[-600:]
+    errors = [ln for ln in text if "Error" in ln or "error:" in ln or "Exception" in ln]
+    return (errors[-1] if errors else " | ".join(text[-lines:]))[-600:]
 
 
 def _record(args: argparse.Namespace) -> int:
