@@ -133,3 +133,40 @@ def test_bench_record_dry_run_prints_the_record_and_exits_by_outcome(capsys: pyt
     ) in out.err
     assert main([*base, "--result", str(RESULT), "--request-rate", "0"]) == 2
     assert "--request-rate '0' must be above 0" in capsys.readouterr().err
+
+
+def test_bench_show_prints_the_history_as_a_table(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    from aim_engine.cli import bench
+
+    ok = from_client(raw(), conditions=COND, provenance=PROV, max_error_ratio=0.01)
+    bad = from_client(None, conditions=COND, provenance=PROV, max_error_ratio=0.01)
+
+    class FakeKube:
+        def configmap(self, namespace: str, name: str) -> dict[str, Any] | None:
+            assert (namespace, name) == ("ns", "perf-recipe-benchmarks")
+            return {"data": {"benchmarks.json": with_result([ok], bad)}}
+
+    monkeypatch.setattr(bench, "_kube", lambda args: FakeKube())
+    assert main(["bench", "show", "--release", "perf", "--namespace", "ns"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split() == [
+        "time",
+        "recipe",
+        "hardware",
+        "in/out",
+        "conc",
+        "rate",
+        "outcome",
+        "out",
+        "tok/s",
+        "TTFT",
+        "p50/p99",
+        "ms",
+        "ITL",
+        "p50/p99",
+        "ms",
+    ]
+    assert "measured" in lines[1] and "2173" in lines[1] and "887/5051" in lines[1]
+    assert "failed: the benchmark client wrote no result" in lines[2]
+    assert main(["bench", "show", "--release", "perf", "--namespace", "ns", "-o", "json"]) == 0
+    assert [r["outcome"] for r in json.loads(capsys.readouterr().out)] == ["measured", "failed"]
