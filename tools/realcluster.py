@@ -524,6 +524,11 @@ MODEL_CACHE_VOLUMES = 40
 MODEL_CACHE_HOSTPATH = "/var/tmp/aim-engine-model-cache-{}"
 LOCAL_IMAGE_REPOSITORY = "aim-engine.local/aim-engine"
 LOCAL_IMAGE_TAG = "dev"
+# The chart's values for that image, as `helm install` arguments.
+LOCAL_IMAGE_SETS = [
+    "--set", f"image.aim_engine.repository={LOCAL_IMAGE_REPOSITORY}",
+    "--set", f"image.aim_engine.tag={LOCAL_IMAGE_TAG}",
+]  # fmt: skip
 
 
 def prepare(kubeconfig: Path) -> None:

@@ -87,3 +87,12 @@ def e2e(tmp_path_factory: pytest.TempPathFactory) -> Iterator[E2ECluster]:
     finally:
         left = realcluster.down(state)
         assert not left, f"teardown left processes behind: {left}"
+
+
+def require_monitoring_stack(e2e: E2ECluster) -> None:
+    """The local cluster's Prometheus (tools/realcluster.py up brings it and the vLLM image); another
+    cluster without it skips the real-engine tests."""
+    have = e2e.kubectl("get", "prometheus", realcluster.PROMETHEUS_NAME, "-n", realcluster.MONITORING_NS).returncode == 0
+    if not e2e.local and not have:
+        pytest.skip("this cluster has no local monitoring stack and vLLM image (tools/realcluster.py up brings them)")
+    assert have, "the local cluster came up without its monitoring stack"

@@ -30,7 +30,7 @@ import yaml
 import realcluster
 from localcluster import wait_for
 
-from .conftest import ROOT, E2ECluster
+from .conftest import ROOT, E2ECluster, require_monitoring_stack
 
 NS = "aim-engine-infra"
 NAME = "vllm-cpu"
@@ -177,10 +177,7 @@ def chat(engine: Engine) -> tuple[dict[str, Any], float]:
 
 @pytest.fixture(scope="module")
 def engine(e2e: E2ECluster) -> Iterator[Engine]:
-    have_stack = e2e.kubectl("get", "prometheus", realcluster.PROMETHEUS_NAME, "-n", realcluster.MONITORING_NS).returncode == 0
-    if not e2e.local and not have_stack:
-        pytest.skip("this cluster has no local monitoring stack and vLLM image (tools/realcluster.py up brings them)")
-    assert have_stack, "the local cluster came up without its monitoring stack"
+    require_monitoring_stack(e2e)
     image = realcluster.vllm_image()
     assert (realcluster.IMAGES / "vllm-cpu.tar").exists(), "the vLLM CPU image is missing: make images"
     e2e.kubectl("delete", "namespace", NS, "--ignore-not-found", "--wait=true")

@@ -49,7 +49,7 @@ import yaml
 import realcluster
 from localcluster import wait_for
 
-from .conftest import IMAGE_VALUES, ROOT, E2ECluster
+from .conftest import IMAGE_VALUES, ROOT, E2ECluster, require_monitoring_stack
 
 NS = "aim-engine-perf"
 RELEASE = "perf"
@@ -169,10 +169,7 @@ def upgrade(e2e: E2ECluster, values: list[str]) -> None:
 
 @pytest.fixture(scope="module")
 def perf(e2e: E2ECluster) -> Iterator[Perf]:
-    have_stack = e2e.kubectl("get", "prometheus", realcluster.PROMETHEUS_NAME, "-n", realcluster.MONITORING_NS).returncode == 0
-    if not e2e.local and not have_stack:
-        pytest.skip("this cluster has no local monitoring stack and vLLM image (tools/realcluster.py up brings them)")
-    assert have_stack, "the local cluster came up without its monitoring stack"
+    require_monitoring_stack(e2e)
     # The infrastructure test's engine must be gone: the node has two CPUs for one engine and its client.
     wait_for(
         lambda: e2e.kubectl("get", "namespace", "aim-engine-infra").returncode != 0,
@@ -433,7 +430,8 @@ def check_dashboards(perf: Perf) -> None:
     print(f"\nthe dashboards' model variable: {model}")
     empty, exempt = [], []
     # A regular expression matching it exactly, inside a PromQL string (backslashes doubled).
-    for board, title, q in dashboard_queries(re.escape(model).replace("\\", "\\\\")):
+    queries = dashboard_queries(re.escape(model).replace("\\", "\\\\"))
+    for board, title, q in queries:
         if any(m in q for m in GPU_EXPORTER_METRICS):
             exempt.append(f"{board} / {title}")
             continue
@@ -445,9 +443,7 @@ def check_dashboards(perf: Perf) -> None:
             rows = None
         if not rows:
             empty.append(f"{board} / {title}: {expr}")
-    print(
-        f"\n{len(dashboard_queries()) - len(exempt)} panel queries returned data; GPU exporter panels not checked here: {exempt}"
-    )
+    print(f"\n{len(queries) - len(exempt)} panel queries returned data; GPU exporter panels not checked here: {exempt}")
     assert not empty, "panel queries without data:\n" + "\n".join(empty)
 
 

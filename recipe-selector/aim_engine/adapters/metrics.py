@@ -70,17 +70,17 @@ class SelectedBaseline:
     source: str
 
 
-def selected_baseline(data: Mapping[str, Any]) -> SelectedBaseline | None:
-    """Pure: the baseline in a selection ConfigMap's recipe.yaml, or None when it holds no recipe or
-    the recipe states no throughput (a custom recipe may omit performance)."""
-    raw = data.get(RECIPE_KEY)
-    if not raw:
-        return None
+def _selected_recipe(data: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The recipe.yaml of a selection ConfigMap's data as a document with a recipe_id, or None."""
     try:
-        doc = yaml.safe_load(str(raw))
+        doc = yaml.safe_load(str(data.get(RECIPE_KEY) or ""))
     except yaml.YAMLError:
         return None
-    if not isinstance(doc, dict) or not isinstance(doc.get("performance"), dict) or not doc.get("recipe_id"):
+    return doc if isinstance(doc, dict) and doc.get("recipe_id") else None
+
+
+def _baseline_of(doc: Mapping[str, Any] | None) -> SelectedBaseline | None:
+    if doc is None or not isinstance(doc.get("performance"), dict):
         return None
     perf: dict[str, Any] = doc["performance"]
     tps, lat = perf.get("expected_tokens_per_second"), perf.get("expected_latency_ms")
@@ -94,19 +94,23 @@ def selected_baseline(data: Mapping[str, Any]) -> SelectedBaseline | None:
     )
 
 
+def _gpu_count_of(doc: Mapping[str, Any] | None) -> tuple[str, int] | None:
+    count = None if doc is None else doc.get("gpu_count")
+    if doc is None or isinstance(count, bool) or not isinstance(count, int) or count < 1:
+        return None
+    return str(doc["recipe_id"]), count
+
+
+def selected_baseline(data: Mapping[str, Any]) -> SelectedBaseline | None:
+    """Pure: the baseline in a selection ConfigMap's recipe.yaml, or None when it holds no recipe or
+    the recipe states no throughput (a custom recipe may omit performance)."""
+    return _baseline_of(_selected_recipe(data))
+
+
 def selected_gpu_count(data: Mapping[str, Any]) -> tuple[str, int] | None:
     """Pure: (recipe_id, gpu_count) of the recipe a selection ConfigMap holds, or None. A custom
     recipe is in no catalog, so its GPUs per replica come from here."""
-    try:
-        doc = yaml.safe_load(str(data.get(RECIPE_KEY) or ""))
-    except yaml.YAMLError:
-        return None
-    if not isinstance(doc, dict) or not doc.get("recipe_id"):
-        return None
-    count = doc.get("gpu_count")
-    if isinstance(count, bool) or not isinstance(count, int) or count < 1:
-        return None
-    return str(doc["recipe_id"]), count
+    return _gpu_count_of(_selected_recipe(data))
 
 
 class SelectionCollector(Collector):
@@ -155,10 +159,11 @@ class SelectionCollector(Collector):
             meta = cm.get("metadata") or {}
             ns = str(meta.get("namespace", ""))
             release = str((meta.get("labels") or {}).get(INSTANCE_LABEL, meta.get("name", "")))
-            counted = selected_gpu_count(cm.get("data") or {})
+            recipe = _selected_recipe(cm.get("data") or {})  # parsed once for both
+            counted = _gpu_count_of(recipe)
             if counted is not None:
                 gpus.add_metric([ns, release, counted[0]], float(counted[1]))
-            baseline = selected_baseline(cm.get("data") or {})
+            baseline = _baseline_of(recipe)
             if baseline is not None:
                 values = [ns, release, baseline.recipe_id, baseline.source]
                 expected_tps.add_metric(values, baseline.tokens_per_second)

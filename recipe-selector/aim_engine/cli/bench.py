@@ -137,13 +137,14 @@ def _record(args: argparse.Namespace) -> int:
     )
     raw: dict[str, Any] | None = None
     client_error = ""
+    exit_code = args.client_exit
     if args.client_exit_file is not None:
         try:
-            args.client_exit = int(args.client_exit_file.read_text().strip())
+            exit_code = int(args.client_exit_file.read_text().strip())
         except (OSError, ValueError):
-            args.client_exit = -1  # it never finished, or wrote nothing readable
-    if args.client_exit != 0:
-        client_error = f"the benchmark client exited {args.client_exit}: {_tail(args.client_log) or 'no output'}"
+            exit_code = -1  # it never finished, or wrote nothing readable
+    if exit_code != 0:
+        client_error = f"the benchmark client exited {exit_code}: {_tail(args.client_log) or 'no output'}"
     if args.result.exists():
         try:
             raw = json.loads(args.result.read_text())
@@ -152,7 +153,7 @@ def _record(args: argparse.Namespace) -> int:
     result = from_client(
         raw, conditions=conditions, provenance=provenance, max_error_ratio=args.max_error_ratio, client_error=client_error
     )
-    if args.client_exit != 0 and result.outcome == "measured":
+    if exit_code != 0 and result.outcome == "measured":
         result = from_client(None, conditions=conditions, provenance=provenance, max_error_ratio=0, client_error=client_error)
     print("aim-benchmark-record: " + json.dumps(result.to_json(), sort_keys=True), flush=True)
     if not args.dry_run and kube is not None:
