@@ -34,7 +34,13 @@ def inventory_of(bundle: Bundle, doc: dict[str, Any], **kw: Any) -> Inventory:
 
 
 def run_select(
-    bundle: Bundle, doc: dict[str, Any], *, recipes: Any = None, inv_kw: dict[str, Any] | None = None, **request: Any
+    bundle: Bundle,
+    doc: dict[str, Any],
+    *,
+    recipes: Any = None,
+    inv_kw: dict[str, Any] | None = None,
+    measurements: Any = None,
+    **request: Any,
 ) -> Selection:
     inv = inventory_of(bundle, doc, **(inv_kw or {}))
     return select(
@@ -44,4 +50,5 @@ def run_select(
         catalog=bundle.hardware,
         registry=bundle.registry,
         inventory=inv,
+        measurements=measurements,
     )

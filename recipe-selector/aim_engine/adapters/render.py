@@ -14,6 +14,7 @@ from aim_engine.cluster.inventory import Inventory
 from aim_engine.domain.quantity import GIB
 from aim_engine.domain.recipe import Recipe
 from aim_engine.domain.vllm_args import to_cli
+from aim_engine.rules.evidence import conditions_text, figure_source
 from aim_engine.rules.lint import LintIssue
 from aim_engine.selection.result import Selection
 
@@ -56,11 +57,14 @@ def recipes_table(recipes: Sequence[Recipe]) -> str:
                 r.type,
                 r.priority,
                 _fmt(perf.tokens_per_second) if perf else "-",
+                figure_source(r, "expected_tokens_per_second") if perf else "-",
                 _fmt(perf.latency_ms) if perf else "-",
-                (perf.provenance.get("expected_tokens_per_second") or {}).get("kind", "-") if perf else "-",
+                figure_source(r, "expected_latency_ms") if perf else "-",
+                conditions_text(perf.conditions) if perf else "-",
             ]
         )
-    return table(["RECIPE", "MODEL", "HARDWARE", "GPUS", "PRECISION", "TYPE", "PRIORITY", "TOK/S", "ITL MS", "SOURCE"], rows)
+    headers = ["RECIPE", "MODEL", "HARDWARE", "GPUS", "PRECISION", "TYPE", "PRIORITY", "TOK/S", "FROM", "ITL MS", "FROM", "AT"]
+    return table(headers, rows)
 
 
 def _fmt(value: Decimal) -> str:

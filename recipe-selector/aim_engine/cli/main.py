@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from aim_engine import __version__
+from aim_engine.adapters.benchmarks import describe, read_benchmark_configmaps, read_benchmark_files
 from aim_engine.adapters.catalog import (
     Bundle,
     load_bundle,
@@ -61,6 +62,7 @@ from aim_engine.domain.errors import AimError, InputError
 from aim_engine.domain.hardware import HardwareCatalog
 from aim_engine.domain.models import ModelProfile
 from aim_engine.domain.recipe import Recipe
+from aim_engine.rules.evidence import FIGURES, Measurements, apply_measurements, figure_provenance, match_findings
 from aim_engine.rules.lint import lint_recipes
 from aim_engine.rules.perf import METHOD, estimate_recipe, recipe_conditions
 from aim_engine.selection.selector import Request, Selection, select
@@ -129,10 +131,12 @@ def build_parser() -> argparse.ArgumentParser:
     ls.add_argument("--model", help="only recipes for this model")
     ls.add_argument("--hardware", help="only recipes for this GPU product")
     ls.add_argument("-o", "--output", choices=["table", "json", "yaml"], default="table")
+    _benchmark_args(ls)
 
     show = sub.add_parser("show", help="show one recipe, its vLLM command line and memory plan")
     show.add_argument("recipe_id")
     show.add_argument("-o", "--output", choices=["yaml", "json"], default="yaml")
+    _benchmark_args(show)
 
     val = sub.add_parser("validate", help="schema and semantic lint of the catalog or of recipe files/ConfigMaps")
     val.add_argument(
@@ -197,6 +201,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("-o", "--output", choices=["table", "json", "yaml", "values"], default="table")
     s.add_argument("--write-configmap", metavar="NAME", help="hook mode: write the selection to this ConfigMap in --namespace")
     s.add_argument("--release", help="Helm release name, for labels (hook mode)")
+    _benchmark_args(s)
+    s.add_argument(
+        "--benchmarks-configmap",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="rank by the measurements in this <release>-recipe-benchmarks ConfigMap, read in --namespace (repeatable)",
+    )
     _hook_args(s)
 
     pl = sub.add_parser(
@@ -226,6 +238,32 @@ def build_parser() -> argparse.ArgumentParser:
     met.add_argument("--kubeconfig")
     met.add_argument("--context")
     return p
+
+
+def _benchmark_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--benchmarks",
+        action="append",
+        default=[],
+        type=Path,
+        metavar="FILE",
+        help="measurements that replace comparable recipes' figures: benchmarks.json, `aim-recipes bench show -o json`, "
+        "or a <release>-recipe-benchmarks ConfigMap (repeatable)",
+    )
+
+
+def _measurements(args: argparse.Namespace, kube: Any | None = None) -> Measurements:
+    found = read_benchmark_files(args.benchmarks)
+    names = getattr(args, "benchmarks_configmap", [])
+    if names:
+        if kube is None:
+            raise InputError(
+                "--benchmarks-configmap reads the live cluster; with --cluster pass the ConfigMap as --benchmarks FILE"
+            )
+        found += read_benchmark_configmaps(kube, _namespace(args), names)
+    if found:
+        log.info("benchmark records read: %s", describe(found))
+    return Measurements(found)
 
 
 def _cluster_args(p: argparse.ArgumentParser) -> None:
@@ -305,6 +343,7 @@ def cmd_list(args: argparse.Namespace) -> int:
         if (not args.model or r.model_key == args.model.lower())
         and (not args.hardware or r.hardware.upper() == args.hardware.upper())
     ]
+    recipes = list(apply_measurements(recipes, _measurements(args)).recipes)
     if args.output == "json":
         sys.stdout.write(to_json([r.to_seed() for r in recipes]))
     elif args.output == "yaml":
@@ -331,9 +370,24 @@ def cmd_show(args: argparse.Namespace) -> int:
 
     bundle = _bundle(args)
     recipe = _find(bundle, args.recipe_id)
+    applied = apply_measurements([recipe], _measurements(args))
+    recipe = applied.recipes[0]
     model = bundle.models.get(recipe.huggingface_id)
     findings, plan = static_findings(recipe, model=model, catalog=bundle.hardware, registry=bundle.registry)
     doc: dict[str, Any] = {"recipe": recipe.to_seed(), "vllm_command": vllm_command(recipe)}
+    if recipe.performance is not None:
+        perf = recipe.performance
+        doc["figures"] = {
+            figure: {
+                "value": float(perf.tokens_per_second if figure == FIGURES[0] else perf.latency_ms),
+                "conditions": dict(perf.conditions),
+                "source": figure_provenance(recipe, figure),
+            }
+            for figure in FIGURES
+        }
+    match = applied.matches.get(recipe.recipe_id)
+    if match is not None:
+        doc["measurements"] = [f.as_dict() for f in match_findings(match, recipe)]
     if plan is not None:
         doc["memory_per_gpu_gib"] = {
             "budget": round(float(plan.budget) / 2**30, 1),
@@ -453,7 +507,7 @@ def cmd_select(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     bundle = _bundle(args)
     live = args.cluster is None
-    kube = _kube(args) if live or args.write_configmap or args.recipe_configmap else None
+    kube = _kube(args) if live or args.write_configmap or args.recipe_configmap or args.benchmarks_configmap else None
     if args.keep_existing and args.write_configmap:
         kept = _kept(args, bundle, kube)
         if kept is not None:
@@ -480,6 +534,7 @@ def cmd_select(args: argparse.Namespace) -> int:
         nodes=args.nodes,
     )
     recipes = [r for r in bundle.recipes if not (args.single_node and r.multi_node)]
+    measurements = _measurements(args, kube)
     sel = select(
         request=request,
         recipes=recipes,
@@ -487,6 +542,7 @@ def cmd_select(args: argparse.Namespace) -> int:
         catalog=bundle.hardware,
         registry=bundle.registry,
         inventory=inv,
+        measurements=measurements,
     )
     duration = time.perf_counter() - started
     if args.write_configmap:

@@ -64,6 +64,8 @@ FindingCode = Literal[
     "OUTRANKED",
     "GENERAL_FALLBACK_ONLY",
     "AMBIGUOUS",
+    "MEASURED",
+    "MEASUREMENT_SET_ASIDE",
     # A workload against its recipe (rules.workload, the admission webhook)
     "NO_CONTAINER",
     "HARDWARE_MISMATCH",
@@ -296,7 +298,7 @@ def cpu_findings(recipe: Recipe, product: GpuProduct) -> list[Finding]:
             Finding(
                 "CPU_KV_CACHE_UNSET",
                 f"a {product.name} recipe must set {CPU_KV_CACHE_ENV} (GiB of KV cache; vLLM takes 4 GiB when unset)",
-                f"set env {CPU_KV_CACHE_ENV}, e.g. \"1\" for a short context",
+                f'set env {CPU_KV_CACHE_ENV}, e.g. "1" for a short context',
             )
         )
     return out
@@ -405,8 +407,7 @@ def _cpu_memory_findings(plan: MemoryPlan, recipe: Recipe, model: ModelProfile, 
                 "KV_CACHE_TOO_SMALL",
                 f"{CPU_KV_CACHE_ENV} {format_gib(plan.kv_budget)} holds {plan.max_model_len_fit} tokens, fewer than "
                 f"max_model_len {plan.max_model_len}",
-                f"set max_model_len <= {plan.max_model_len_fit} or raise {CPU_KV_CACHE_ENV} "
-                f"(and the memory request with it)",
+                f"set max_model_len <= {plan.max_model_len_fit} or raise {CPU_KV_CACHE_ENV} (and the memory request with it)",
             )
         ]
     return []

@@ -1,5 +1,10 @@
 """How recipes rank, best first: recipe type (optimized, preview, unoptimized, general), priority
-(higher first), expected output tokens/s per GPU (higher first), fewer GPUs, lower precision."""
+(higher first), expected output tokens/s per GPU (higher first), the evidence behind that figure
+(measured, published, estimated: aim_engine.rules.evidence), fewer GPUs, lower precision.
+
+A comparable measurement on the cluster replaces a recipe's figure before it is ranked
+(rules.evidence.apply_measurements), so "measured > published > estimated" decides which figure
+a recipe is ranked by, and breaks ties between equal figures."""
 
 from __future__ import annotations
 
@@ -8,6 +13,7 @@ from typing import NamedTuple
 
 from aim_engine.domain.hardware import PRECISION_ORDER
 from aim_engine.domain.recipe import TYPE_RANK, Recipe
+from aim_engine.rules.evidence import EVIDENCE_RANK, figure_source
 
 
 class RankKey(NamedTuple):
@@ -16,6 +22,7 @@ class RankKey(NamedTuple):
     type_rank: int
     negated_priority: int
     negated_tokens_per_second_per_gpu: Decimal
+    evidence_rank: int
     gpu_count: int
     precision_rank: int
 
@@ -25,6 +32,7 @@ def rank_key(recipe: Recipe) -> RankKey:
         type_rank=TYPE_RANK.get(recipe.type, len(TYPE_RANK)),
         negated_priority=-recipe.priority,
         negated_tokens_per_second_per_gpu=-recipe.tokens_per_second_per_gpu,
+        evidence_rank=EVIDENCE_RANK[figure_source(recipe)],
         gpu_count=recipe.gpu_count,
         precision_rank=PRECISION_ORDER.get(recipe.precision, 99),
     )

@@ -13,8 +13,8 @@ why other products got no synthesised recipe."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import NamedTuple
 
 from aim_engine.cluster.inventory import Inventory
@@ -22,6 +22,7 @@ from aim_engine.domain.hardware import HardwareCatalog
 from aim_engine.domain.models import ModelProfile
 from aim_engine.domain.recipe import Recipe
 from aim_engine.rules.compat import Finding
+from aim_engine.rules.evidence import Match
 from aim_engine.rules.memory import MemoryPlan
 from aim_engine.rules.ranking import rank_key
 from aim_engine.selection.derive import derived_variants
@@ -36,7 +37,9 @@ from aim_engine.selection.synthesis import synthesis_options
 class Evaluation:
     """What every level chooses from: the request, the model (None: not analysed), the cluster,
     and the model's catalog recipes, each evaluated: all of them best first (`ranked`), and those
-    (not general) whose hardware is here and that pass every rule, capacity aside (`runnable`)."""
+    (not general) whose hardware is here and that pass every rule, capacity aside (`runnable`);
+    `measured`: what the cluster's measurements say of each recipe that has any (by recipe id;
+    the recipes here already carry the comparable ones' figures)."""
 
     request: Request
     model: ModelProfile | None
@@ -44,6 +47,7 @@ class Evaluation:
     inventory: Inventory
     ranked: tuple[Evaluated, ...]
     runnable: tuple[Evaluated, ...]
+    measured: Mapping[str, Match] = field(default_factory=dict)
 
     @classmethod
     def of(
@@ -54,12 +58,21 @@ class Evaluation:
         model: ModelProfile | None,
         catalog: HardwareCatalog,
         inventory: Inventory,
+        measured: Mapping[str, Match] | None = None,
     ) -> Evaluation:
         """Rank the evaluated recipes, best first; the recipe id breaks ties, so the catalog's
         order never matters."""
         ranked = tuple(sorted(evaluated, key=lambda e: (rank_key(e.recipe), e.recipe.recipe_id)))
         runnable = tuple(e for e in ranked if e.runs_here and e.recipe.type != "general")
-        return cls(request=request, model=model, catalog=catalog, inventory=inventory, ranked=ranked, runnable=runnable)
+        return cls(
+            request=request,
+            model=model,
+            catalog=catalog,
+            inventory=inventory,
+            ranked=ranked,
+            runnable=runnable,
+            measured=measured or {},
+        )
 
 
 @dataclass(frozen=True, slots=True)

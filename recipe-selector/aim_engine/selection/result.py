@@ -13,6 +13,7 @@ from aim_engine.domain.models import ModelProfile
 from aim_engine.domain.quantity import GIB
 from aim_engine.domain.recipe import Recipe
 from aim_engine.rules.compat import Finding
+from aim_engine.rules.evidence import figure_provenance, figure_source
 from aim_engine.rules.memory import MemoryPlan
 from aim_engine.selection.request import Request
 
@@ -66,6 +67,9 @@ class Candidate:
         }
         if self.recipe.performance is not None:
             out["expected_tokens_per_second"] = float(self.recipe.performance.tokens_per_second)
+            out["expected_latency_ms"] = float(self.recipe.performance.latency_ms)
+            out["figure_source"] = figure_source(self.recipe)
+            out["figure_provenance"] = figure_provenance(self.recipe)
         if self.plan is not None:
             out["memory"] = {
                 "per_gpu_budget_gib": round(float(self.plan.budget / GIB), 1),

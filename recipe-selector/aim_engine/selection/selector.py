@@ -10,8 +10,13 @@ more GPUs (within one node's free GPUs) before a much shorter context, and the t
 Explicit overrides (gpu_count, precision, backend, gpu_type, max_model_len, a custom recipe) are
 constraints at every level: honoured, or the selection is refused with the reason. Ranking, best
 first: recipe type (optimized, preview, unoptimized, general), priority (higher first), expected
-output tokens/s per GPU (higher first), fewer GPUs, lower precision. Two candidates equal on all of
-these are a catalog error: the selection refuses rather than toss a coin.
+output tokens/s per GPU (higher first), the evidence behind that figure (measured, published,
+estimated), fewer GPUs, lower precision. Two candidates equal on all of these are a catalog error:
+the selection refuses rather than toss a coin.
+
+Measurements (benchmark records of the cluster's own releases, aim_engine.rules.evidence) replace
+the figures of the recipes they are comparable with before anything is ranked; the explanation
+says which figure each recipe was ranked by, and why a measurement was set aside.
 
 The package, by module: request (what is asked), result (what is answered), feasibility (a recipe
 against the overrides, the rules and the cluster's capacity), sizing, derive (tertiary), synthesis
@@ -22,6 +27,7 @@ outcome.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 
 from aim_engine.cluster.inventory import Inventory
 from aim_engine.domain.hardware import HardwareCatalog
@@ -29,6 +35,7 @@ from aim_engine.domain.models import ModelProfile
 from aim_engine.domain.recipe import Recipe, with_changes
 from aim_engine.domain.vllm_args import ArgRegistry
 from aim_engine.rules.compat import Finding
+from aim_engine.rules.evidence import Match, Measurements, apply_measurements, figure_source, match_findings
 from aim_engine.rules.memory import MemoryPlan
 from aim_engine.rules.ranking import rank_key
 from aim_engine.selection.feasibility import Evaluated, capacity_findings, evaluate, override_findings, placement
@@ -50,6 +57,7 @@ __all__ = [
     "CONTEXT_FLOOR",
     "DEFAULT_MIN_CONTEXT",
     "Candidate",
+    "Measurements",
     "Request",
     "Selection",
     "Sizing",
@@ -69,14 +77,19 @@ def select(
     catalog: HardwareCatalog,
     registry: ArgRegistry,
     inventory: Inventory,
+    measurements: Measurements | None = None,
 ) -> Selection:
-    """Pick a recipe for `request` on `inventory`. Pure: no I/O, deterministic."""
+    """Pick a recipe for `request` on `inventory`, ranking each recipe by its comparable
+    measurement where `measurements` has one. Pure: no I/O, deterministic."""
     request.validate(catalog)
     model = models.get(request.model_id.lower())
     hardware = hardware_summary(inventory)
+    measurements = measurements or Measurements()
     if request.custom_recipe is not None:
+        pinned = apply_measurements([request.custom_recipe], measurements)
         return _select_pinned(
-            request.custom_recipe,
+            pinned.recipes[0],
+            measured=pinned.matches.get(request.custom_recipe.recipe_id),
             request=request,
             model=model,
             catalog=catalog,
@@ -85,17 +98,19 @@ def select(
             hardware=hardware,
         )
     key = request.model_id.lower()
+    applied = apply_measurements([r for r in recipes if r.model_key == key], measurements)
     evaluated = [
         evaluate(r, request=request, model=model, catalog=catalog, registry=registry, inventory=inventory)
-        for r in recipes
-        if r.model_key == key
+        for r in applied.recipes
     ]
-    evaluation = Evaluation.of(evaluated, request=request, model=model, catalog=catalog, inventory=inventory)
+    evaluation = Evaluation.of(
+        evaluated, request=request, model=model, catalog=catalog, inventory=inventory, measured=applied.matches
+    )
     choice = primary(evaluation) or secondary(evaluation) or tertiary(evaluation)
     unavailable: tuple[Finding, ...] = ()
     if choice is None:
         choice, unavailable = default(evaluation)
-    others = _other_verdicts(evaluation.ranked, choice)
+    others = _other_verdicts(evaluation.ranked, choice, evaluation.measured)
     if choice is None:
         return _not_found(evaluation, others, unavailable=unavailable, hardware=hardware)
     if choice.ties:
@@ -120,6 +135,7 @@ def _selected(
             )
         )
     reasons += choice.notes
+    reasons += _evidence(evaluation.measured.get(choice.recipe.recipe_id), choice.recipe)
     selected = Candidate(recipe=recipe, verdict="selected", reasons=tuple(reasons), level=choice.level, plan=choice.plan)
     return Selection(
         request=request,
@@ -163,7 +179,8 @@ def _ambiguous(
         recipe=None,
         level=None,
         result="ambiguous",
-        message=f"recipes {', '.join(listed)} rank equal (same type, priority, tokens/s per GPU, GPU count and precision): "
+        message=f"recipes {', '.join(listed)} rank equal (same type, priority, tokens/s per GPU and its evidence, GPU count "
+        "and precision): "
         "the catalog must say which is preferred (set priority), or pin one with custom_recipe",
         candidates=_order((*(c for c in others if c.recipe.recipe_id not in tied), *refused)),
         hardware=hardware,
@@ -189,8 +206,13 @@ def _not_found(
     )
 
 
-def _other_verdicts(ranked: Sequence[Evaluated], choice: Choice | None) -> list[Candidate]:
-    """The verdict on every catalog candidate but the chosen one (one per recipe id)."""
+def _evidence(match: Match | None, recipe: Recipe) -> tuple[Finding, ...]:
+    return match_findings(match, recipe) if match is not None else ()
+
+
+def _other_verdicts(ranked: Sequence[Evaluated], choice: Choice | None, measured: Mapping[str, Match]) -> list[Candidate]:
+    """The verdict on every catalog candidate but the chosen one (one per recipe id), with what
+    the measurements say of it."""
     chosen_id = choice.recipe.recipe_id if choice is not None else None
     level: Level = choice.level if choice is not None else "primary"
     verdicts: dict[str, Candidate] = {}
@@ -210,7 +232,10 @@ def _other_verdicts(ranked: Sequence[Evaluated], choice: Choice | None) -> list[
             verdicts[recipe.recipe_id] = Candidate(
                 recipe=recipe, verdict="eligible", reasons=(outranked,), level=level, plan=e.plan
             )
-    return list(verdicts.values())
+    return [
+        replace(c, reasons=(*c.reasons, *_evidence(measured.get(rid), c.recipe))) if rid in measured else c
+        for rid, c in verdicts.items()
+    ]
 
 
 def _order(candidates: Sequence[Candidate]) -> tuple[Candidate, ...]:
@@ -228,7 +253,10 @@ _LEVEL_SUMMARY: dict[Level, str] = {
 def _why(recipe: Recipe, level: Level, plan: MemoryPlan | None) -> str:
     parts = [f"{recipe.recipe_id} ({recipe.gpu_count} x {recipe.hardware}, {recipe.precision}, {recipe.type})"]
     if recipe.performance is not None:
-        parts.append(f"expects {recipe.performance.tokens_per_second} tok/s ({recipe.tokens_per_second_per_gpu:.0f} per GPU)")
+        parts.append(
+            f"expects {recipe.performance.tokens_per_second} tok/s ({recipe.tokens_per_second_per_gpu:.0f} per GPU, "
+            f"{figure_source(recipe)})"
+        )
     if plan is not None:
         parts.append(f"holds {plan.concurrent_sequences} full-length sequences of {plan.max_model_len} tokens")
     summary = _LEVEL_SUMMARY[level]
@@ -246,7 +274,12 @@ def _outranked(recipe: Recipe, chosen: Recipe | None) -> Finding:
     elif a.negated_priority != b.negated_priority:
         why = f"priority {recipe.priority} is below {chosen.priority}"
     elif a.negated_tokens_per_second_per_gpu != b.negated_tokens_per_second_per_gpu:
-        why = f"{recipe.tokens_per_second_per_gpu:.0f} expected tok/s per GPU against {chosen.tokens_per_second_per_gpu:.0f}"
+        why = (
+            f"{recipe.tokens_per_second_per_gpu:.0f} expected tok/s per GPU ({figure_source(recipe)}) against "
+            f"{chosen.tokens_per_second_per_gpu:.0f} ({figure_source(chosen)})"
+        )
+    elif a.evidence_rank != b.evidence_rank:
+        why = f"equal tok/s per GPU, but its figure is {figure_source(recipe)} and {chosen.recipe_id}'s {figure_source(chosen)}"
     elif a.gpu_count != b.gpu_count:
         why = f"uses {recipe.gpu_count} GPUs against {chosen.gpu_count}"
     else:
@@ -291,6 +324,7 @@ def _not_found_message(evaluation: Evaluation, unavailable: Sequence[Finding]) -
 def _select_pinned(
     recipe: Recipe,
     *,
+    measured: Match | None,
     request: Request,
     model: ModelProfile | None,
     catalog: HardwareCatalog,
@@ -299,7 +333,8 @@ def _select_pinned(
     hardware: Mapping[str, ProductSummary],
 ) -> Selection:
     """A custom recipe pinned by the user: selected at the primary level if it passes every check,
-    else refused with the reasons; the catalog is not consulted."""
+    else refused with the reasons; the catalog is not consulted. Its figures are its comparable
+    measurement's, if it has one (`measured`), as the alerts will hold it to."""
     reasons: list[Finding] = []
     if recipe.model_key != request.model_id.lower():
         reasons.append(
@@ -337,6 +372,7 @@ def _select_pinned(
                 fix="pass --model-config with the model's config.json",
             )
         )
+    notes += _evidence(measured, recipe)
     selected = Candidate(recipe=recipe, verdict="selected", reasons=tuple(notes), level="primary", plan=evaluated.plan)
     return Selection(
         request=request,
