@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any, Final
 
 from aim_engine.domain.errors import InputError
@@ -24,8 +25,18 @@ SELECTED: Final = "selected"
 RECIPE_CONFIG_ANNOTATION: Final = "aim-engine.io/recipe-config"
 # Which container is the engine, when a pod has several.
 CONTAINER_ANNOTATION: Final = "aim-engine.io/container"
+# A workload's service-level targets (the chart sets them from aim_engine.slo.*), held to its
+# recipe's figures by rules.slo, the selector's own check: by target key, the annotation.
 SLO_TPS_ANNOTATION: Final = "aim-engine.io/slo-min-tokens-per-second"
-SLO_LATENCY_ANNOTATION: Final = "aim-engine.io/slo-max-latency-ms"
+SLO_LATENCY_ANNOTATION: Final = "aim-engine.io/slo-max-latency-ms"  # inter-token latency, p95
+SLO_TTFT_ANNOTATION: Final = "aim-engine.io/slo-ttft-p95-ms"
+SLO_ANNOTATIONS: Final[Mapping[str, str]] = MappingProxyType(
+    {
+        "ttft_p95_ms": SLO_TTFT_ANNOTATION,
+        "itl_p95_ms": SLO_LATENCY_ANNOTATION,
+        "min_output_tokens_per_second": SLO_TPS_ANNOTATION,
+    }
+)
 # On the pod template: the Hugging Face id of the weights the container loads, when the command
 # line names them by a local path, a bucket URI or a mirror (`vllm serve /models/qwen3-32b`).
 SERVED_MODEL_ANNOTATION: Final = "aim-engine.io/served-model"

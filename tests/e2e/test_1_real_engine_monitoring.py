@@ -13,18 +13,20 @@ bounded by its request count and deadline, with traffic only to the release's Se
    the engine delivers (`helm upgrade`; the selector writes the custom recipe into the selection,
    the webhook exports its figure) and the alert must resolve while requests still queue.
 2. Steady (1 request/s of 512 output tokens for 390 s, longer than the recording rules' 5-minute
-   windows), from the
-   test process through the Service's cluster IP: on this 2-core node a client pod beside the
-   engine is starved and reads its streams in bursts, which distorts what it times
-   (docs/monitoring.md). aim_performance_tokens_per_second and the exact mean ITL rule agree with
-   the client within 15 %, the ITL p50/p99 rules (only as fine as vLLM's histogram buckets) fall in
-   the bucket of the client's value; vLLM's TTFT starts at the request's arrival at its engine, after
+   windows), from the test process through the Service's cluster IP: on this 2-core node a client
+   pod beside the engine is starved and reads its streams in bursts, which distorts what it times
+   (docs/monitoring.md). aim_performance_tokens_per_second agrees with the client within 15 %; the
+   exact mean ITL rule within 15 %, above the client's by at most 15 % plus the client's late
+   first chunk spread over the tokens (the most that delay can take off the client's ITL); the
+   ITL p50/p99 rules (only as fine as vLLM's histogram buckets) fall in the bucket of the client's
+   value; vLLM's TTFT starts at the request's arrival at its engine, after
    the API server's own work, so the TTFT rules are checked to be at most the client's. Then every
    query of every dashboard panel returns data from this Prometheus (events that a healthy run does
    not produce are caused: a refused Deployment, a refused body; GPU exporter panels cannot have
    data on a cluster without GPUs and are named below).
 3. A capacity run of `helm test` is recorded in <release>-recipe-benchmarks with its provenance and
-   becomes the release's baseline (measured wins over the recipe's figure).
+   becomes the release's baseline (measured wins over the recipe's figure); at the next `helm
+   upgrade` the selector ranks the recipe by it and writes it into the selection.
 4. A `helm test` that cannot reach the Service records a failure, not a number, and fails.
 
 Figures are printed (pytest -s). Every wait polls, with a bound."""
@@ -70,11 +72,12 @@ SATURATING = [
 ]
 # Run 2 is steady: a fixed request rate for 390 s, longer than the rules' 5-minute windows. Its
 # outputs are long because the client's mean ITL is (last chunk - first chunk) / (tokens - 1): when
-# the API server sends a request's first chunk late (tens of milliseconds on this CPU-starved node)
-# and the rest catch up in a burst, that delay comes off the client's ITL spread over the tokens. At
-# 128 tokens and ~1 ms per token a 30 ms delay was -25 % (CI, 4 requests/s); at 512 it is a quarter
-# of that, at the same output tokens/s (docs/monitoring.md).
+# a request's first chunk reaches the client late (tens to hundreds of milliseconds on this
+# CPU-starved machine) and the rest catch up, that delay comes off the client's ITL spread over the
+# tokens. At 128 tokens and ~1 ms per token it was -22 % (CI, 4 requests/s of 128); at 512 the same
+# delay weighs a quarter as much, at about the same output tokens/s (docs/monitoring.md).
 STEADY_RATE = 1
+CAPACITY_CONCURRENCY = 32  # run 3
 STEADY_OUTPUT_TOKENS = 512
 STEADY_SECONDS = 390
 TOLERANCE = 0.15
@@ -126,7 +129,8 @@ def custom_recipe(*, tokens_per_second: float, latency_ms: float) -> dict[str, A
     perf = recipe["performance"]
     perf["expected_tokens_per_second"] = round(tokens_per_second, 1)
     perf["expected_latency_ms"] = round(latency_ms, 3)
-    perf["conditions"] = {"input_tokens": TOKENS, "output_tokens": TOKENS, "concurrency": 64}
+    # The conditions of run 3's capacity measurement, so that it stands for these figures.
+    perf["conditions"] = {"input_tokens": TOKENS, "output_tokens": TOKENS, "concurrency": CAPACITY_CONCURRENCY}
     del perf["provenance"]  # set by the test: what it states is the test's doing, not a measurement
     return {
         "apiVersion": "v1",
@@ -311,7 +315,12 @@ def test_the_recording_rules_agree_with_the_benchmark_client(perf: Perf, tmp_pat
     ):
         print(f"{name:<18}{rule:>12.2f}{client:>12.2f}{(rule - client) / client:>+8.1%}")
     assert abs(tps - run["output_throughput"]) <= TOLERANCE * run["output_throughput"]
-    assert abs(itl - run["mean_itl_ms"]) <= TOLERANCE * run["mean_itl_ms"]
+    # The client's mean ITL is (last chunk - first chunk) / (tokens - 1): when its first chunk comes
+    # late (its TTFT above vLLM's) and the rest catch up, that delay comes off its ITL, at most all
+    # of it spread over the tokens. The rule must agree within 15 % plus that much (docs/monitoring.md).
+    catch_up = max(0.0, run["mean_ttft_ms"] - ttft) / (STEADY_OUTPUT_TOKENS - 1)
+    print(f"ITL bound: 15 % of the client's ({TOLERANCE * run['mean_itl_ms']:.2f} ms) + its late first chunk ({catch_up:.2f} ms)")
+    assert -TOLERANCE * run["mean_itl_ms"] <= itl - run["mean_itl_ms"] <= TOLERANCE * run["mean_itl_ms"] + catch_up
     # vLLM times TTFT from the request's arrival at its engine, after the API server has parsed and
     # tokenized it: the client's figure also holds the API server's own time and the way there
     # (tens of milliseconds on this CPU-starved node). The rule can only be lower (docs/monitoring.md).
@@ -337,7 +346,8 @@ def test_a_measured_capacity_becomes_the_baseline(perf: Perf) -> None:
     run): the record lands in <release>-recipe-benchmarks with its provenance, the webhook exports it,
     and the rules hold the release to it (baseline source 3, measured) rather than to its recipe's."""
     e2e, prom = perf.e2e, perf.prometheus
-    upgrade(e2e, [*perf.values, "--set", "benchmark.concurrency=32", "--set", "benchmark.num_prompts=640"])
+    capacity = [*perf.values, "--set", f"benchmark.concurrency={CAPACITY_CONCURRENCY}", "--set", "benchmark.num_prompts=640"]
+    upgrade(e2e, capacity)
     done = finish_helm_test(e2e, start_helm_test(e2e))
     run, record = done["client"], done["record"]
     assert record["completed"] == run["completed"] == 640 and record["conditions"]["request_rate"] is None
@@ -353,6 +363,18 @@ def test_a_measured_capacity_becomes_the_baseline(perf: Perf) -> None:
     expected = scalar(prom, f"aim:recipe_expected_tokens_per_second{sel}")
     print(f"\nmeasured capacity {run['output_throughput']:.0f} output tok/s at concurrency 32 is the baseline ({expected:.0f})")
     assert expected == pytest.approx(run["output_throughput"], rel=1e-6)
+    # The loop closes at the next upgrade: the selector hook reads the release's measurements, the
+    # run stands for the recipe's figures (same recipe, hardware and conditions), and the recipe
+    # written into the selection carries them with their provenance.
+    upgrade(e2e, capacity)
+    config = json.loads(e2e.kubectl("get", "configmap", f"{RELEASE}-recipe-config", "-n", NS, "-o", "json", check=True).stdout)
+    written = yaml.safe_load(config["data"]["recipe.yaml"])["performance"]
+    print(f"selection after the upgrade: {written['expected_tokens_per_second']} tok/s,", written["provenance"])
+    assert written["expected_tokens_per_second"] == pytest.approx(run["output_throughput"], abs=0.1)
+    assert written["expected_itl_p95_ms"] == pytest.approx(record["figures"]["p95_itl_ms"], abs=0.01)
+    prov_tps = written["provenance"]["expected_tokens_per_second"]
+    assert prov_tps["kind"] == "measured" and prov_tps["command"] == f"helm test {RELEASE} -n {NS}"
+    assert "MEASURED: ranked by its measured" in config["data"]["explanation.txt"]
 
 
 def test_a_benchmark_that_cannot_reach_the_service_records_a_failure(perf: Perf) -> None:

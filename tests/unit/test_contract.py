@@ -76,7 +76,7 @@ def test_the_chart_uses_the_contracts_names(name):
 
 
 def test_every_aim_engine_io_name_the_chart_uses_is_in_the_contract_or_chart_only():
-    used = set(re.findall(r"aim-engine\.io/[a-z-]+", _chart_text()))
+    used = set(re.findall(r"aim-engine\.io/[a-z0-9-]+", _chart_text()))
     known = {v for k, v in vars(contract).items() if k.isupper() and isinstance(v, str)}
     # Names only the chart reads (Service selection of the leader pod; dashboard grouping).
     chart_only = {"aim-engine.io/role", "aim-engine.io/performance-tuning"}

@@ -561,3 +561,24 @@ def test_the_model_check_is_part_of_recipe_compatibility(wbundle):
         settings=Settings(toggles=Toggles(check_recipe_compatibility=False)),
     ).test_client()
     assert post(off, "/validate", review("deployment-wrong-model-positional.json"))["response"]["allowed"] is True
+
+
+@pytest.mark.parametrize(
+    ("annotations", "allowed", "fragments"),
+    [
+        # The recipe (qwen3-32b-mi300x-1gpu-fp8: 3140 tok/s, 17.2 ms mean ITL, estimated) against the
+        # selector's own SLO check: a mean above the p95 target is a miss.
+        ({"aim-engine.io/slo-max-latency-ms": "15"}, False, ["[SLO_LATENCY]", "aim-engine.io/slo-max-latency-ms is 15 ms"]),
+        # A mean within the target and no p95, no TTFT figure: not verified, not refused.
+        ({"aim-engine.io/slo-max-latency-ms": "20", "aim-engine.io/slo-ttft-p95-ms": "500"}, True, []),
+        ({"aim-engine.io/slo-ttft-p95-ms": "fast"}, False, ["SLO annotations must be positive numbers"]),
+        ({"aim-engine.io/slo-min-tokens-per-second": "-5"}, False, ["SLO annotations must be positive numbers"]),
+    ],
+)
+def test_slo_annotations_are_held_to_the_recipe_by_the_selectors_check(client, annotations, allowed, fragments):
+    body = review("deployment-slo-unmet.json")
+    body["request"]["object"]["spec"]["template"]["metadata"]["annotations"] = annotations
+    r = post(client, "/validate", body)["response"]
+    assert r["allowed"] is allowed, r
+    for fragment in fragments:
+        assert fragment in r["status"]["message"], r["status"]["message"]

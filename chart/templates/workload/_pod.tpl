@@ -39,8 +39,20 @@ metadata:
     # The release's selection: the admission webhook injects this recipe into each Pod.
     aim-engine.io/recipe-config: {{ include "aim-engine.recipeConfig" $root }}
     {{- end }}
+    {{- with $ae.slo }}
+    # Service-level targets: the webhook holds the pods' recipe to them (the selector's own check).
+    {{- if not (kindIs "invalid" .ttft_p95_ms) }}
+    aim-engine.io/slo-ttft-p95-ms: {{ .ttft_p95_ms | toString | quote }}
+    {{- end }}
+    {{- if not (kindIs "invalid" .itl_p95_ms) }}
+    aim-engine.io/slo-max-latency-ms: {{ .itl_p95_ms | toString | quote }}
+    {{- end }}
+    {{- if not (kindIs "invalid" .min_output_tokens_per_second) }}
+    aim-engine.io/slo-min-tokens-per-second: {{ .min_output_tokens_per_second | toString | quote }}
+    {{- end }}
+    {{- end }}
     # Pods roll when what the selection depends on changes (model, overrides, pins).
-    checksum/selection-inputs: {{ list $ae.model_id $ae.gpu_count $ae.precision $ae.backend $ae.overrides $ae.custom_recipe $ae.recipe_id $ae.pinned_recipe $ae.hardware.gpu_type $ae.performance | toJson | sha256sum | trunc 16 }}
+    checksum/selection-inputs: {{ list $ae.model_id $ae.gpu_count $ae.precision $ae.backend $ae.overrides $ae.custom_recipe $ae.recipe_id $ae.pinned_recipe $ae.hardware.gpu_type $ae.performance $ae.slo | toJson | sha256sum | trunc 16 }}
     checksum/serving: {{ list (include "aim-engine.vllmArgs" $root) (include "aim-engine.env" $root) | toJson | sha256sum | trunc 16 }}
 spec:
   automountServiceAccountToken: false

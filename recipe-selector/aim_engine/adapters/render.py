@@ -156,6 +156,17 @@ def selection_dict(sel: Selection) -> dict[str, Any]:
         "placement": list(sel.placement),
         "hardware": sel.hardware,
         "candidates": [c.as_dict() for c in sel.candidates],
+        "slo": {k: float(v) for k, v in sel.request.slo.targets()},
+        "pareto": [
+            {
+                "recipe_id": p.recipe_id,
+                "tokens_per_second_per_gpu": float(p.tokens_per_second_per_gpu),
+                "latency_ms": float(p.latency_ms),
+                "source": p.source,
+                "chosen": sel.recipe is not None and p.recipe_id == sel.recipe.recipe_id,
+            }
+            for p in sel.pareto
+        ],
     }
 
 
@@ -229,6 +240,15 @@ def explanation(sel: Selection, inv: Inventory) -> str:
             lines.append("  fits on: " + ", ".join(sel.placement))
     else:
         lines.append(f"No recipe selected ({sel.result}): {sel.message}")
+    if len(sel.pareto) > 1 or sel.request.slo:
+        lines.append("")
+        lines.append("Pareto set (placeable now; none beaten on both output tok/s per GPU and mean ITL):")
+        for point in sel.pareto:
+            mark = "*" if sel.recipe is not None and point.recipe_id == sel.recipe.recipe_id else " "
+            lines.append(
+                f"  {mark} {point.recipe_id}: {point.tokens_per_second_per_gpu:.0f} tok/s per GPU, "
+                f"{point.latency_ms} ms per token ({point.source})"
+            )
     others = [c for c in sel.candidates if c.verdict != "selected"]
     if others:
         lines.append("")

@@ -65,6 +65,7 @@ from aim_engine.domain.recipe import Recipe
 from aim_engine.rules.evidence import FIGURES, Measurements, apply_measurements, figure_provenance, match_findings
 from aim_engine.rules.lint import lint_recipes
 from aim_engine.rules.perf import METHOD, estimate_recipe, recipe_conditions
+from aim_engine.rules.slo import CLI_NAMES, SLO_KEYS, VALUES_NAMES, parse_slo
 from aim_engine.selection.selector import Request, Selection, select
 
 log = logging.getLogger("aim_engine")
@@ -202,6 +203,15 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--write-configmap", metavar="NAME", help="hook mode: write the selection to this ConfigMap in --namespace")
     s.add_argument("--release", help="Helm release name, for labels (hook mode)")
     _benchmark_args(s)
+    s.add_argument(
+        "--slo",
+        nargs="+",
+        action="extend",
+        default=[],
+        metavar="KEY=VALUE",
+        help=f"service-level targets the recipe's figures must meet: {', '.join(SLO_KEYS)} "
+        "(e.g. --slo ttft_p95_ms=500 itl_p95_ms=30)",
+    )
     s.add_argument(
         "--benchmarks-configmap",
         action="append",
@@ -532,6 +542,9 @@ def cmd_select(args: argparse.Namespace) -> int:
         custom_recipe=pinned,
         allow_default=not args.no_default,
         nodes=args.nodes,
+        slo=parse_slo(args.slo),
+        # In hook mode the targets come from the chart's values: name them so.
+        slo_names=VALUES_NAMES if args.write_configmap else CLI_NAMES,
     )
     recipes = [r for r in bundle.recipes if not (args.single_node and r.multi_node)]
     measurements = _measurements(args, kube)

@@ -26,9 +26,11 @@ RecipeOrigin = Literal["catalog", "custom", "derived", "synthesized"]
 @dataclass(frozen=True, slots=True)
 class Performance:
     tokens_per_second: Decimal
-    latency_ms: Decimal
+    latency_ms: Decimal  # mean inter-token latency
     conditions: Mapping[str, Any]
     provenance: Mapping[str, Any]
+    ttft_p95_ms: Decimal | None = None  # optional: what SLO targets are checked against
+    itl_p95_ms: Decimal | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,6 +155,8 @@ def parse_recipe(raw: Mapping[str, Any], *, origin: RecipeOrigin = "catalog", wh
                 latency_ms=Decimal(str(perf_raw["expected_latency_ms"])),
                 conditions=dict(perf_raw.get("conditions") or {}),
                 provenance=dict(perf_raw.get("provenance") or {}),
+                ttft_p95_ms=_optional_decimal(perf_raw.get("expected_ttft_p95_ms")),
+                itl_p95_ms=_optional_decimal(perf_raw.get("expected_itl_p95_ms")),
             )
         resources = raw.get("resources") or {}
         return Recipe(
@@ -176,6 +180,10 @@ def parse_recipe(raw: Mapping[str, Any], *, origin: RecipeOrigin = "catalog", wh
         )
     except (KeyError, TypeError, ValueError) as e:
         raise InputError(f"{where}: malformed recipe ({e})") from e
+
+
+def _optional_decimal(value: object) -> Decimal | None:
+    return None if value is None else Decimal(str(value))
 
 
 def _quantity_str(value: Decimal) -> str:
@@ -211,6 +219,10 @@ def recipe_to_dict(recipe: Recipe) -> dict[str, Any]:
             "expected_tokens_per_second": _num(recipe.performance.tokens_per_second),
             "expected_latency_ms": _num(recipe.performance.latency_ms),
         }
+        if recipe.performance.ttft_p95_ms is not None:
+            perf["expected_ttft_p95_ms"] = _num(recipe.performance.ttft_p95_ms)
+        if recipe.performance.itl_p95_ms is not None:
+            perf["expected_itl_p95_ms"] = _num(recipe.performance.itl_p95_ms)
         if recipe.performance.conditions:
             perf["conditions"] = dict(recipe.performance.conditions)
         if recipe.performance.provenance:

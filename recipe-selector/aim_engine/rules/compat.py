@@ -79,6 +79,7 @@ FindingCode = Literal[
     "SLO_LATENCY",
     "SLO_THROUGHPUT",
     "SLO_UNKNOWN",
+    "SLO_TTFT",
     # The served model against the recipe's (rules.served_model)
     "MODEL_MISSING",
     "MODEL_UNVERIFIED",

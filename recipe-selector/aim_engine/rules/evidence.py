@@ -149,6 +149,15 @@ def where_measured(m: Measurement) -> str:
     return f"helm test of release {p.namespace}/{p.release} on node {p.node} ({p.hardware}), recorded in {m.origin}"
 
 
+def _figure(perf: Performance, figure: str) -> Decimal | None:
+    return {
+        "expected_tokens_per_second": perf.tokens_per_second,
+        "expected_latency_ms": perf.latency_ms,
+        "expected_ttft_p95_ms": perf.ttft_p95_ms,
+        "expected_itl_p95_ms": perf.itl_p95_ms,
+    }.get(figure)
+
+
 def run_latency_ms(result: BenchmarkResult) -> float | None:
     """A run's figure for the recipe's expected_latency_ms: its mean inter-token latency, else its
     mean time per output token."""
@@ -176,8 +185,8 @@ def with_measurement(recipe: Recipe, m: Measurement) -> Recipe:
 
     def provenance(figure: str) -> dict[str, Any]:
         replaced = ""
-        if old is not None:
-            was = old.tokens_per_second if figure == FIGURES[0] else old.latency_ms
+        was = _figure(old, figure) if old is not None else None
+        if was is not None:
             replaced = f"; replaces the recipe's {figure_source(recipe, figure)} {was}"
         return {
             "kind": "measured",
@@ -189,11 +198,15 @@ def with_measurement(recipe: Recipe, m: Measurement) -> Recipe:
             f"at {result.provenance.time}{replaced}",
         }
 
+    ttft_p95, itl_p95 = result.figures.get("p95_ttft_ms"), result.figures.get("p95_itl_ms")
+    figures = [*FIGURES, *(name for name, v in (("expected_ttft_p95_ms", ttft_p95), ("expected_itl_p95_ms", itl_p95)) if v)]
     performance = Performance(
         tokens_per_second=tokens,
         latency_ms=latency,
         conditions=conditions,
-        provenance={figure: provenance(figure) for figure in FIGURES},
+        provenance={figure: provenance(figure) for figure in figures},
+        ttft_p95_ms=Decimal(str(round(ttft_p95, 2))) if ttft_p95 else None,
+        itl_p95_ms=Decimal(str(round(itl_p95, 2))) if itl_p95 else None,
     )
     return with_changes(recipe, performance=performance)
 

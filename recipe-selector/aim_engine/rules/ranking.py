@@ -8,6 +8,7 @@ a recipe is ranked by, and breaks ties between equal figures."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from decimal import Decimal
 from typing import NamedTuple
 
@@ -36,3 +37,39 @@ def rank_key(recipe: Recipe) -> RankKey:
         gpu_count=recipe.gpu_count,
         precision_rank=PRECISION_ORDER.get(recipe.precision, 99),
     )
+
+
+class ParetoPoint(NamedTuple):
+    """A recipe as a point of the trade between cost and speed: output tokens/s per GPU (higher
+    is better) against mean inter-token latency (lower is better), with the evidence behind them."""
+
+    recipe_id: str
+    tokens_per_second_per_gpu: Decimal
+    latency_ms: Decimal
+    source: str
+
+
+def pareto_front(recipes: Iterable[Recipe]) -> tuple[ParetoPoint, ...]:
+    """The recipes no other beats on both tokens/s per GPU and latency (ties kept), best
+    throughput first. Recipes without figures have no point."""
+    points = [
+        ParetoPoint(
+            recipe_id=r.recipe_id,
+            tokens_per_second_per_gpu=r.tokens_per_second_per_gpu,
+            latency_ms=r.performance.latency_ms,
+            source=figure_source(r),
+        )
+        for r in recipes
+        if r.performance is not None
+    ]
+
+    def dominated(p: ParetoPoint) -> bool:
+        return any(
+            q.tokens_per_second_per_gpu >= p.tokens_per_second_per_gpu
+            and q.latency_ms <= p.latency_ms
+            and (q.tokens_per_second_per_gpu > p.tokens_per_second_per_gpu or q.latency_ms < p.latency_ms)
+            for q in points
+        )
+
+    front = {p.recipe_id: p for p in points if not dominated(p)}
+    return tuple(sorted(front.values(), key=lambda p: (-p.tokens_per_second_per_gpu, p.latency_ms, p.recipe_id)))

@@ -19,9 +19,9 @@ from typing import Any
 from aim_engine.cluster.detect import detect_node
 from aim_engine.contract import (
     SERVED_MODEL_ANNOTATION,
-    SLO_LATENCY_ANNOTATION,
-    SLO_TPS_ANNOTATION,
+    SLO_ANNOTATIONS,
 )
+from aim_engine.domain.errors import InputError
 from aim_engine.domain.hardware import GpuProduct, HardwareCatalog
 from aim_engine.domain.models import ModelProfile
 from aim_engine.domain.quantity import parse_quantity
@@ -41,6 +41,7 @@ from aim_engine.rules.pod import (
     serving_templates,
 )
 from aim_engine.rules.served_model import model_findings
+from aim_engine.rules.slo import check_slo, parse_slo
 
 QUANTIZATION_PRECISION = {
     "fp8": "fp8",
@@ -405,41 +406,19 @@ def _node_selections(t: PodTemplate) -> list[tuple[dict[str, str], str]]:
 
 
 def _performance(workload: Workload, recipe: Recipe) -> list[Finding]:
-    out: list[Finding] = []
-    want_tps = workload.annotations.get(SLO_TPS_ANNOTATION)
-    want_lat = workload.annotations.get(SLO_LATENCY_ANNOTATION)
-    if not want_tps and not want_lat:
-        return out
-    perf = recipe.performance
-    if perf is None:
-        return [
-            Finding(
-                "SLO_UNKNOWN",
-                f"recipe {recipe.recipe_id} states no expected performance, so the declared SLO cannot be checked",
-                "use a recipe with expected figures or drop the SLO annotation",
-            )
-        ]
+    """The workload's SLO annotations held to its recipe's figures by the selector's own check
+    (rules.slo): a target the figures miss is refused; one they cannot decide is refused only when
+    the recipe states no figures at all (nothing could be checked)."""
+    declared = {key: workload.annotations.get(name) for key, name in SLO_ANNOTATIONS.items()}
+    if not any(declared.values()):
+        return []
     try:
-        if want_tps and perf.tokens_per_second < Decimal(want_tps):
-            out.append(
-                Finding(
-                    "SLO_THROUGHPUT",
-                    f"{SLO_TPS_ANNOTATION} is {want_tps} tok/s; recipe {recipe.recipe_id} expects {perf.tokens_per_second} tok/s",
-                    "choose a faster recipe (more GPUs, fp8) or lower the SLO",
-                )
-            )
-        if want_lat and perf.latency_ms > Decimal(want_lat):
-            out.append(
-                Finding(
-                    "SLO_LATENCY",
-                    f"{SLO_LATENCY_ANNOTATION} is {want_lat} ms; recipe {recipe.recipe_id} expects "
-                    f"{perf.latency_ms} ms per token",
-                    "choose a faster recipe or raise the latency SLO",
-                )
-            )
-    except ArithmeticError:
-        raise MalformedObject(f"SLO annotations must be numbers: {want_tps!r}, {want_lat!r}") from None
-    return out
+        slo = parse_slo(f"{key}={value}" for key, value in declared.items() if value)
+    except InputError as e:
+        shown = ", ".join(f"{SLO_ANNOTATIONS[k]}={v!r}" for k, v in declared.items() if v)
+        raise MalformedObject(f"SLO annotations must be positive numbers: {shown}") from e
+    check = check_slo(recipe, slo, names=SLO_ANNOTATIONS)
+    return [*check.missed, *(check.unverified if recipe.performance is None else ())]
 
 
 def _dedupe(findings: list[Finding]) -> list[Finding]:

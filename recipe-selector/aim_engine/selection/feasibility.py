@@ -14,6 +14,7 @@ from aim_engine.domain.recipe import Recipe
 from aim_engine.domain.vllm_args import ArgRegistry
 from aim_engine.rules.compat import Finding, FindingCode, static_findings
 from aim_engine.rules.memory import MemoryPlan
+from aim_engine.rules.slo import check_slo
 from aim_engine.selection.request import Request
 
 # Capacity findings that say the recipe's hardware is not here at all: they rule the recipe out
@@ -28,12 +29,14 @@ class Evaluated(NamedTuple):
     `static`: what rules it out here whatever the cluster's usage: the request's overrides, the
     rules of rules.compat, and its hardware being absent or unusable. `capacity`: what rules it
     out now: too few free GPUs on one node (or on `nodes` nodes). `plan`: its memory plan (None
-    when the model is not analysed or the parallelism is wrong)."""
+    when the model is not analysed or the parallelism is wrong). `static` also holds the SLO
+    targets its figures miss (rules.slo); `notes` the targets they cannot decide."""
 
     recipe: Recipe
     static: tuple[Finding, ...]
     capacity: tuple[Finding, ...]
     plan: MemoryPlan | None
+    notes: tuple[Finding, ...] = ()  # what does not rule it out but should be said (SLO_UNKNOWN)
 
     @property
     def findings(self) -> tuple[Finding, ...]:
@@ -62,6 +65,8 @@ def evaluate(
     static = override_findings(recipe, request)
     rules, plan = static_findings(recipe, model=model, catalog=catalog, registry=registry, max_model_len=request.max_model_len)
     static += rules
+    slo = check_slo(recipe, request.slo, names=request.slo_names)
+    static += slo.missed
     product = catalog.get(recipe.hardware)
     capacity = capacity_findings(recipe, product, inventory) if product is not None else []
     if product is not None and product.is_cpu:
@@ -69,7 +74,7 @@ def evaluate(
     if capacity and any(f.code in HARDWARE_MISSING for f in capacity):
         static += capacity
         capacity = []
-    return Evaluated(recipe=recipe, static=tuple(static), capacity=tuple(capacity), plan=plan)
+    return Evaluated(recipe=recipe, static=tuple(static), capacity=tuple(capacity), plan=plan, notes=slo.unverified)
 
 
 def override_findings(recipe: Recipe, request: Request) -> list[Finding]:

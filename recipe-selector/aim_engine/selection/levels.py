@@ -5,8 +5,10 @@
              GPU count or GPU product)
   tertiary   no catalog recipe fits as written: a configuration derived from the best catalog
              recipe whose hardware and precision are here, with another GPU count and, if needed,
-             a shorter context (never below min_context, never when the user set max_model_len)
+             a shorter context (never below min_context, never when the user set max_model_len;
+             never under an SLO: a derived configuration claims no performance)
   default    a general recipe from the catalog, else one synthesised from the model analysis
+             (never under an SLO, for the same reason)
 
 A choice carries the reasons that explain it (after SELECTED): FALLBACK, DERIVED, SIZING, and
 why other products got no synthesised recipe."""
@@ -98,7 +100,7 @@ def primary(evaluation: Evaluation) -> Choice | None:
     if not runnable or not runnable[0].feasible:
         return None
     best = runnable[0]
-    return Choice(level="primary", recipe=best.recipe, plan=best.plan, ties=_ties(best, runnable))
+    return Choice(level="primary", recipe=best.recipe, plan=best.plan, notes=best.notes, ties=_ties(best, runnable))
 
 
 def secondary(evaluation: Evaluation) -> Choice | None:
@@ -116,14 +118,16 @@ def secondary(evaluation: Evaluation) -> Choice | None:
         message=f"preferred {preferred.recipe.recipe_id} cannot be placed now: {why.message}",
         fix=why.fix,
     )
-    return Choice(level="secondary", recipe=chosen.recipe, plan=chosen.plan, notes=(fallback,), ties=_ties(chosen, runnable))
+    return Choice(
+        level="secondary", recipe=chosen.recipe, plan=chosen.plan, notes=(fallback, *chosen.notes), ties=_ties(chosen, runnable)
+    )
 
 
 def tertiary(evaluation: Evaluation) -> Choice | None:
     """A catalog recipe that fails only on size, adapted to the free GPUs (single-node only)."""
     request, model = evaluation.request, evaluation.model
-    if model is None or not request.single_pod:
-        return None
+    if model is None or not request.single_pod or request.slo:
+        return None  # a derived configuration claims no performance: it cannot be held to an SLO
     variants = derived_variants(
         evaluation.ranked, model=model, request=request, catalog=evaluation.catalog, inventory=evaluation.inventory
     )
@@ -148,9 +152,17 @@ def default(evaluation: Evaluation) -> DefaultOutcome:
         return DefaultOutcome(choice=None, unavailable=())
     general = next((e for e in evaluation.ranked if e.recipe.type == "general" and e.feasible), None)
     if general is not None:
-        return DefaultOutcome(choice=Choice(level="default", recipe=general.recipe, plan=general.plan), unavailable=())
+        choice = Choice(level="default", recipe=general.recipe, plan=general.plan, notes=general.notes)
+        return DefaultOutcome(choice=choice, unavailable=())
     if model is None or not request.single_pod:
         return DefaultOutcome(choice=None, unavailable=())
+    if request.slo:
+        untested = Finding(
+            code="SLO_UNKNOWN",
+            message=f"a synthesised recipe states no performance, so it cannot be held to the SLO ({request.slo.text()})",
+            fix="loosen or drop the SLO, or add a measured recipe for this hardware",
+        )
+        return DefaultOutcome(choice=None, unavailable=(untested,))
     options, notes = synthesis_options(model, request, evaluation.inventory, evaluation.catalog)
     if not options:
         return DefaultOutcome(choice=None, unavailable=tuple(notes))

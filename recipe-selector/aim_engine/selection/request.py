@@ -4,12 +4,13 @@ every level (honoured, or the selection is refused with the reason)."""
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from aim_engine.domain.errors import InputError
 from aim_engine.domain.hardware import PRECISIONS, HardwareCatalog
 from aim_engine.domain.recipe import Recipe
+from aim_engine.rules.slo import CLI_NAMES, Slo, TargetNames
 
 DEFAULT_MIN_CONTEXT = 4096
 
@@ -30,6 +31,9 @@ class Request:
     # The workload's shape: None = any; 1 = one pod (Deployment); N > 1 = a LeaderWorkerSet group
     # of N pods, one per node. Only recipes spanning exactly that many nodes fit.
     nodes: int | None = None
+    # Service-level targets: recipes whose figures miss them are refused (aim_engine.rules.slo).
+    slo: Slo = field(default_factory=Slo)
+    slo_names: TargetNames = field(default_factory=lambda: CLI_NAMES)  # how the user named the targets
 
     def validate(self, catalog: HardwareCatalog) -> None:
         if not _MODEL_ID.match(self.model_id):
@@ -62,4 +66,6 @@ class Request:
                 out[key] = value
         if self.custom_recipe is not None:
             out["custom_recipe"] = self.custom_recipe.recipe_id
+        for key, value in self.slo.targets():
+            out[f"slo.{key}"] = float(value)
         return out

@@ -15,6 +15,7 @@ from aim_engine.domain.recipe import Recipe
 from aim_engine.rules.compat import Finding
 from aim_engine.rules.evidence import figure_provenance, figure_source
 from aim_engine.rules.memory import MemoryPlan
+from aim_engine.rules.ranking import ParetoPoint
 from aim_engine.selection.request import Request
 
 # The fallback levels, in the order they are tried (see aim_engine.selection.levels).
@@ -93,6 +94,9 @@ class Selection:
     candidates: tuple[Candidate, ...]  # the selected one first, then eligible, then rejected
     placement: tuple[str, ...] = ()  # nodes the selected recipe fits on now (at most 5)
     hardware: Mapping[str, ProductSummary] = field(default_factory=dict)
+    # The recipes that could be placed now (and meet the SLO), none beaten on both tokens/s per
+    # GPU and latency: the trade the selection chose a point of (rules.ranking.pareto_front).
+    pareto: tuple[ParetoPoint, ...] = ()
 
     @property
     def ok(self) -> bool:

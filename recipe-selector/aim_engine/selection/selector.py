@@ -37,7 +37,8 @@ from aim_engine.domain.vllm_args import ArgRegistry
 from aim_engine.rules.compat import Finding
 from aim_engine.rules.evidence import Match, Measurements, apply_measurements, figure_source, match_findings
 from aim_engine.rules.memory import MemoryPlan
-from aim_engine.rules.ranking import rank_key
+from aim_engine.rules.ranking import pareto_front, rank_key
+from aim_engine.rules.slo import best_figures
 from aim_engine.selection.feasibility import Evaluated, capacity_findings, evaluate, override_findings, placement
 from aim_engine.selection.levels import Choice, Evaluation, default, primary, secondary, tertiary
 from aim_engine.selection.request import DEFAULT_MIN_CONTEXT, Request
@@ -147,6 +148,7 @@ def _selected(
         candidates=_order((selected, *others)),
         placement=placement(recipe, evaluation.inventory),
         hardware=hardware,
+        pareto=pareto_front([recipe, *(e.recipe for e in evaluation.runnable if e.feasible)]),
     )
 
 
@@ -312,6 +314,8 @@ def _not_found_message(evaluation: Evaluation, unavailable: Sequence[Finding]) -
         lines.append(line)
     if not request.allow_default:
         lines.append("the default (generic) level is disabled")
+    if request.slo:
+        lines += _slo_alternatives(evaluation)
     near = [e for e in ranked if not e.feasible]
     if near:
         # The fewest findings, then the best rank; `ranked` breaks ties by recipe id.
@@ -319,6 +323,38 @@ def _not_found_message(evaluation: Evaluation, unavailable: Sequence[Finding]) -
         first = closest.findings[0]
         lines.append(f"closest: {closest.recipe.recipe_id}: {first.message}" + (f" — {first.fix}" if first.fix else ""))
     return "no recipe fits: " + "; ".join(lines)
+
+
+SLO_CODES = frozenset({"SLO_THROUGHPUT", "SLO_LATENCY", "SLO_TTFT"})
+
+
+def _slo_alternatives(evaluation: Evaluation) -> list[str]:
+    """Under an SLO nothing fit: what would. Recipes that meet the SLO but not this cluster (more
+    GPUs, another product), and the targets the recipes that run here do reach."""
+    out: list[str] = []
+    missed = [e for e in evaluation.ranked if any(f.code in SLO_CODES for f in e.static)]
+    if not missed:
+        return out
+    slo, names = evaluation.request.slo, evaluation.request.slo_names
+    out.append(f"{len(missed)} recipe(s) miss the SLO ({', '.join(f'{names[k]} {v}' for k, v in slo.targets())})")
+    meeting = [e for e in evaluation.ranked if not any(f.code in SLO_CODES for f in e.static) and not e.feasible]
+    for e in meeting[:3]:
+        blocker = e.findings[0]
+        out.append(
+            f"would meet it: {e.recipe.recipe_id} ({e.recipe.gpu_count} x {e.recipe.hardware}), but {blocker.message}"
+            + (f" — {blocker.fix}" if blocker.fix else "")
+        )
+    # Recipes that run here but for the SLO: the targets they reach.
+    here = [e.recipe for e in missed if all(f.code in SLO_CODES for f in e.static)]
+    reach = best_figures(here)
+    looser = [
+        f"{names[key]} of {reach[key]} or {'less' if key.startswith('min_') else 'more'}"
+        for key, target in slo.targets()
+        if key in reach and (reach[key] < target if key.startswith("min_") else reach[key] > target)
+    ]
+    if looser:
+        out.append("the best this cluster's recipes reach, target by target: " + ", ".join(looser))
+    return out
 
 
 def _select_pinned(
