@@ -233,7 +233,7 @@ $(STAMP): pyproject.toml
 	@mkdir -p $(TOOLS)
 	@test -x $(PY) || $(PYTHON3) -m venv $(VENV)
 	@$(PY) -m pip install --quiet --disable-pip-version-check --upgrade "pip==$(PIP_VERSION)"
-	@$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	@$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev,tune]'
 	@rm -f $(VENV)/.stamp-*
 	@touch $@
 	@echo ">> setup done"

@@ -173,6 +173,17 @@ class Kube:
             except _transport_errors() as e:
                 raise KubeError(f"write configmap {namespace}/{name}: cannot reach the API server ({e})") from e
 
+    def delete_configmap(self, namespace: str, name: str) -> None:
+        """Delete it; one already gone is fine."""
+        api_exc = _api_exception()
+        try:
+            self.core.delete_namespaced_config_map(name, namespace)
+        except api_exc as e:
+            if e.status != 404:
+                raise KubeError(f"delete configmap {namespace}/{name}: {e.status} {e.reason}: {_message(e.body)}") from e
+        except _transport_errors() as e:
+            raise KubeError(f"delete configmap {namespace}/{name}: cannot reach the API server ({e})") from e
+
     def event(self, namespace: str, *, configmap: str, reason: str, message: str, warning: bool) -> None:
         """Record an Event on the selection ConfigMap (best effort: a failure is logged, not fatal)."""
         self.event_on(

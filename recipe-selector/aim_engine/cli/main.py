@@ -1,4 +1,4 @@
-"""aim-recipes: list, show, validate, detect, select, estimate, metrics.
+"""aim-recipes: list, show, validate, detect, select, place, estimate, metrics, bench, tune.
 
 Exit codes: 0 success; 1 no recipe fits, or validation failed; 2 usage or system error.
 No traceback is shown for a user error; set AIM_DEBUG=1 to see one for a system error."""
@@ -42,6 +42,8 @@ from aim_engine.adapters.render import (
 )
 from aim_engine.cli.bench import add_parser as add_bench_parser
 from aim_engine.cli.bench import cmd_bench
+from aim_engine.cli.tune import add_parser as add_tune_parser
+from aim_engine.cli.tune import cmd_tune
 from aim_engine.cluster.inventory import DEFAULT_TOLERATED_TAINTS, Inventory, build_inventory, product_node_affinity, split_list
 from aim_engine.contract import (
     EXPLANATION_KEY,
@@ -241,6 +243,7 @@ def build_parser() -> argparse.ArgumentParser:
     est.add_argument("recipe_id")
 
     add_bench_parser(sub, positive=_positive)
+    add_tune_parser(sub, positive=_positive)
 
     met = sub.add_parser("metrics", help="print aim_recipe_selection_total from selection ConfigMaps (Prometheus text)")
     met.add_argument("files", nargs="*", type=Path, help="ConfigMap JSON/YAML files; none: read the live cluster")
@@ -758,6 +761,7 @@ COMMANDS = {
     "estimate": cmd_estimate,
     "metrics": cmd_metrics,
     "bench": cmd_bench,
+    "tune": cmd_tune,
 }
 
 
