@@ -312,7 +312,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
         ratio = chosen.tokens_per_second / base_trial.tokens_per_second - 1
         gain = f" ({ratio:+.1%} on the baseline's {base_trial.tokens_per_second:.0f})"
     print(
-        f"best: trial {chosen.trial.trial_id} ({params_text(chosen.trial.params)}): "
+        f"best: trial {chosen.trial.trial_id}, {params_text(chosen.trial.params)}: "
         f"{chosen.tokens_per_second:.0f} output tok/s{gain}\n"
         f"custom recipe: {out_cm} — kubectl apply -n NAMESPACE -f {out_cm}; "
         f"helm upgrade RELEASE chart --set aim_engine.custom_recipe={tuned.recipe_id}",
