@@ -179,7 +179,8 @@ class FakeHelm:
 
     def upgrade_install(self, *, release: str, chart: Path, namespace: str, values: Any, sets: Any, timeout_s: int) -> HelmResult:
         self.calls.append(("install", list(sets)))
-        self.recipe = yaml.safe_load(self.kube.configmap(namespace, f"{release}-tune-trial")["data"]["recipe.yaml"])
+        cm = next(s.removeprefix("aim_engine.custom_recipe=") for s in sets if s.startswith("aim_engine.custom_recipe="))
+        self.recipe = yaml.safe_load(self.kube.configmap(namespace, cm)["data"]["recipe.yaml"])
         if self.recipe["config"]["args"].get("max_num_seqs") == self.fail_install:
             return HelmResult(ok=False, output="Error: UPGRADE FAILED: context deadline exceeded")
         return HelmResult(ok=True, output="deployed")
@@ -194,7 +195,7 @@ class FakeHelm:
         cm = self.kube.configmap(namespace, name)
         history = parse_history((cm or {"data": {}})["data"].get("benchmarks.json"))
         record = measured(
-            rid, tps=1000.0 + 50 * seqs, itl_p95=seqs / 4, release=release, time=f"2026-11-28T10:{self.tests:02d}:00Z"
+            rid, tps=1000.0 + 50 * seqs, itl_p95=seqs / 4, release=release, time=f"2026-11-28T10:{len(history):02d}:00Z"
         )
         self.kube.write_configmap(
             namespace, name, data={"benchmarks.json": with_result(history, record)}, labels={}, annotations={}
@@ -234,7 +235,9 @@ def test_a_tune_deploys_each_trial_keeps_the_best_and_reports(edges: Any, tmp_pa
     installs = [sets for what, sets in edges["helm"].calls if what == "install"]
     assert len(installs) == 4  # the baseline and three trials, one at a time
     assert "benchmark.concurrency=16" in installs[0] and "benchmark.request_rate=null" in installs[0]
-    assert "aim_engine.custom_recipe=t-tune-trial" in installs[0]
+    # Each trial its own custom recipe ConfigMap: a new value rolls the pods.
+    cms = [s for sets in installs for s in sets if s.startswith("aim_engine.custom_recipe=")]
+    assert len(set(cms)) == 4 and cms[0] == f"aim_engine.custom_recipe=t-trial-{trial_id(())}"
     # max_num_seqs 64 is fastest but its p95 ITL (16 ms) misses the SLO; 32 (8 ms) is the best that meets it.
     assert ", max_num_seqs=32: 2600 output tok/s (+44.4% on the baseline's 1800)" in out
     state = json.loads((tmp_path / "out" / "state.json").read_text())
@@ -246,7 +249,8 @@ def test_a_tune_deploys_each_trial_keeps_the_best_and_reports(edges: Any, tmp_pa
         assert (tmp_path / "out" / name).stat().st_size > 0
     assert (tmp_path / "out" / "tune.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "<svg" in (tmp_path / "out" / "tune.html").read_text()
-    assert ("uninstall", []) in edges["helm"].calls and ("ns", "t-tune-trial") not in edges["kube"].cms
+    assert ("uninstall", []) in edges["helm"].calls
+    assert not [name for _, name in edges["kube"].cms if "-trial-" in name]  # the trials' ConfigMaps are gone
 
 
 def test_failed_trials_are_recorded_and_the_tune_goes_on(edges: Any, tmp_path: Path, capsys: Any) -> None:
@@ -261,6 +265,12 @@ def test_failed_trials_are_recorded_and_the_tune_goes_on(edges: Any, tmp_path: P
     assert trials[(("max_num_seqs", 8),)]["reason"] == "install: Error: UPGRADE FAILED: context deadline exceeded"
     assert trials[(("max_num_seqs", 32),)]["outcome"] == "measured"
     assert "not deployed" in out
+    # Resumed with --retry-failed, the failed trials run again (the install now succeeds).
+    edges["helm"] = FakeHelm(edges["kube"])
+    assert tune(tmp_path, "--grid", "max_num_seqs=0,8,32", "--retry-failed") == 0
+    assert "2 to run now" in capsys.readouterr().out
+    trials = {tuple(map(tuple, t["params"])): t for t in json.loads((tmp_path / "out" / "state.json").read_text())["trials"]}
+    assert trials[(("max_num_seqs", 8),)]["outcome"] == "measured" and len(trials) == 4
 
 
 def test_an_interrupted_tune_resumes_where_it_stopped(edges: Any, tmp_path: Path, capsys: Any) -> None:
@@ -274,6 +284,10 @@ def test_an_interrupted_tune_resumes_where_it_stopped(edges: Any, tmp_path: Path
     assert "resuming: 2 trial(s) done" in out and "2 to run now" in out
     assert len([c for c in edges["helm"].calls if c[0] == "install"]) == 2
     assert len(json.loads((tmp_path / "out" / "state.json").read_text())["trials"]) == 4
+    # Nothing left: nothing deployed, nothing to uninstall; --retry-failed runs failed ones again.
+    edges["helm"] = FakeHelm(edges["kube"])
+    assert tune(tmp_path, "--grid", "max_num_seqs=8,32,64") == 0
+    assert "0 to run now" in capsys.readouterr().out and edges["helm"].calls == []
     # Another grid against the same state file is refused, not mixed in.
     assert tune(tmp_path, "--grid", "max_num_seqs=128") == 2
     assert "holds another tune: grid differs" in capsys.readouterr().err

@@ -3,7 +3,8 @@
 For each combination of the grid (and first the recipe as written, the baseline), one at a time:
 the trial's recipe is checked by the selector's own rules against the live cluster's free
 capacity (a trial that cannot fit is recorded as failed, not deployed); it is written to a custom
-recipe ConfigMap and deployed with `helm upgrade --install ... --set aim_engine.custom_recipe=...`
+recipe ConfigMap of its own and deployed with `helm upgrade --install ... --set
+aim_engine.custom_recipe=...`, so the pods roll to it
 (the selector hook, the webhook and the real pods); `helm test` measures it at the recipe's
 stated conditions (vLLM's own client, recorded in <release>-recipe-benchmarks). A trial that fails
 to install, to serve or to measure is recorded with the reason and the tune goes on. The state
@@ -65,6 +66,7 @@ def add_parser(sub: Any, *, positive: Any) -> None:
     t.add_argument("--trial-timeout", type=positive, default=900, help="seconds for each install and each benchmark")
     t.add_argument("--out", type=Path, default=Path("tune-out"), help="report and tuned recipe (default ./tune-out)")
     t.add_argument("--state", type=Path, help="the resumable state (default <out>/state.json)")
+    t.add_argument("--retry-failed", action="store_true", help="when resuming, run the failed trials again")
     t.add_argument("--keep-release", action="store_true", help="leave the last trial's release installed")
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
     t.add_argument("--helm", help="helm binary (default: helm on PATH)")
@@ -135,7 +137,8 @@ class Runner:
 
     def __init__(self, args: argparse.Namespace, bundle: Bundle, kube: Any, helm: Any, base: Recipe) -> None:
         self.args, self.bundle, self.kube, self.helm, self.base = args, bundle, kube, helm, base
-        self.trial_cm = f"{args.release}-tune-trial"
+        self.trial_cms: list[str] = []
+        self.deployed = False  # whether this run installed anything (to uninstall)
         conditions = recipe_conditions(base)
         self.bench_sets = [
             f"benchmark.input_tokens={conditions['input_tokens']}",
@@ -158,14 +161,19 @@ class Runner:
         sel = _select(self.bundle, self.kube, self.args, model_id=recipe.huggingface_id, pinned=recipe)
         if sel.recipe is None:
             return failed(f"not deployed: {sel.message}")
+        # One ConfigMap per trial: a new aim_engine.custom_recipe value rolls the pods (the chart's
+        # selection-inputs checksum), so each trial is served by pods created with its recipe.
+        cm_name = f"{self.args.release}-trial-{tid}"
+        previous, self.trial_cms = self.trial_cms, [cm_name]
         self.kube.write_configmap(
             self.args.namespace,
-            self.trial_cm,
+            cm_name,
             data={"recipe.yaml": to_yaml(recipe.to_seed())},
             labels={NAME_LABEL: APP_NAME, INSTANCE_LABEL: self.args.release, COMPONENT_LABEL: "tune-trial"},
             annotations={},
         )
         before = {r.provenance.time for r in self._history()}
+        self.deployed = True
         install = self.helm.upgrade_install(
             release=self.args.release,
             chart=self.args.chart,
@@ -174,17 +182,23 @@ class Runner:
             sets=[
                 *self.args.sets,
                 f"aim_engine.model_id={recipe.huggingface_id}",
-                f"aim_engine.custom_recipe={self.trial_cm}",
+                f"aim_engine.custom_recipe={cm_name}",
                 f"aim_engine.hardware.gpu_type={recipe.hardware}",
                 *self.bench_sets,
             ],
             timeout_s=self.args.trial_timeout,
         )
+        for name in previous:  # the last trial's recipe, no longer named by the release
+            self.kube.delete_configmap(self.args.namespace, name)
         if not install.ok:
             return failed(f"install: {install.error()}")
         test = self.helm.test(release=self.args.release, namespace=self.args.namespace, timeout_s=self.args.trial_timeout + 120)
-        new = [r for r in self._history() if r.provenance.time not in before and r.provenance.recipe_id == recipe.recipe_id]
+        fresh = [r for r in self._history() if r.provenance.time not in before]
+        new = [r for r in fresh if r.provenance.recipe_id == recipe.recipe_id]
         if not new:
+            if fresh:
+                other = fresh[-1].provenance.recipe_id
+                return failed(f"benchmark: it measured recipe {other}, not this trial's (pods not rolled?)")
             return failed(f"benchmark: no record ({test.error()})")
         result = new[-1]
         if result.outcome != "measured":
@@ -196,11 +210,12 @@ class Runner:
         return parse_history(((cm or {}).get("data") or {}).get(BENCHMARKS_KEY))
 
     def clean_up(self) -> None:
-        if not self.args.keep_release:
+        if self.deployed and not self.args.keep_release:
             out = self.helm.uninstall(release=self.args.release, namespace=self.args.namespace)
             if not out.ok:
                 log.warning("helm uninstall %s: %s", self.args.release, out.error())
-        self.kube.delete_configmap(self.args.namespace, self.trial_cm)
+        for name in self.trial_cms:
+            self.kube.delete_configmap(self.args.namespace, name)
 
 
 def _save(state: TuneState, path: Path) -> None:
@@ -250,12 +265,14 @@ def cmd_tune(args: argparse.Namespace) -> int:
         if differs:
             raise InputError(f"{state_path} holds another tune: {differs}; remove it or pass --state for a new one")
         print(f"resuming: {len(state.trials)} trial(s) done in {state_path}", flush=True)
-    pending = state.pending()
+    pending = state.pending(retry_failed=args.retry_failed)
     if max_trials is not None:
-        pending = pending[: max(0, int(max_trials) - len(state.trials))]
+        recorded = len(state.done() - {trial_id(p) for p in pending})
+        pending = pending[: max(0, int(max_trials) - recorded)]
     print(
         f"tuning {base.recipe_id} ({base.huggingface_id}) as release {args.namespace}/{args.release}: "
-        f"{len(state.trials) + len(state.pending())} trial(s) in the grid with the baseline, {len(pending)} to run now"
+        f"{len(state.done() | {trial_id(p) for p in state.pending()})} trial(s) in the grid with the baseline, "
+        f"{len(pending)} to run now"
         + (f"; SLO {slo.text()}" if slo else ""),
         flush=True,
     )

@@ -180,8 +180,9 @@ class TuneState:
     def done(self) -> set[str]:
         return {t.trial_id for t in self.trials}
 
-    def pending(self) -> list[Params]:
-        done = self.done()
+    def pending(self, *, retry_failed: bool = False) -> list[Params]:
+        """The trials still to run, the baseline first; with `retry_failed`, the failed ones too."""
+        done = {t.trial_id for t in self.trials if not (retry_failed and t.outcome == "failed")}
         return [p for p in [(), *trial_params(self.grid)] if trial_id(p) not in done]
 
     def record(self, trial: Trial) -> None:
