@@ -40,6 +40,10 @@ SLO_ANNOTATIONS: Final[Mapping[str, str]] = MappingProxyType(
 # On the pod template: the Hugging Face id of the weights the container loads, when the command
 # line names them by a local path, a bucket URI or a mirror (`vllm serve /models/qwen3-32b`).
 SERVED_MODEL_ANNOTATION: Final = "aim-engine.io/served-model"
+# Set by the mutating webhook on each Pod it injects a recipe into: the recipe's
+# serving_fingerprint (domain.recipe); the reconcile Job replaces Pods whose fingerprint is not their
+# selection's (a recipe changed with no change to the pod template, e.g. by a measurement).
+RECIPE_FINGERPRINT_ANNOTATION: Final = "aim-engine.io/recipe-fingerprint"
 # Set by the mutating webhook on the Pods it injects a recipe into (the dashboards group by them).
 GPU_MODEL_LABEL: Final = "aim-engine.io/gpu-model"
 TP_LABEL: Final = "aim-engine.io/tensor-parallel-size"

@@ -256,3 +256,15 @@ def test_an_unreadable_benchmarks_file_is_an_error_that_names_it(
     assert main(["list", "--benchmarks", str(path)]) == 2
     err = capsys.readouterr().err
     assert error in err and str(path) in err
+
+
+def test_a_measurement_does_not_change_what_the_pods_serve_but_an_argument_does(bundle: Any) -> None:
+    """The reconcile Job replaces Pods whose recipe fingerprint is not the selection's: new figures
+    alone must not roll a release, a changed argument must."""
+    from aim_engine.domain.recipe import serving_fingerprint, with_changes
+
+    base = recipe(bundle, BF16)
+    measured_recipe = apply_measurements([base], measured(record(BF16, output_throughput=3500.0))).recipes[0]
+    assert serving_fingerprint(measured_recipe) == serving_fingerprint(base)
+    assert serving_fingerprint(with_changes(base, args={**base.args, "max_num_seqs": 8})) != serving_fingerprint(base)
+    assert serving_fingerprint(with_changes(base, recipe_id="other")) != serving_fingerprint(base)

@@ -582,3 +582,16 @@ def test_slo_annotations_are_held_to_the_recipe_by_the_selectors_check(client, a
     assert r["allowed"] is allowed, r
     for fragment in fragments:
         assert fragment in r["status"]["message"], r["status"]["message"]
+
+
+def test_a_pod_is_given_its_recipes_fingerprint_and_a_controller_is_not(client, wbundle):
+    """The reconcile Job replaces Pods whose fingerprint is not their selection's now."""
+    from aim_engine.domain.recipe import serving_fingerprint
+
+    req = review("pod-from-replicaset.json")
+    pod = apply_patch(req["request"]["object"], decode_patch(post(client, "/mutate", req)))
+    recipe = next(r for r in wbundle.recipes if r.recipe_id == pod["metadata"]["labels"]["aim-engine.io/recipe-id"])
+    assert pod["metadata"]["annotations"]["aim-engine.io/recipe-fingerprint"] == serving_fingerprint(recipe)
+    req = review("deployment-bare.json")
+    deployment = apply_patch(req["request"]["object"], decode_patch(post(client, "/mutate", req)))
+    assert "aim-engine.io/recipe-fingerprint" not in (deployment["spec"]["template"]["metadata"].get("annotations") or {})

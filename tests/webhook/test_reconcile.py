@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from aim_webhook.reconcile import available, run, stale_pods
+from aim_webhook.reconcile import Current, available, outdated_pods, run, stale_pods
 
 
 def pod(name, *, owned=True, deleting=False):
@@ -72,3 +72,89 @@ def test_a_webhook_that_never_serves_is_an_error_and_nothing_is_deleted():
     )
     assert not out.ok and deleted == []
     assert "kubectl -n ns describe deployment aim-engine-validator" in out.message
+
+
+# ---- Pods serving a recipe other than the selection's now ----
+
+FP_NEW, FP_OLD = "1111111111111111", "0000000000000000"
+
+
+def served(name, *, fp=FP_OLD, recipe="r-old", ready=True, owned=True):
+    meta = {"name": name, "labels": {"aim-engine.io/recipe-id": recipe}}
+    if fp is not None:
+        meta["annotations"] = {"aim-engine.io/recipe-fingerprint": fp}
+    if owned:
+        meta["ownerReferences"] = [{"kind": "ReplicaSet", "name": "rs", "uid": "1", "apiVersion": "apps/v1"}]
+    return {"metadata": meta, "status": {"conditions": [{"type": "Ready", "status": "True" if ready else "False"}]}}
+
+
+def test_pods_given_another_recipe_are_outdated_judged_by_fingerprint_else_by_id():
+    pods = [
+        served("same", fp=FP_NEW, recipe="r"),
+        served("other-fingerprint", recipe="r"),  # same id, other arguments: outdated
+        served("legacy-same-id", fp=None, recipe="r"),  # no fingerprint (an older webhook): its id is current
+        served("legacy-other-id", fp=None, recipe="r-old"),
+        served("bare", owned=False),
+        served("not-yet", fp=None, recipe="selected"),  # stale_pods() replaces it
+    ]
+    out = outdated_pods(pods, fingerprint=FP_NEW, recipe_id="r")
+    assert out.owned == ("legacy-other-id", "other-fingerprint") and out.bare == ("bare",)
+
+
+def test_outdated_pods_are_replaced_one_at_a_time_each_after_a_ready_replacement():
+    clock = Clock()
+    pods = {"a": served("a"), "b": served("b")}
+    deleted = []
+
+    def delete(name):
+        deleted.append(name)
+        pods.pop(name)
+        # The controller recreates it through the webhook: the current recipe, ready after 6 s.
+        pods[f"{name}-new"] = served(f"{name}-new", fp=FP_NEW, recipe="r", ready=False)
+        ready_at[f"{name}-new"] = clock.now + 6
+
+    ready_at = {}
+
+    def listing():
+        for n, at in ready_at.items():
+            if n in pods and clock.now >= at:
+                pods[n]["status"]["conditions"][0]["status"] = "True"
+        return list(pods.values())
+
+    out = run(
+        namespace="ns",
+        deployment=None,
+        read_deployment=None,
+        list_pods=lambda: [],
+        delete_pod=delete,
+        timeout_seconds=60,
+        clock=clock,
+        sleep=clock.sleep,
+        current=Current(recipe_id="r", fingerprint=FP_NEW, list_pods=listing),
+    )
+    assert out.ok and deleted == ["a", "b"] and clock.now == 6.0  # b went only once a-new was ready
+    assert "2 pod(s) with an outdated recipe replaced by r: a, b" in out.message
+
+
+def test_a_replacement_that_never_gets_ready_stops_the_replacing():
+    clock = Clock()
+    pods = {"a": served("a"), "b": served("b")}
+    deleted = []
+
+    def delete(name):
+        deleted.append(name)
+        pods.pop(name)
+        pods[f"{name}-new"] = served(f"{name}-new", fp=FP_NEW, recipe="r", ready=False)  # never ready
+
+    out = run(
+        namespace="ns",
+        deployment=None,
+        read_deployment=None,
+        list_pods=lambda: [],
+        delete_pod=delete,
+        timeout_seconds=30,
+        clock=clock,
+        sleep=clock.sleep,
+        current=Current(recipe_id="r", fingerprint=FP_NEW, list_pods=lambda: list(pods.values())),
+    )
+    assert not out.ok and deleted == ["a"] and "b keep the previous recipe" in out.message

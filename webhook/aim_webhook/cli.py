@@ -127,6 +127,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--namespace", required=True, help="the release namespace")
     r.add_argument("--deployment", help="the webhook Deployment to wait for (without it: replace at once)")
     r.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for an available webhook replica")
+    r.add_argument("--release", help="the release whose Pods serving an outdated recipe are replaced (with --recipe-config)")
+    r.add_argument("--recipe-config", help="the release's selection ConfigMap (<release>-recipe-config)")
     r.add_argument("--kubeconfig")
     return p
 
@@ -304,7 +306,32 @@ def reconcile(args: argparse.Namespace) -> int:
         found = core.list_namespaced_pod(args.namespace, label_selector=rec.SELECTOR)
         return list(core.api_client.sanitize_for_serialization(found).get("items") or [])
 
+    from aim_engine.contract import INSTANCE_LABEL, RECIPE_CONFIG_ANNOTATION
+
+    def release_pods() -> list[dict[str, Any]]:
+        found = core.list_namespaced_pod(args.namespace, label_selector=f"{INSTANCE_LABEL}={args.release}")
+        pods = core.api_client.sanitize_for_serialization(found).get("items") or []
+        return [p for p in pods if (p["metadata"].get("annotations") or {}).get(RECIPE_CONFIG_ANNOTATION) == args.recipe_config]
+
     try:
+        current = None
+        if args.release and args.recipe_config:
+            from aim_engine.adapters.catalog import load_bundle
+            from aim_engine.adapters.kube import Kube
+            from aim_engine.domain.recipe import serving_fingerprint
+
+            from .recipes import RecipeResolver
+
+            kube = Kube(core)
+            selection = RecipeResolver(load_bundle(), read_configmap=kube.configmap).selection(args.namespace, args.recipe_config)
+            if selection.recipe is None:
+                sys.stdout.write(f"no outdated pods checked: {selection.problem}\n")
+            else:
+                current = rec.Current(
+                    recipe_id=selection.recipe.recipe_id,
+                    fingerprint=serving_fingerprint(selection.recipe),
+                    list_pods=release_pods,
+                )
         outcome = rec.run(
             namespace=args.namespace,
             deployment=args.deployment,
@@ -312,6 +339,7 @@ def reconcile(args: argparse.Namespace) -> int:
             list_pods=list_pods,
             delete_pod=lambda name: _discard(core.delete_namespaced_pod(name, args.namespace)),
             timeout_seconds=args.timeout,
+            current=current,
         )
     except (client.exceptions.ApiException, OSError) as e:
         sys.stderr.write(f"aim-webhook: error: reconcile: {e}\n")

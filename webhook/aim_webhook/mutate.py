@@ -13,9 +13,18 @@ from typing import Any
 
 import jsonpatch
 
-from aim_engine.contract import ANYWHERE, GPU_MODEL_LABEL, PRECISION_LABEL, RECIPE_LABEL, SELECTED, TP_LABEL, NodeAffinity
+from aim_engine.contract import (
+    ANYWHERE,
+    GPU_MODEL_LABEL,
+    PRECISION_LABEL,
+    RECIPE_FINGERPRINT_ANNOTATION,
+    RECIPE_LABEL,
+    SELECTED,
+    TP_LABEL,
+    NodeAffinity,
+)
 from aim_engine.domain.hardware import HardwareCatalog
-from aim_engine.domain.recipe import Recipe
+from aim_engine.domain.recipe import Recipe, serving_fingerprint
 from aim_engine.domain.vllm_args import to_cli
 from aim_engine.rules.pod import (
     PodTemplate,
@@ -82,10 +91,23 @@ def mutate(
     }
     for t in workload.templates:
         _labels(m, t, labels)
+        if workload.kind == "Pod":
+            _fingerprint(m, t, serving_fingerprint(recipe))
         _template(m, t, workload=workload, recipe=recipe, resource=product.resource, vendor=product.vendor, catalog=catalog)
         if node_affinity.terms:
             _required_nodes(m, t, node_affinity, product=product.name)
     return m
+
+
+def _fingerprint(m: Mutation, t: PodTemplate, value: str) -> None:
+    """The recipe a Pod was given, as its fingerprint (replaced if the Pod carries another: a Pod
+    copied from an older one is given this recipe, not that one)."""
+    path = f"{t.meta_path}/annotations"
+    current = t.metadata.get("annotations")
+    if not isinstance(current, Mapping):
+        m.op(path, {RECIPE_FINGERPRINT_ANNOTATION: value})
+    elif current.get(RECIPE_FINGERPRINT_ANNOTATION) != value:
+        m.op(f"{path}/{escape(RECIPE_FINGERPRINT_ANNOTATION)}", value)  # JSON Patch add replaces a member
 
 
 def _labels(m: Mutation, t: PodTemplate, wanted: Mapping[str, str]) -> None:

@@ -94,6 +94,10 @@ class RecipeResolver:
             self._cache[key] = (now, res)
         return res
 
+    def selection(self, namespace: str, name: str) -> Resolution:
+        """The recipe a selection ConfigMap holds now, read fresh (what a Pod created now is given)."""
+        return self._load(namespace, name)
+
     def _load(self, namespace: str, name: str) -> Resolution:
         if self.read_configmap is None:
             return Resolution(None, f"recipe ConfigMap {namespace}/{name} cannot be read: the webhook runs without API access")

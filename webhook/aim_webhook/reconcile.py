@@ -7,6 +7,13 @@ waits until the webhook Deployment has an available replica (it has then written
 serves), then deletes such Pods when a controller owns them, so the controller recreates them
 through the webhook. Bare Pods are left alone (nothing would recreate them) and reported.
 
+Then it replaces the release's Pods that serve an outdated recipe: the selection (the release's
+`<release>-recipe-config`) can change with no change to the pod template — a measurement that
+reranks the recipes, a catalog update, an edited custom recipe — and Helm then rolls nothing. Each
+Pod carries the fingerprint of the recipe the webhook gave it (RECIPE_FINGERPRINT_ANNOTATION); those
+whose fingerprint is not the selection's are deleted one at a time, the next only once a Pod with
+the current recipe is ready, so a recipe that does not serve never takes every replica down.
+
 It runs as its own short-lived component with its own service account: the long-running webhook
 needs no permission to list or delete Pods.
 """
@@ -19,7 +26,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from aim_engine.contract import RECIPE_LABEL, SELECTED
+from aim_engine.contract import RECIPE_FINGERPRINT_ANNOTATION, RECIPE_LABEL, SELECTED
 
 log = logging.getLogger("aim_webhook.reconcile")
 SELECTOR = f"{RECIPE_LABEL}={SELECTED}"
@@ -46,6 +53,46 @@ def stale_pods(pods: Sequence[Mapping[str, Any]]) -> Stale:
     return Stale(owned=tuple(sorted(owned)), bare=tuple(sorted(bare)))
 
 
+def outdated_pods(pods: Sequence[Mapping[str, Any]], *, fingerprint: str, recipe_id: str) -> Stale:
+    """Pure: the Pods given a recipe other than the selection's. A Pod carries the fingerprint the
+    webhook gave it; one without (injected by an older webhook) is judged by its recipe id alone.
+    Pods still `selected` are stale_pods()' business; Pods being deleted are skipped."""
+    owned: list[str] = []
+    bare: list[str] = []
+    for pod in pods:
+        meta = pod.get("metadata") or {}
+        name = meta.get("name")
+        label = (meta.get("labels") or {}).get(RECIPE_LABEL)
+        if not name or meta.get("deletionTimestamp") or label in (None, SELECTED):
+            continue
+        have = (meta.get("annotations") or {}).get(RECIPE_FINGERPRINT_ANNOTATION)
+        if (have is not None and have != fingerprint) or (have is None and label != recipe_id):
+            (owned if meta.get("ownerReferences") else bare).append(str(name))
+    return Stale(owned=tuple(sorted(owned)), bare=tuple(sorted(bare)))
+
+
+def ready_with(pods: Sequence[Mapping[str, Any]], fingerprint: str) -> int:
+    """How many Pods given the current recipe are Ready."""
+    count = 0
+    for pod in pods:
+        meta = pod.get("metadata") or {}
+        if meta.get("deletionTimestamp") or (meta.get("annotations") or {}).get(RECIPE_FINGERPRINT_ANNOTATION) != fingerprint:
+            continue
+        conditions = (pod.get("status") or {}).get("conditions") or []
+        if any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions):
+            count += 1
+    return count
+
+
+@dataclass(frozen=True, slots=True)
+class Current:
+    """The recipe the release's selection holds now, and how to list the release's Pods."""
+
+    recipe_id: str
+    fingerprint: str
+    list_pods: Callable[[], list[dict[str, Any]]]
+
+
 def available(deployment: Mapping[str, Any] | None) -> bool:
     status = (deployment or {}).get("status") or {}
     return int(status.get("availableReplicas") or 0) >= 1
@@ -66,6 +113,7 @@ def run(
     list_pods: Callable[[], list[dict[str, Any]]],
     delete_pod: Callable[[str], None],
     timeout_seconds: float,
+    current: Current | None = None,
     poll_seconds: float = 2.0,
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,
@@ -89,4 +137,31 @@ def run(
     parts = [f"{len(stale.owned)} pod(s) without their recipe replaced" + (f": {', '.join(stale.owned)}" if stale.owned else "")]
     if stale.bare:
         parts.append(f"{len(stale.bare)} bare pod(s) left (no controller would recreate them): {', '.join(stale.bare)}")
-    return Outcome(ok=True, message="; ".join(parts), deleted=stale.owned)
+    deleted = list(stale.owned)
+    if current is not None:
+        outdated = outdated_pods(current.list_pods(), fingerprint=current.fingerprint, recipe_id=current.recipe_id)
+        for i, name in enumerate(outdated.owned):
+            if i > 0:  # the next only once a Pod with the current recipe is ready beside the others
+                want = i
+                while ready_with(current.list_pods(), current.fingerprint) < want:
+                    if clock() >= deadline:
+                        left = ", ".join(outdated.owned[i:])
+                        return Outcome(
+                            ok=False,
+                            message="; ".join(parts)
+                            + f"; recipe {current.recipe_id}: no ready pod after replacing {', '.join(outdated.owned[:i])} "
+                            f"in {timeout_seconds:.0f} s, so {left} keep the previous recipe: see `kubectl -n {namespace} "
+                            "get pods` and the new pod's logs",
+                            deleted=tuple(deleted),
+                        )
+                    sleep(poll_seconds)
+            delete_pod(name)
+            deleted.append(name)
+            log.info("deleted pod %s/%s: it serves a recipe other than the selection's %s", namespace, name, current.recipe_id)
+        parts.append(
+            f"{len(outdated.owned)} pod(s) with an outdated recipe replaced by {current.recipe_id}"
+            + (f": {', '.join(outdated.owned)}" if outdated.owned else "")
+        )
+        if outdated.bare:
+            parts.append(f"{len(outdated.bare)} bare pod(s) with an outdated recipe left: {', '.join(outdated.bare)}")
+    return Outcome(ok=True, message="; ".join(parts), deleted=tuple(deleted))

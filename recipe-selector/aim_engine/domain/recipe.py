@@ -3,6 +3,8 @@ env, conditions and provenance), and its serialisation back to the seed's format
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
@@ -264,3 +266,23 @@ class RecipeChanges(TypedDict, total=False):
 def with_changes(recipe: Recipe, **changes: Unpack[RecipeChanges]) -> Recipe:
     """A copy with fields changed; the raw document is rebuilt from the typed fields."""
     return replace(recipe, raw={}, **changes)
+
+
+def serving_fingerprint(recipe: Recipe) -> str:
+    """What the pods serving `recipe` are made of: its id and everything the webhook injects (GPUs,
+    parallel sizes and every vLLM argument, environment, resources), not its figures. A Pod whose
+    fingerprint differs from its selection's serves an outdated recipe (the webhook writes it on
+    each Pod; the reconcile Job of every revision replaces such Pods)."""
+    doc = {
+        "recipe_id": recipe.recipe_id,
+        "hardware": recipe.hardware,
+        "gpu_count": recipe.gpu_count,
+        "nodes": recipe.nodes,
+        "precision": recipe.precision,
+        "backend": recipe.backend,
+        "args": dict(recipe.args),
+        "env": dict(recipe.env),
+        "requests": {k: str(v) for k, v in recipe.requests.items()},
+        "limits": {k: str(v) for k, v in recipe.limits.items()},
+    }
+    return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()[:16]
