@@ -213,6 +213,50 @@ def test_helm_upgrade_that_changes_the_model_and_gpu_count_rolls_the_pods(releas
     wait_for(lambda: not (before & {q["metadata"]["name"] for q in live_pods(e2e, NS, INFERENCE)}), what="old pods gone")
 
 
+def test_a_selection_that_changes_with_the_values_unchanged_reaches_the_pods(release: E2ECluster) -> None:
+    """The nodes of the selected product become unusable (tainted): `helm upgrade --reuse-values`
+    changes no value, so Helm rolls nothing, but the hook selects another recipe; the reconcile Job
+    replaces the Pod whose recipe fingerprint is no longer the selection's."""
+    e2e = release
+    cm = get(e2e, "configmap", "aim-engine-recipe-config", "-n", NS)
+    old_recipe = cm["metadata"]["labels"]["aim-engine.io/recipe-id"]
+    product = yaml.safe_load(cm["data"]["recipe.yaml"])["hardware"]
+    before = {p["metadata"]["name"] for p in live_pods(e2e, NS, INFERENCE)}
+    assert before, "no inference pod to replace"
+    assert all(p["metadata"]["annotations"].get("aim-engine.io/recipe-fingerprint") for p in live_pods(e2e, NS, INFERENCE)), (
+        "the webhook wrote no fingerprint"
+    )
+    rs_before = {r["metadata"]["name"] for r in get(e2e, "replicaset", "-n", NS, "-l", INFERENCE)["items"]}
+    nodes = [name for name, *_ in realcluster.GPU_NODES if name.startswith(f"{product.lower()}-")]  # mi300x-0, ...
+    assert nodes, f"no kwok node of {product}"
+    try:
+        for n in nodes:
+            e2e.kubectl("taint", "nodes", n, "aim-e2e/unusable=true:NoSchedule", "--overwrite", check=True)
+        out = upgrade(e2e, wait=True)
+        assert out.returncode == 0, out.stderr
+        cm = get(e2e, "configmap", "aim-engine-recipe-config", "-n", NS)
+        new_recipe = cm["metadata"]["labels"]["aim-engine.io/recipe-id"]
+        assert new_recipe != old_recipe and yaml.safe_load(cm["data"]["recipe.yaml"])["hardware"] != product
+        rs_after = {r["metadata"]["name"] for r in get(e2e, "replicaset", "-n", NS, "-l", INFERENCE)["items"]}
+        assert rs_after == rs_before, "the pod template changed: this is not the case under test"
+        pods = wait_for(
+            lambda: [
+                p
+                for p in live_pods(e2e, NS, INFERENCE)
+                if p["metadata"]["name"] not in before and p["metadata"]["labels"].get("aim-engine.io/recipe-id") == new_recipe
+            ],
+            timeout=240,
+            what=f"a pod of the new recipe {new_recipe}, replaced by the reconcile Job",
+        )
+        assert pods[0]["spec"]["nodeName"] not in nodes
+        wait_for(lambda: not (before & {q["metadata"]["name"] for q in live_pods(e2e, NS, INFERENCE)}), what="old pods gone")
+        job = e2e.kubectl("logs", "-n", NS, "-l", "app.kubernetes.io/component=recipe-validator-reconcile", "--tail=-1").stdout
+        assert f"outdated recipe replaced by {new_recipe}" in job, job
+    finally:
+        for n in nodes:
+            e2e.kubectl("taint", "nodes", n, "aim-e2e/unusable=true:NoSchedule-")
+
+
 def _pod(name: str) -> dict[str, Any]:
     return {
         "apiVersion": "v1",
