@@ -6,6 +6,7 @@ through the chart, the webhook and vLLM on the local cluster, is tests/e2e/test_
 from __future__ import annotations
 
 import json
+import time
 from decimal import Decimal
 from pathlib import Path
 from types import SimpleNamespace
@@ -152,8 +153,20 @@ class FakeKube:
         n["status"]["allocatable"].update(cpu="16", memory="64Gi")
         self.node, self.cms = n, {}
 
+    crash: int | None = None  # max_num_seqs whose engine crash-loops
+    serving: dict[str, Any] | None = None
+
     def nodes(self) -> list[dict[str, Any]]:
         return [self.node]
+
+    def namespaced_pods(self, namespace: str, *, label_selector: str) -> list[dict[str, Any]]:
+        if self.serving is None or self.serving["config"]["args"].get("max_num_seqs") != self.crash:
+            return []
+        waiting = {"waiting": {"reason": "CrashLoopBackOff"}}
+        return [{"metadata": {"name": "t-1"}, "status": {"containerStatuses": [{"restartCount": 3, "state": waiting}]}}]
+
+    def pod_log(self, namespace: str, name: str, *, previous: bool = False, tail: int = 50) -> str:
+        return "INFO starting\nRuntimeError: Engine core initialization failed\n"
 
     def pods(self) -> list[dict[str, Any]]:
         return []
@@ -177,10 +190,16 @@ class FakeHelm:
         self.interrupt_after, self.fail_install = interrupt_after, fail_install
         self.tests = 0
 
-    def upgrade_install(self, *, release: str, chart: Path, namespace: str, values: Any, sets: Any, timeout_s: int) -> HelmResult:
+    def upgrade_install(
+        self, *, release: str, chart: Path, namespace: str, values: Any, sets: Any, timeout_s: int, abort: Any = None
+    ) -> HelmResult:
         self.calls.append(("install", list(sets)))
         cm = next(s.removeprefix("aim_engine.custom_recipe=") for s in sets if s.startswith("aim_engine.custom_recipe="))
         self.recipe = yaml.safe_load(self.kube.configmap(namespace, cm)["data"]["recipe.yaml"])
+        self.kube.serving = self.recipe
+        reason = abort() if abort is not None else None  # helm --wait polls it while the pods come up
+        if reason:
+            return HelmResult(ok=False, output=f"Error: {reason}")
         if self.recipe["config"]["args"].get("max_num_seqs") == self.fail_install:
             return HelmResult(ok=False, output="Error: UPGRADE FAILED: context deadline exceeded")
         return HelmResult(ok=True, output="deployed")
@@ -316,3 +335,23 @@ def test_nothing_to_tune_and_a_bad_budget_are_errors(edges: Any, tmp_path: Path,
     assert "nothing to tune" in capsys.readouterr().err
     assert tune(tmp_path, "--grid", "max_num_seqs=8", "--max-time", "soon") == 2
     assert "expected a duration" in capsys.readouterr().err
+
+
+def test_a_crash_looping_engine_ends_its_trial_with_the_reason(edges: Any, tmp_path: Path, capsys: Any) -> None:
+    edges["kube"].crash = 8
+    assert tune(tmp_path, "--grid", "max_num_seqs=8,32") == 0
+    trials = {tuple(map(tuple, t["params"])): t for t in json.loads((tmp_path / "out" / "state.json").read_text())["trials"]}
+    assert trials[(("max_num_seqs", 8),)]["reason"] == (
+        "install: Error: the engine crash-loops (3 restarts of pod t-1): RuntimeError: Engine core initialization failed"
+    )
+    assert trials[(("max_num_seqs", 32),)]["outcome"] == "measured"
+
+
+def test_helm_is_ended_when_abort_says_why(tmp_path: Path) -> None:
+    """The real subprocess: a long-running command ended at once by the abort callback."""
+    from aim_engine.adapters.helm import Helm
+
+    started = time.monotonic()
+    out = Helm(binary="/bin/sleep")._run(["60"], timeout=120, abort=lambda: "the engine crash-loops")
+    assert not out.ok and out.output.startswith("Error: the engine crash-loops") and time.monotonic() - started < 30
+    assert Helm(binary="/bin/true")._run(["x"], timeout=10).ok

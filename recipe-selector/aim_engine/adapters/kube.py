@@ -173,6 +173,17 @@ class Kube:
             except _transport_errors() as e:
                 raise KubeError(f"write configmap {namespace}/{name}: cannot reach the API server ({e})") from e
 
+    def pod_log(self, namespace: str, name: str, *, previous: bool = False, tail: int = 50) -> str:
+        """A container's last lines ('' when there are none to read)."""
+        api_exc = _api_exception()
+        try:
+            text = self.core.read_namespaced_pod_log(name, namespace, previous=previous, tail_lines=tail)
+        except api_exc:
+            return ""
+        except _transport_errors() as e:
+            raise KubeError(f"read log of pod {namespace}/{name}: cannot reach the API server ({e})") from e
+        return str(text or "")
+
     def delete_configmap(self, namespace: str, name: str) -> None:
         """Delete it; one already gone is fine."""
         api_exc = _api_exception()

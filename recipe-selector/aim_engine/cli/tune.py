@@ -45,6 +45,7 @@ from aim_engine.selection.selector import Request, Selection, select
 
 log = logging.getLogger("aim_engine.tune")
 EXIT_OK, EXIT_NONE_MEETS, EXIT_INTERRUPTED = 0, 1, 130
+CRASHES = 2  # restarts of the serving container that end a trial without waiting out its timeout
 
 
 def add_parser(sub: Any, *, positive: Any) -> None:
@@ -187,6 +188,7 @@ class Runner:
                 *self.bench_sets,
             ],
             timeout_s=self.args.trial_timeout,
+            abort=self._crash_looping,
         )
         for name in previous:  # the last trial's recipe, no longer named by the release
             self.kube.delete_configmap(self.args.namespace, name)
@@ -204,6 +206,21 @@ class Runner:
         if result.outcome != "measured":
             return failed(f"benchmark: {result.reason}")
         return Trial(trial_id=tid, params=params, outcome="measured", seconds=time.monotonic() - started, result=result)
+
+    def _crash_looping(self) -> str | None:
+        """Why the trial's engine will not come up, when its pod crash-loops: the reason and the
+        last error line of its previous run (what a failed trial then reports)."""
+        selector = f"{INSTANCE_LABEL}={self.args.release},{COMPONENT_LABEL}=inference"
+        for pod in self.kube.namespaced_pods(self.args.namespace, label_selector=selector):
+            for status in (pod.get("status") or {}).get("containerStatuses") or []:
+                waiting = (status.get("state") or {}).get("waiting") or {}
+                if waiting.get("reason") == "CrashLoopBackOff" or int(status.get("restartCount") or 0) >= CRASHES:
+                    name = pod["metadata"]["name"]
+                    lines = [ln for ln in self.kube.pod_log(self.args.namespace, name, previous=True).splitlines() if ln.strip()]
+                    errors = [ln for ln in lines if "Error" in ln or "error" in ln]
+                    last = (errors or lines or ["no log"])[-1].strip()[-300:]
+                    return f"the engine crash-loops ({status.get('restartCount', 0)} restarts of pod {name}): {last}"
+        return None
 
     def _history(self) -> list[Any]:
         cm = self.kube.configmap(self.args.namespace, benchmarks_name(self.args.release))
@@ -272,8 +289,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
     print(
         f"tuning {base.recipe_id} ({base.huggingface_id}) as release {args.namespace}/{args.release}: "
         f"{len(state.done() | {trial_id(p) for p in state.pending()})} trial(s) in the grid with the baseline, "
-        f"{len(pending)} to run now"
-        + (f"; SLO {slo.text()}" if slo else ""),
+        f"{len(pending)} to run now" + (f"; SLO {slo.text()}" if slo else ""),
         flush=True,
     )
     runner = Runner(args, bundle, kube, helm, base)
