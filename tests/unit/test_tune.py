@@ -189,6 +189,7 @@ class FakeHelm:
         self.kube, self.recipe, self.calls = kube, None, []
         self.interrupt_after, self.fail_install = interrupt_after, fail_install
         self.tests = 0
+        self.noise: list[float] = []  # added to each run's throughput in turn
 
     def upgrade_install(
         self, *, release: str, chart: Path, namespace: str, values: Any, sets: Any, timeout_s: int, abort: Any = None
@@ -213,8 +214,9 @@ class FakeHelm:
         name = f"{release}-recipe-benchmarks"
         cm = self.kube.configmap(namespace, name)
         history = parse_history((cm or {"data": {}})["data"].get("benchmarks.json"))
+        noise = self.noise[(self.tests - 1) % len(self.noise)] if self.noise else 0.0
         record = measured(
-            rid, tps=1000.0 + 50 * seqs, itl_p95=seqs / 4, release=release, time=f"2026-11-28T10:{len(history):02d}:00Z"
+            rid, tps=1000.0 + 50 * seqs + noise, itl_p95=seqs / 4, release=release, time=f"2026-11-28T10:{len(history):02d}:00Z"
         )
         self.kube.write_configmap(
             namespace, name, data={"benchmarks.json": with_result(history, record)}, labels={}, annotations={}
@@ -355,3 +357,28 @@ def test_helm_is_ended_when_abort_says_why(tmp_path: Path) -> None:
     out = Helm(binary="/bin/sleep")._run(["60"], timeout=120, abort=lambda: "the engine crash-loops")
     assert not out.ok and out.output.startswith("Error: the engine crash-loops") and time.monotonic() - started < 30
     assert Helm(binary="/bin/true")._run(["x"], timeout=10).ok
+
+
+@pytest.mark.parametrize(
+    ("noise", "verdict"),
+    [
+        # baseline (16 seqs) 1800 and 32 seqs 2600 before noise: runs 1800±100 and 2600±100 do not overlap.
+        ([-100.0, 0.0, 100.0], "better beyond the run-to-run spread (runs 2500–2700 against the baseline's 1700–1900)"),
+        # with ±900 they do: the median says +44 %, the runs do not back it.
+        ([-900.0, 0.0, 900.0], "NOT measurably better: the runs overlap (runs 1700–3500 against the baseline's 900–2700)"),
+    ],
+)
+def test_repeated_runs_tell_a_better_trial_from_noise(edges: Any, tmp_path: Path, capsys: Any, noise: Any, verdict: str) -> None:
+    edges["helm"].noise = noise
+    assert tune(tmp_path, "--grid", "max_num_seqs=32", "--repeats", "3") == 0
+    out = capsys.readouterr().out
+    assert verdict in out, out
+    trial = json.loads((tmp_path / "out" / "state.json").read_text())["trials"][-1]
+    assert len(trial["runs"]) == 3 and trial["result"]["figures"]["output_throughput"] == 2600.0  # the median run
+    resumed = TuneState.from_json((tmp_path / "out" / "state.json").read_text(), where="state.json")
+    assert resumed.trials[-1].throughputs == tuple(2600.0 + n for n in noise)  # every run kept
+
+
+def test_one_run_each_says_to_repeat(edges: Any, tmp_path: Path, capsys: Any) -> None:
+    assert tune(tmp_path, "--grid", "max_num_seqs=32") == 0
+    assert "one run each: repeat (--repeats 3) to tell it from noise" in capsys.readouterr().out

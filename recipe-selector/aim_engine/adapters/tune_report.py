@@ -15,7 +15,7 @@ from aim_engine.domain.tuning import params_text
 from aim_engine.rules.slo import Slo
 from aim_engine.rules.tune import Judged
 
-COLUMNS = ("trial", "settings", "outcome", "out tok/s", "ITL p95 ms", "TTFT p95 ms", "SLO", "seconds", "note")
+COLUMNS = ("trial", "settings", "outcome", "out tok/s", "runs", "ITL p95 ms", "TTFT p95 ms", "SLO", "seconds", "note")
 
 
 def rows(judged: Sequence[Judged], *, baseline_id: str, best_id: str | None) -> list[tuple[str, ...]]:
@@ -30,6 +30,7 @@ def rows(judged: Sequence[Judged], *, baseline_id: str, best_id: str | None) -> 
                 params_text(t.params),
                 t.outcome,
                 f"{f['output_throughput']:.0f}" if "output_throughput" in f else "-",
+                f"{min(t.throughputs):.0f}–{max(t.throughputs):.0f}" if len(t.throughputs) > 1 else "-",
                 f"{f['p95_itl_ms']:.2f}" if "p95_itl_ms" in f else "-",
                 f"{f['p95_ttft_ms']:.0f}" if "p95_ttft_ms" in f else "-",
                 slo,

@@ -37,10 +37,10 @@ from aim_engine.contract import APP_NAME, BENCHMARKS_KEY, COMPONENT_LABEL, INSTA
 from aim_engine.domain.benchmark import parse_history
 from aim_engine.domain.errors import InputError
 from aim_engine.domain.recipe import Recipe
-from aim_engine.domain.tuning import Params, Trial, TuneState, params_text, parse_grid, trial_id, trial_recipe
+from aim_engine.domain.tuning import Params, Trial, TuneState, median_run, params_text, parse_grid, trial_id, trial_recipe
 from aim_engine.rules.perf import recipe_conditions
 from aim_engine.rules.slo import SLO_KEYS, Slo, parse_slo
-from aim_engine.rules.tune import best, judge, tuned_recipe
+from aim_engine.rules.tune import best, beyond_noise, judge, tuned_recipe
 from aim_engine.selection.selector import Request, Selection, select
 
 log = logging.getLogger("aim_engine.tune")
@@ -64,6 +64,13 @@ def add_parser(sub: Any, *, positive: Any) -> None:
     t.add_argument("-f", "--values", action="append", type=Path, default=[], help="values for every trial (helm -f)")
     t.add_argument("--set", action="append", default=[], dest="sets", metavar="KEY=VALUE", help="helm --set for every trial")
     t.add_argument("--num-prompts", type=positive, help="requests per benchmark (default: the chart's)")
+    t.add_argument(
+        "--repeats",
+        type=positive,
+        default=1,
+        help="benchmarks per trial (default 1); with 2 or more a trial is its median run, and the best is called "
+        "better than the baseline only when its slowest run beats the baseline's fastest",
+    )
     t.add_argument("--trial-timeout", type=positive, default=900, help="seconds for each install and each benchmark")
     t.add_argument("--out", type=Path, default=Path("tune-out"), help="report and tuned recipe (default ./tune-out)")
     t.add_argument("--state", type=Path, help="the resumable state (default <out>/state.json)")
@@ -194,18 +201,30 @@ class Runner:
             self.kube.delete_configmap(self.args.namespace, name)
         if not install.ok:
             return failed(f"install: {install.error()}")
-        test = self.helm.test(release=self.args.release, namespace=self.args.namespace, timeout_s=self.args.trial_timeout + 120)
-        fresh = [r for r in self._history() if r.provenance.time not in before]
-        new = [r for r in fresh if r.provenance.recipe_id == recipe.recipe_id]
-        if not new:
-            if fresh:
-                other = fresh[-1].provenance.recipe_id
-                return failed(f"benchmark: it measured recipe {other}, not this trial's (pods not rolled?)")
-            return failed(f"benchmark: no record ({test.error()})")
-        result = new[-1]
-        if result.outcome != "measured":
-            return failed(f"benchmark: {result.reason}")
-        return Trial(trial_id=tid, params=params, outcome="measured", seconds=time.monotonic() - started, result=result)
+        runs = []
+        for _ in range(self.args.repeats):
+            test = self.helm.test(
+                release=self.args.release, namespace=self.args.namespace, timeout_s=self.args.trial_timeout + 120
+            )
+            fresh = [r for r in self._history() if r.provenance.time not in before]
+            before |= {r.provenance.time for r in fresh}
+            new = [r for r in fresh if r.provenance.recipe_id == recipe.recipe_id]
+            if not new:
+                if fresh:
+                    other = fresh[-1].provenance.recipe_id
+                    return failed(f"benchmark: it measured recipe {other}, not this trial's (pods not rolled?)")
+                return failed(f"benchmark: no record ({test.error()})")
+            if new[-1].outcome != "measured":
+                return failed(f"benchmark: {new[-1].reason}")
+            runs.append(new[-1])
+        return Trial(
+            trial_id=tid,
+            params=params,
+            outcome="measured",
+            seconds=time.monotonic() - started,
+            result=median_run(runs),
+            runs=tuple(runs),
+        )
 
     def _crash_looping(self) -> str | None:
         """Why the trial's engine will not come up, when its pod crash-loops: the reason and the
@@ -306,7 +325,8 @@ def cmd_tune(args: argparse.Namespace) -> int:
             state.record(trial)
             _save(state, state_path)
             tps = trial.result.figures.get("output_throughput") if trial.result else None
-            bar.write(f"trial {trial.trial_id} {params_text(params)}: " + (f"{tps:.0f} tok/s" if tps else trial.reason))
+            runs = f" (runs {_range(trial.throughputs)})" if len(trial.throughputs) > 1 else ""
+            bar.write(f"trial {trial.trial_id} {params_text(params)}: " + (f"{tps:.0f} tok/s{runs}" if tps else trial.reason))
             bar.update(1)
     except KeyboardInterrupt:
         interrupted = True
@@ -344,6 +364,14 @@ def cmd_tune(args: argparse.Namespace) -> int:
     if base_trial is not None:
         ratio = chosen.tokens_per_second / base_trial.tokens_per_second - 1
         gain = f" ({ratio:+.1%} on the baseline's {base_trial.tokens_per_second:.0f})"
+        if chosen is not base_trial:
+            spread = f"runs {_range(chosen.trial.throughputs)} against the baseline's {_range(base_trial.trial.throughputs)}"
+            if beyond_noise(chosen, base_trial):
+                gain += f"; better beyond the run-to-run spread ({spread})"
+            elif args.repeats > 1:
+                gain += f"; NOT measurably better: the runs overlap ({spread})"
+            else:
+                gain += "; one run each: repeat (--repeats 3) to tell it from noise"
     print(
         f"best: trial {chosen.trial.trial_id}, {params_text(chosen.trial.params)}: "
         f"{chosen.tokens_per_second:.0f} output tok/s{gain}\n"
@@ -352,6 +380,10 @@ def cmd_tune(args: argparse.Namespace) -> int:
         flush=True,
     )
     return EXIT_INTERRUPTED if interrupted else EXIT_OK
+
+
+def _range(values: tuple[float, ...]) -> str:
+    return f"{min(values):.0f}–{max(values):.0f}" if values else "-"
 
 
 class _NoBar:

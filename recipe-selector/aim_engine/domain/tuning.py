@@ -138,7 +138,13 @@ class Trial:
     outcome: TrialOutcome
     seconds: float
     reason: str = ""
-    result: BenchmarkResult | None = None
+    result: BenchmarkResult | None = None  # the median run (by output tokens/s)
+    runs: tuple[BenchmarkResult, ...] = ()  # every run of a measured trial (--repeats)
+
+    @property
+    def throughputs(self) -> tuple[float, ...]:
+        runs = self.runs or ((self.result,) if self.result is not None else ())
+        return tuple(r.figures.get("output_throughput", 0.0) for r in runs)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -148,6 +154,7 @@ class Trial:
             "seconds": round(self.seconds, 1),
             "reason": self.reason,
             "result": self.result.to_json() if self.result is not None else None,
+            "runs": [r.to_json() for r in self.runs],
         }
 
     @staticmethod
@@ -160,6 +167,7 @@ class Trial:
                 seconds=float(doc["seconds"]),
                 reason=str(doc.get("reason", "")),
                 result=BenchmarkResult.from_json(doc["result"]) if doc.get("result") else None,
+                runs=tuple(BenchmarkResult.from_json(r) for r in doc.get("runs") or []),
             )
         except (KeyError, TypeError, ValueError) as e:
             raise InputError(f"not a tune trial ({e}): {json.dumps(doc)[:200]}") from e
@@ -225,3 +233,9 @@ class TuneState:
             if getattr(self, what) != getattr(other, what):
                 return f"{what} differs ({getattr(self, what)!r} in the state file, {getattr(other, what)!r} now)"
         return None
+
+
+def median_run(runs: Sequence[BenchmarkResult]) -> BenchmarkResult:
+    """The run whose output tokens/s is the median (the lower middle of an even count)."""
+    ordered = sorted(runs, key=lambda r: r.figures.get("output_throughput", 0.0))
+    return ordered[(len(ordered) - 1) // 2]

@@ -62,3 +62,11 @@ def tuned_recipe(base: Recipe, chosen: Judged) -> Recipe:
         f"{params_text(chosen.trial.params)})",
         type="optimized",  # as AMD AIM's profiles: tuned and measured
     )
+
+
+def beyond_noise(chosen: Judged, baseline: Judged) -> bool:
+    """Whether the chosen trial beats the baseline beyond their run-to-run spread: its slowest run
+    is faster than the baseline's fastest (with one run each, a single comparison proves nothing,
+    so it is not)."""
+    a, b = chosen.trial.throughputs, baseline.trial.throughputs
+    return len(a) > 1 and len(b) > 1 and min(a) > max(b)
