@@ -205,15 +205,21 @@ def test_one_install_then_upgrade_then_uninstall(cluster, tmp_path):
         trust_webhook(webhook)
         # The chart's reconcile Job: `aim-webhook reconcile` once the webhook serves (here the
         # webhook runs outside the cluster, so there is no Deployment to wait for).
+        # Its arguments as the chart passes them, the catalog as the image names it (AIM_RECIPES_DIR).
+        reconcile = [str(ROOT / ".tools/venv/bin/aim-webhook"), "reconcile", "--namespace", NS]
+        reconcile += ["--kubeconfig", str(cluster.kubeconfig), "--release", "aim-engine"]
+        reconcile += ["--recipe-config", "aim-engine-recipe-config"]
         rec = subprocess.run(
-            [str(ROOT / ".tools/venv/bin/aim-webhook"), "reconcile", "--namespace", NS, "--kubeconfig", str(cluster.kubeconfig)],
+            reconcile,
             capture_output=True,
             text=True,
             check=False,
             timeout=60,
+            env={**os.environ, "AIM_RECIPES_DIR": str(ROOT / "recipes")},
         )
         assert rec.returncode == 0, rec.stderr
         assert "without their recipe replaced" in rec.stdout
+        assert "0 pod(s) with an outdated recipe replaced by" in rec.stdout, rec.stdout
         pod = wait_for(
             lambda: next(iter(p for p in serving_pods(core) if p.spec.node_name and injected(p)), None),
             timeout=120,

@@ -129,6 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for an available webhook replica")
     r.add_argument("--release", help="the release whose Pods serving an outdated recipe are replaced (with --recipe-config)")
     r.add_argument("--recipe-config", help="the release's selection ConfigMap (<release>-recipe-config)")
+    r.add_argument("--catalog", type=Path, default=os.environ.get("AIM_RECIPES_DIR"), help="recipes directory")
     r.add_argument("--kubeconfig")
     return p
 
@@ -316,22 +317,28 @@ def reconcile(args: argparse.Namespace) -> int:
     try:
         current = None
         if args.release and args.recipe_config:
+            # What the selection holds now; a selection that cannot be read leaves the Pods as they
+            # are (said, not fatal: the step above, Pods without a recipe, matters more).
             from aim_engine.adapters.catalog import load_bundle
             from aim_engine.adapters.kube import Kube
             from aim_engine.domain.recipe import serving_fingerprint
 
             from .recipes import RecipeResolver
 
-            kube = Kube(core)
-            selection = RecipeResolver(load_bundle(), read_configmap=kube.configmap).selection(args.namespace, args.recipe_config)
-            if selection.recipe is None:
-                sys.stdout.write(f"no outdated pods checked: {selection.problem}\n")
+            try:
+                resolver = RecipeResolver(load_bundle(args.catalog), read_configmap=Kube(core).configmap)
+                selection = resolver.selection(args.namespace, args.recipe_config)
+            except AimError as e:
+                sys.stdout.write(f"pods with an outdated recipe not checked: {e}\n")
             else:
-                current = rec.Current(
-                    recipe_id=selection.recipe.recipe_id,
-                    fingerprint=serving_fingerprint(selection.recipe),
-                    list_pods=release_pods,
-                )
+                if selection.recipe is None:
+                    sys.stdout.write(f"pods with an outdated recipe not checked: {selection.problem}\n")
+                else:
+                    current = rec.Current(
+                        recipe_id=selection.recipe.recipe_id,
+                        fingerprint=serving_fingerprint(selection.recipe),
+                        list_pods=release_pods,
+                    )
         outcome = rec.run(
             namespace=args.namespace,
             deployment=args.deployment,
