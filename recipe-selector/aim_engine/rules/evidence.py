@@ -119,9 +119,6 @@ class Measurements:
     def __bool__(self) -> bool:
         return bool(self._by_recipe)
 
-    def __len__(self) -> int:
-        return sum(len(v) for v in self._by_recipe.values())
-
     def for_recipe(self, recipe: Recipe) -> Match:
         stated = recipe.performance.conditions if recipe.performance is not None else {}
         used: Measurement | None = None
