@@ -35,6 +35,8 @@ from typing import Any
 
 import yaml
 
+from aim_engine.domain.hardware import parse_hardware  # the table as the selector reads it, partitions included
+
 ROOT = Path(__file__).resolve().parent.parent
 CHART = ROOT / "chart"
 VALUES = CHART / "values.yaml"
@@ -59,21 +61,24 @@ class GenError(Exception):
 
 @dataclass(frozen=True)
 class Hardware:
-    products: dict[str, str]  # product name -> vendor, in table order
+    products: dict[str, str]  # product name -> vendor, in table order (partitions after their GPU)
     vendors: list[str]  # sorted
     recipes: dict[str, str]  # catalog recipe id -> hardware
+    resources: dict[str, str] = field(default_factory=dict)  # GPU product -> its device resource name
 
 
 def load_hardware() -> Hardware:
     doc = yaml.safe_load(GPUS.read_text())
-    products = {str(p["name"]): str(p["vendor"]) for p in doc["products"]}
+    catalog = parse_hardware(doc)
+    products = {p.name: p.vendor for p in catalog.products}
+    resources = {p.name: p.resource for p in catalog.products if not p.is_cpu}
     vendors = sorted(set(doc.get("vendors", {})) | set(products.values()))
     recipes: dict[str, str] = {}
     for path in sorted(CATALOG.rglob("*.yaml")):
         recipe = yaml.safe_load(path.read_text())
         if isinstance(recipe, dict) and "recipe_id" in recipe and "hardware" in recipe:
             recipes[str(recipe["recipe_id"])] = str(recipe["hardware"])
-    return Hardware(products, vendors, dict(sorted(recipes.items())))
+    return Hardware(products, vendors, dict(sorted(recipes.items())), resources)
 
 
 def flow(items: list[Any]) -> str:
@@ -112,6 +117,10 @@ def hardware_template(hw: Hardware) -> str:
         "{{/* GPU product -> vendor (recipes/hardware/gpus.yaml), as JSON. */}}\n"
         '{{- define "aim-engine.gpuVendors" -}}\n'
         f"{dump(hw.products)}\n"
+        "{{- end -}}\n\n"
+        "{{/* GPU product -> the device resource a pod requests (a MIG profile's own under the mixed strategy). */}}\n"
+        '{{- define "aim-engine.gpuResources" -}}\n'
+        f"{dump(hw.resources)}\n"
         "{{- end -}}\n\n"
         "{{/* Catalog recipe id -> its hardware (recipes/catalog/), as JSON. */}}\n"
         '{{- define "aim-engine.recipeHardware" -}}\n'

@@ -224,9 +224,12 @@ chart creates (priority_class.create; cluster-scoped, so its name carries the na
 {{- include "aim-engine.webhookConfig" . -}}
 {{- end -}}
 {{- end -}}
+{{/* Manual mode's device resource: gpu_type's in the hardware table (a partition's own, such as
+nvidia.com/mig-3g.40gb), else the vendor's. */}}
 {{- define "aim-engine.manualGpuResource" -}}
 {{- $vendor := include "aim-engine.manualVendor" . -}}
-{{- if ne $vendor "cpu" -}}{{- printf "%s.com/gpu" $vendor -}}{{- end -}}
+{{- $resources := include "aim-engine.gpuResources" . | fromJson -}}
+{{- if ne $vendor "cpu" -}}{{- get $resources (.Values.aim_engine.hardware.gpu_type | default "") | default (printf "%s.com/gpu" $vendor) -}}{{- end -}}
 {{- end -}}
 
 {{/* Recipe-managed: the selector runs and the webhook injects (auto_select, or a pinned recipe). */}}

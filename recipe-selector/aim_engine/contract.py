@@ -129,15 +129,21 @@ class NodeTerm:
 
 @dataclass(frozen=True, slots=True)
 class NodeAffinity:
-    """nodeSelectorTerms, ORed: where the selected recipe's pods may run."""
+    """nodeSelectorTerms, ORed: where the selected recipe's pods may run; and `preferred`: the
+    nodes they should go to first (dense packing: nodes already in use that still fit them), which
+    the webhook writes as preferred scheduling terms."""
 
     terms: tuple[NodeTerm, ...]
+    preferred: tuple[NodeTerm, ...] = ()
 
     def as_terms(self) -> list[dict[str, Any]]:
         return [t.as_dict() for t in self.terms]
 
     def to_json(self) -> str:
-        return json.dumps({"nodeSelectorTerms": self.as_terms()}, indent=2, sort_keys=True) + "\n"
+        doc: dict[str, Any] = {"nodeSelectorTerms": self.as_terms()}
+        if self.preferred:
+            doc["preferred"] = [t.as_dict() for t in self.preferred]
+        return json.dumps(doc, indent=2, sort_keys=True) + "\n"
 
     @staticmethod
     def parse(text: str, *, where: str) -> NodeAffinity:
@@ -150,13 +156,20 @@ class NodeAffinity:
         raw_terms = doc.get("nodeSelectorTerms") if isinstance(doc, dict) else None
         if not isinstance(raw_terms, list) or not raw_terms:
             raise InputError(f"{where}: expected a non-empty nodeSelectorTerms list")
-        terms: list[NodeTerm] = []
-        for term in raw_terms:
-            exprs = term.get("matchExpressions") if isinstance(term, dict) else None
-            if not isinstance(exprs, list) or not exprs:
-                raise InputError(f"{where}: each term needs matchExpressions")
-            terms.append(NodeTerm(tuple(_label_in(expr, where=where) for expr in exprs)))
-        return NodeAffinity(tuple(terms))
+        raw_preferred = doc.get("preferred", [])
+        if not isinstance(raw_preferred, list):
+            raise InputError(f"{where}: preferred must be a list of terms")
+        return NodeAffinity(_terms(raw_terms, where=where), _terms(raw_preferred, where=where))
+
+
+def _terms(raw_terms: list[Any], *, where: str) -> tuple[NodeTerm, ...]:
+    terms: list[NodeTerm] = []
+    for term in raw_terms:
+        exprs = term.get("matchExpressions") if isinstance(term, dict) else None
+        if not isinstance(exprs, list) or not exprs:
+            raise InputError(f"{where}: each term needs matchExpressions")
+        terms.append(NodeTerm(tuple(_label_in(expr, where=where) for expr in exprs)))
+    return tuple(terms)
 
 
 def _label_in(expr: object, *, where: str) -> LabelIn:

@@ -150,11 +150,43 @@ def _breakers(recipe: Recipe) -> list[tuple[str, str, Callable[[dict[str, Any]],
     elif recipe.precision != "fp8":
         out.append(("another precision", "PRECISION_MISMATCH", _with_flags("--quantization", "fp8")))
     for labels in OTHER_NODES:
-        detected = detect_node(BUNDLE.hardware, labels, {product.resource: 1}).product
-        if detected is not None and detected.name != product.name:
+        detected = detect_node(BUNDLE.hardware, labels, {product.physical.resource: 1}).product
+        if detected is not None and detected.name != product.physical.name:
             out.append((f"{detected.name} nodes", "HARDWARE_MISMATCH", _node_selector(labels)))
             break
+    partitions = BUNDLE.hardware.partitions_of(product.physical)
+    if product.partition is not None:
+        other = next(p for p in partitions if p is not product)
+        out.append((f"a {other.name} instead", "PARTITION_MISMATCH", _swap_device(product.resource, other.resource)))
+        if product.max_tp == 1:
+            out.append(
+                (
+                    "tensor parallel over two MIG instances",
+                    "PARTITION_PARALLELISM",
+                    _both(_with_flags("--tensor-parallel-size", "2"), _gpu_limit(product.resource, 2)),
+                )
+            )
+    elif partitions and recipe.gpus_per_node == 1:
+        out.append((f"a {partitions[-1].name}", "PARTITION_MISMATCH", _swap_device(product.resource, partitions[-1].resource)))
     return out
+
+
+def _swap_device(have: str, want: str) -> Callable[[dict[str, Any]], None]:
+    def breaker(obj: dict[str, Any]) -> None:
+        for kind in ("limits", "requests"):
+            values = _engine(obj)["resources"].get(kind) or {}
+            if have in values:
+                values[want] = values.pop(have)
+
+    return breaker
+
+
+def _both(*breakers: Callable[[dict[str, Any]], None]) -> Callable[[dict[str, Any]], None]:
+    def breaker(obj: dict[str, Any]) -> None:
+        for b in breakers:
+            b(obj)
+
+    return breaker
 
 
 @pytest.mark.parametrize("recipe", RECIPES, ids=lambda r: r.recipe_id)

@@ -93,9 +93,9 @@ def test_specific_source_wins_and_conflict_is_reported(bundle):
     assert any("says A100" in n for n in d.notes)
 
 
-def test_mig_partitions_are_flagged(bundle):
+def test_a_single_strategy_mig_label_names_the_physical_gpu_and_the_profile(bundle):
     d = detect(bundle, {"nvidia.com/gpu.product": "NVIDIA-A100-SXM4-80GB-MIG-1g.10gb"})
-    assert d.partitioned
+    assert d.product.name == "A100" and d.mig_profile == "1g.10gb"
 
 
 def test_memory_label_that_contradicts_the_product_is_reported(bundle):

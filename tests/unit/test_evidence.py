@@ -178,7 +178,7 @@ def test_equal_figures_rank_the_better_evidence_first(bundle: Any) -> None:
     fp8 = recipe(bundle, FP8)
     same = apply_measurements([fp8], measured(record(FP8, output_throughput=float(fp8.performance.tokens_per_second))))
     assert same.recipes[0].tokens_per_second_per_gpu == fp8.tokens_per_second_per_gpu
-    assert rank_key(same.recipes[0]) < rank_key(fp8)
+    assert rank_key(same.recipes[0], bundle.hardware) < rank_key(fp8, bundle.hardware)
 
 
 def test_a_pinned_recipe_is_held_to_its_measurement(bundle: Any) -> None:

@@ -117,7 +117,7 @@ def test_recipes_that_miss_are_refused_and_the_pareto_set_is_given(bundle: Any) 
 
 def test_pareto_front_keeps_points_no_other_beats_on_both(bundle: Any) -> None:
     recipes = [r for r in bundle.recipes if r.model_key == QWEN.lower()]
-    front = pareto_front(recipes)
+    front = pareto_front(recipes, bundle.hardware)
     for p in front:
         assert not any(
             r.tokens_per_second_per_gpu >= p.tokens_per_second_per_gpu

@@ -22,6 +22,7 @@ from aim_engine.contract import (
     SELECTED,
     TP_LABEL,
     NodeAffinity,
+    NodeTerm,
 )
 from aim_engine.domain.hardware import HardwareCatalog
 from aim_engine.domain.recipe import Recipe, serving_fingerprint
@@ -36,6 +37,10 @@ from aim_engine.rules.pod import (
     shell_forwards_args,
 )
 
+# The weight of the selection's packing preference among a pod's preferred node terms: above the
+# vendor-label preference (50), and enough that the scheduler's NodeAffinity score (plugin weight 2)
+# outweighs its default spreading (NodeResourcesFit's LeastAllocated, weight 1).
+PACKING_WEIGHT = 100
 DSHM_VOLUME = "aim-dshm"
 DSHM_SIZE = "16Gi"
 DSHM_CPU_SIZE = "1Gi"
@@ -75,9 +80,7 @@ class Mutation:
             self.warnings.append(text)
 
 
-def mutate(
-    workload: Workload, recipe: Recipe, *, catalog: HardwareCatalog, node_affinity: NodeAffinity = ANYWHERE
-) -> Mutation:
+def mutate(workload: Workload, recipe: Recipe, *, catalog: HardwareCatalog, node_affinity: NodeAffinity = ANYWHERE) -> Mutation:
     m = Mutation()
     product = catalog.get(recipe.hardware)
     if product is None:
@@ -93,7 +96,17 @@ def mutate(
         _labels(m, t, labels)
         if workload.kind == "Pod":
             _fingerprint(m, t, serving_fingerprint(recipe))
-        _template(m, t, workload=workload, recipe=recipe, resource=product.resource, vendor=product.vendor, catalog=catalog)
+        _template(
+            m,
+            t,
+            workload=workload,
+            recipe=recipe,
+            resource=product.device_resource(recipe.limits, recipe.requests),
+            taint=product.physical.resource,
+            vendor=product.vendor,
+            catalog=catalog,
+            preferred=node_affinity.preferred,
+        )
         if node_affinity.terms:
             _required_nodes(m, t, node_affinity, product=product.name)
     return m
@@ -129,8 +142,20 @@ def _labels(m: Mutation, t: PodTemplate, wanted: Mapping[str, str]) -> None:
 
 
 def _template(
-    m: Mutation, t: PodTemplate, *, workload: Workload, recipe: Recipe, resource: str, vendor: str, catalog: HardwareCatalog
+    m: Mutation,
+    t: PodTemplate,
+    *,
+    workload: Workload,
+    recipe: Recipe,
+    resource: str,
+    taint: str,
+    vendor: str,
+    catalog: HardwareCatalog,
+    preferred: tuple[NodeTerm, ...] = (),
 ) -> None:
+    """Inject the recipe into one pod template: the device `resource` (a partition's own name
+    where the recipe runs on one), a toleration of the GPU operators' `taint`, the vendor's
+    preferred node labels and the selection's `preferred` nodes (dense packing), args, env, shm."""
     idx = container_index(t, workload.annotations, catalog.gpu_resources)
     if idx is None:
         m.warn(f"{t.role}: no containers; nothing injected")
@@ -147,8 +172,8 @@ def _template(
         _args(m, base, container, recipe)
     _env(m, base, container, recipe)
     if not cpu:
-        _tolerations(m, t, resource)
-        _affinity(m, t, vendor)
+        _tolerations(m, t, taint)
+        _affinity(m, t, vendor, preferred)
     if recipe.gpu_count > 1 or cpu:  # NCCL between GPUs; vLLM's CPU build shares memory between its processes
         _shm(m, t, base, container, size=DSHM_CPU_SIZE if cpu else DSHM_SIZE)
 
@@ -225,11 +250,14 @@ def _tolerations(m: Mutation, t: PodTemplate, resource: str) -> None:
         m.op(f"{t.spec_path}/tolerations/-", wanted)
 
 
-def _affinity(m: Mutation, t: PodTemplate, vendor: str) -> None:
+def _affinity(m: Mutation, t: PodTemplate, vendor: str, preferred: tuple[NodeTerm, ...] = ()) -> None:
     """Prefer nodes that carry the vendor's product labels. Preferred, not required: the GPU
     resource request already limits the pod to nodes advertising the vendor's GPUs, and a required
-    term on labels a cluster does not set would leave the pod unschedulable."""
-    terms = [
+    term on labels a cluster does not set would leave the pod unschedulable. The selection's
+    packing preference (nodes already in use that the recipe still fits) weighs most: the
+    scheduler's default scoring spreads pods onto empty nodes, which a dense placement avoids."""
+    terms = [{"weight": PACKING_WEIGHT, "preference": term.as_dict()} for term in preferred]
+    terms += [
         {"weight": 50, "preference": {"matchExpressions": [{"key": key, "operator": "Exists"}]}}
         for key in VENDOR_PREFERENCE[vendor]
     ]
@@ -241,8 +269,13 @@ def _affinity(m: Mutation, t: PodTemplate, vendor: str) -> None:
     if not isinstance(node, Mapping):
         m.op(f"{t.spec_path}/affinity/nodeAffinity", {"preferredDuringSchedulingIgnoredDuringExecution": terms})
         return
-    if "preferredDuringSchedulingIgnoredDuringExecution" not in node:
+    have = node.get("preferredDuringSchedulingIgnoredDuringExecution")
+    if have is None:
         m.op(f"{t.spec_path}/affinity/nodeAffinity/preferredDuringSchedulingIgnoredDuringExecution", terms)
+    elif isinstance(have, list):
+        for term in terms[: len(preferred)]:
+            if term not in have:
+                m.op(f"{t.spec_path}/affinity/nodeAffinity/preferredDuringSchedulingIgnoredDuringExecution/-", term)
 
 
 def _required_nodes(m: Mutation, t: PodTemplate, affinity: NodeAffinity, *, product: str) -> None:

@@ -78,7 +78,8 @@ spec:
   {{- $tolerations := $root.Values.workload.tolerations | default list }}
   {{- $manualGpu := include "aim-engine.manualGpuResource" $root }}
   {{- if and (not $managed) $gpus $manualGpu }}
-  {{- $tolerations = append $tolerations (dict "key" $manualGpu "operator" "Exists") }}
+  {{- /* the operators' taint is the vendor's resource, also for a partition (nvidia.com/mig-3g.40gb) */}}
+  {{- $tolerations = append $tolerations (dict "key" (printf "%s.com/gpu" (include "aim-engine.manualVendor" $root)) "operator" "Exists") }}
   {{- end }}
   {{- with $tolerations }}
   tolerations:

@@ -620,7 +620,15 @@ def _write_selection(
     explain_text = explanation(sel, inv)
     selection_json = to_json(selection_dict(sel))
     product = catalog.get(sel.recipe.hardware) if sel.recipe is not None else None
-    affinity = product_node_affinity(inv, product.name) if product is not None else None
+    affinity = None
+    if product is not None and sel.recipe is not None:
+        pack = sel.packing
+        affinity = product_node_affinity(
+            inv,
+            product.name,
+            resource=product.device_resource(sel.recipe.limits, sel.recipe.requests) if product.is_partition else None,
+            preferred_hostname=pack.preferred_hostname if pack is not None else None,
+        )
 
     def update(current: dict[str, Any] | None) -> dict[str, str]:
         data = dict((current or {}).get("data") or {})

@@ -24,7 +24,15 @@ from aim_engine.domain.hardware import GpuProduct, HardwareCatalog
 _NFD_PCI = re.compile(r"^feature\.node\.kubernetes\.io/pci-([0-9a-f_]+)\.present$")
 _BETA_DEVICE = re.compile(r"^beta\.amd\.com/gpu\.device-id\.([0-9a-fA-F]{4})$")
 _BETA_PRODUCT = re.compile(r"^beta\.amd\.com/gpu\.product-name\.(.+)$")
-_MIG = re.compile(r"-MIG-", re.IGNORECASE)
+# GPU Feature Discovery under the "single" MIG strategy: the product label names the profile.
+# AMD GPU node labeller (-compute-memory-partition): the GPUs' compute and memory partition modes
+# as "<compute>_<memory>" in lower case (spx_nps1, cpx_nps4), on nodes whose GPUs all share them.
+AMD_PARTITION_LABEL = "amd.com/gpu.compute-memory-partition"
+# AMD device plugin, resource_naming_strategy "mixed": amd.com/<compute>_<memory> (amd.com/cpx_nps4).
+AMD_MIXED_RESOURCE = re.compile(r"^amd\.com/(?P<compute>[a-z]+px)_(?P<memory>nps[0-9])$")
+# NVIDIA device plugin, "mixed" MIG strategy: one resource per MIG profile.
+MIG_RESOURCE_PREFIX = "nvidia.com/mig-"
+_MIG = re.compile(r"^(?P<parent>.+?)-MIG-(?P<profile>.+)$", re.IGNORECASE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,7 +41,9 @@ class Detection:
     vendor: str | None
     source: str  # which label source decided, or "none"
     notes: tuple[str, ...] = ()
-    partitioned: bool = False
+    # The MIG profile the product label names (GFD's "single" strategy: every device of the node is
+    # one such instance, advertised as nvidia.com/gpu); the product is then the physical GPU.
+    mig_profile: str = ""
 
 
 def _norm(value: str) -> str:
@@ -63,13 +73,13 @@ def detect_node(catalog: HardwareCatalog, labels: Mapping[str, str], gpu_resourc
     """Which GPU product a node carries. `gpu_resources` maps vendor resource name -> allocatable."""
     found: list[tuple[str, GpuProduct]] = []
     notes: list[str] = []
-    partitioned = False
+    mig_profile = ""
 
     gfd = labels.get("nvidia.com/gpu.product")
     if gfd:
-        if _MIG.search(gfd):
-            partitioned = True
-            notes.append(f"nvidia.com/gpu.product={gfd}: MIG partitions, not whole GPUs; aim-engine recipes need whole GPUs")
+        m = _MIG.match(gfd)
+        if m:
+            gfd, mig_profile = m.group("parent"), m.group("profile").lower()
         product = _by_name(catalog, gfd)
         if product:
             found.append(("nvidia.com/gpu.product", product))
@@ -140,7 +150,7 @@ def detect_node(catalog: HardwareCatalog, labels: Mapping[str, str], gpu_resourc
                 + ("GPU Feature Discovery" if vendor == "nvidia" else "the AMD GPU node labeller")
                 + " or label the node (e.g. nvidia.com/gpu.product / amd.com/gpu.product-name)"
             )
-        return Detection(product=None, vendor=vendor, source="none", notes=tuple(notes), partitioned=partitioned)
+        return Detection(product=None, vendor=vendor, source="none", notes=tuple(notes), mig_profile=mig_profile)
 
     source, product = found[0]
     for other_source, other in found[1:]:
@@ -151,10 +161,10 @@ def detect_node(catalog: HardwareCatalog, labels: Mapping[str, str], gpu_resourc
             f"labels say {product.name} ({product.vendor}) but the node advertises only "
             + ", ".join(catalog.vendor_resources[v] for v in vendors_with_gpus)
         )
-    mem = labels.get("nvidia.com/gpu.memory") if product.vendor == "nvidia" else None
+    mem = labels.get("nvidia.com/gpu.memory") if product.vendor == "nvidia" and not mig_profile else None
     if mem and mem.isdigit() and abs(int(mem) - product.memory_mib) > product.memory_mib // 10:
         notes.append(f"nvidia.com/gpu.memory={mem} MiB does not match {product.name} ({product.memory_mib} MiB)")
-    return Detection(product=product, vendor=product.vendor, source=source, notes=tuple(notes), partitioned=partitioned)
+    return Detection(product=product, vendor=product.vendor, source=source, notes=tuple(notes), mig_profile=mig_profile)
 
 
 ARCH_LABEL = "kubernetes.io/arch"

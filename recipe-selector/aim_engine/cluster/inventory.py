@@ -5,8 +5,12 @@ Capacity is per node: allocatable minus what the node's non-terminated pods requ
 without GPUs whose architecture (and NFD CPU features, where labelled) match a CPU product counts
 as one engine slot of that product (allocatable 1); whether a CPU recipe fits it is decided by its
 free CPU and memory.
+A node whose GPUs are partitioned (NVIDIA MIG under GPU Feature Discovery's single or mixed
+strategy; AMD Instinct compute partition modes) offers its partitions as devices of their own: each
+kind of device a node advertises is one pool (a NodeGpus entry; a mixed-strategy node can have
+several, one per MIG profile, plus its whole GPUs).
 Cordoned and NotReady nodes, nodes with untolerated NoSchedule/NoExecute taints and nodes whose
-product is unknown or MIG-partitioned do not count (they are listed with the reason).
+product or partition profile is unknown do not count (they are listed with the reason).
 Pure: works on Node and Pod objects as the API server serialises them (dicts)."""
 
 from __future__ import annotations
@@ -17,7 +21,14 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-from aim_engine.cluster.detect import Detection, detect_cpu, detect_node
+from aim_engine.cluster.detect import (
+    AMD_MIXED_RESOURCE,
+    AMD_PARTITION_LABEL,
+    MIG_RESOURCE_PREFIX,
+    Detection,
+    detect_cpu,
+    detect_node,
+)
 from aim_engine.contract import LabelIn, NodeAffinity, NodeTerm
 from aim_engine.domain.errors import InputError
 from aim_engine.domain.hardware import GpuProduct, HardwareCatalog
@@ -41,6 +52,8 @@ class NodeGpus:
     reason: str = ""
     notes: tuple[str, ...] = ()
     labels: Mapping[str, str] = field(default_factory=dict, repr=False)
+    # The node's labels that say which device this pool is (ANDed in a node affinity term).
+    identity: tuple[tuple[str, str], ...] = ()
     # Allocatable minus the requests of the node's pods (cores; bytes).
     cpu_free: Decimal = Decimal(0)
     memory_free: Decimal = Decimal(0)
@@ -87,20 +100,31 @@ class Inventory:
         return sorted(self.products)
 
 
-def product_node_affinity(inventory: Inventory, product_name: str) -> NodeAffinity:
+def product_node_affinity(
+    inventory: Inventory, product_name: str, *, resource: str | None = None, preferred_hostname: str | None = None
+) -> NodeAffinity:
     """How to keep a pod on this cluster's nodes of one GPU product, as nodeSelectorTerms (ORed):
     for each label that identified the product on some node, the values it has on those nodes.
     Cordoned or busy nodes count too (they may take the pod later). No terms when no node of the
-    product is known."""
-    by_key: dict[str, set[str]] = {}
+    product is known. `resource`: only the nodes advertising the product by that name (a partition
+    is nvidia.com/gpu on single-strategy nodes, nvidia.com/mig-3g.40gb on mixed ones).
+    `preferred_hostname`: the node the pods should go to first (dense packing)."""
+    by_keys: dict[tuple[str, ...], dict[str, set[str]]] = {}
     for n in inventory.nodes:
-        if n.product is None or n.product.name != product_name:
+        if n.product is None or n.product.name != product_name or not n.identity:
             continue
-        # A CPU product is identified by the architecture, which GPU nodes share: name the nodes.
-        key = HOSTNAME_LABEL if n.product.is_cpu else n.source
-        if key in n.labels:
-            by_key.setdefault(key, set()).add(n.labels[key])
-    return NodeAffinity(tuple(NodeTerm((LabelIn(key, tuple(sorted(values))),)) for key, values in sorted(by_key.items())))
+        if resource is not None and n.resource != resource:
+            continue
+        values = by_keys.setdefault(tuple(k for k, _ in n.identity), {})
+        for key, value in n.identity:
+            values.setdefault(key, set()).add(value)
+    preferred = (NodeTerm((LabelIn(HOSTNAME_LABEL, (preferred_hostname,)),)),) if preferred_hostname else ()
+    return NodeAffinity(
+        tuple(
+            NodeTerm(tuple(LabelIn(key, tuple(sorted(values[key]))) for key in keys)) for keys, values in sorted(by_keys.items())
+        ),
+        preferred,
+    )
 
 
 def _labels(node: Mapping[str, Any]) -> dict[str, str]:
@@ -207,19 +231,129 @@ def pod_usage(
     return Usage(gpus=gpus, cores=cores)
 
 
-def _unusable_reason(
-    node: Mapping[str, Any], det: Detection, *, allocatable: int, resource: str | None, tolerated_taints: frozenset[str]
-) -> str:
-    """Why the node cannot take a recipe's pods ('' when it can)."""
+@dataclass(frozen=True, slots=True)
+class Pool:
+    """One kind of device a node advertises: its product (a whole GPU or a partition), the
+    resource it is requested as, how many are allocatable, and the labels that say so."""
+
+    product: GpuProduct | None
+    resource: str | None
+    allocatable: int
+    identity: tuple[tuple[str, str], ...]
+    reason: str = ""  # why it cannot be used whatever the node's state
+    notes: tuple[str, ...] = ()
+
+
+def _pools(
+    catalog: HardwareCatalog, det: Detection, labels: Mapping[str, str], alloc: Mapping[str, Any], name: str
+) -> list[Pool]:
+    """The device pools of a GPU node (a node without a detected product is one pool of unknown
+    devices of its vendor)."""
+    physical = det.product
+    identity = ((det.source, labels[det.source]),) if det.source in labels else ()
+
+    def count(res: str) -> int:
+        return _count(alloc[res], f"node {name} allocatable {res}") if res in alloc else 0
+
+    if physical is None:
+        resource = _resource_for(catalog, None, det.vendor)
+        return [Pool(product=None, resource=resource, allocatable=count(resource) if resource else 0, identity=identity)]
+    if det.mig_profile:  # single strategy: every nvidia.com/gpu is an instance of that profile
+        part = catalog.partition_of(physical, "mig", det.mig_profile)
+        reason = "" if part else f"MIG profile {det.mig_profile} of {physical.name} is not in recipes/hardware/gpus.yaml"
+        return [
+            Pool(
+                product=part or physical,
+                resource=physical.resource,
+                allocatable=count(physical.resource),
+                identity=identity,
+                reason=reason,
+            )
+        ]
+    pools: list[Pool] = []
+    if physical.vendor == "nvidia":
+        for res in sorted(r for r in alloc if r.startswith(MIG_RESOURCE_PREFIX)):
+            profile = res[len(MIG_RESOURCE_PREFIX) :]
+            part = catalog.partition_of(physical, "mig", profile)
+            pools.append(
+                Pool(
+                    product=part or physical,
+                    resource=res,
+                    allocatable=count(res),
+                    identity=identity,
+                    reason="" if part else f"MIG profile {profile} of {physical.name} is not in recipes/hardware/gpus.yaml",
+                )
+            )
+    if physical.vendor == "amd":
+        # "mixed" naming: one resource per partition style (amd.com/cpx_nps4; amd.com/spx_nps1 is whole GPUs)
+        for res in sorted(alloc):
+            m = AMD_MIXED_RESOURCE.match(res)
+            if m:
+                pools.append(
+                    _amd_pool(
+                        catalog,
+                        physical=physical,
+                        compute=m.group("compute"),
+                        memory=m.group("memory"),
+                        resource=res,
+                        allocatable=count(res),
+                        identity=identity,
+                    )
+                )
+        # "single" naming: every partition is an amd.com/gpu; the labeller's label says which style
+        style = labels.get(AMD_PARTITION_LABEL, "").strip().lower()
+        compute, _, memory = style.partition("_")
+        if compute and compute != "spx" and not pools:
+            label = ((AMD_PARTITION_LABEL, labels[AMD_PARTITION_LABEL]),)
+            return [
+                _amd_pool(
+                    catalog,
+                    physical=physical,
+                    compute=compute,
+                    memory=memory,
+                    resource=physical.resource,
+                    allocatable=count(physical.resource),
+                    identity=(*identity, *label),
+                )
+            ]
+    whole = count(physical.resource)
+    if whole or not pools:
+        pools.insert(0, Pool(product=physical, resource=physical.resource, allocatable=whole, identity=identity))
+    return pools
+
+
+def _amd_pool(
+    catalog: HardwareCatalog,
+    *,
+    physical: GpuProduct,
+    compute: str,
+    memory: str,
+    resource: str,
+    allocatable: int,
+    identity: tuple[tuple[str, str], ...],
+) -> Pool:
+    """The pool of an AMD partition style (compute mode, memory mode); SPX is the whole GPU."""
+    if compute.lower() == "spx":
+        return Pool(product=physical, resource=resource, allocatable=allocatable, identity=identity)
+    part = catalog.partition_of(physical, "amd", compute)
+    mode = compute.upper()
+    reason = "" if part else f"compute partition mode {mode} of {physical.name} is not in recipes/hardware/gpus.yaml"
+    if part is not None and part.partition is not None and memory and memory.upper() not in part.partition.memory_modes:
+        reason = f"{mode} with memory mode {memory.upper()} is not a mode {physical.name} offers"
+    return Pool(product=part or physical, resource=resource, allocatable=allocatable, identity=identity, reason=reason)
+
+
+def _unusable_reason(node: Mapping[str, Any], pool: Pool, *, tolerated_taints: frozenset[str]) -> str:
+    """Why the pool cannot take a recipe's pods ('' when it can)."""
     spec = node.get("spec") or {}
-    if allocatable == 0 and det.product is None:
+    if pool.allocatable == 0 and pool.product is None:
         return "no GPUs"
-    if det.partitioned:
-        return "GPUs are MIG partitions"
-    if det.product is None:
+    if pool.product is None:
         return "GPU product not recognised"
-    if allocatable == 0:
-        return f"labels say {det.product.name} but {resource} allocatable is 0 (device plugin not running?)"
+    if pool.reason:
+        return pool.reason
+    if pool.allocatable == 0:
+        return f"labels say {pool.product.name} but {pool.resource} allocatable is 0 (device plugin not running?)"
     if spec.get("unschedulable"):
         return "cordoned"
     if not _is_ready(node):
@@ -230,11 +364,11 @@ def _unusable_reason(
     return ""
 
 
-def node_view(
+def node_views(
     catalog: HardwareCatalog, node: Mapping[str, Any], usage: Usage, *, tolerated_taints: frozenset[str]
-) -> NodeGpus:
-    """One node: its product (a GPU product, or a CPU product when it has no GPUs), GPUs
-    allocatable and used, free cores and memory, and whether it is usable."""
+) -> list[NodeGpus]:
+    """One node's device pools: its product (a GPU product or partition, or a CPU product when it
+    has no GPUs), devices allocatable and used, free cores and memory, and whether it is usable."""
     if not isinstance(node, Mapping):
         raise InputError("node entries must be objects")
     name = str((node.get("metadata") or {}).get("name") or "")
@@ -246,32 +380,52 @@ def node_view(
         res: _count(alloc_raw[res], f"node {name} allocatable {res}") for res in sorted(catalog.gpu_resources) if res in alloc_raw
     }
     det = detect_node(catalog, labels, gpu_alloc)
-    resource = _resource_for(catalog, det.product, det.vendor)
-    allocatable = gpu_alloc.get(resource, 0) if resource else 0
-    node_used = usage.gpus.get(name, {}).get(resource, 0) if resource else 0
-    if det.product is None and not any(gpu_alloc.values()) and not det.partitioned and det.vendor is None:
+    device_alloc = {
+        k: v
+        for k, v in alloc_raw.items()
+        if k in catalog.gpu_resources or str(k).startswith(MIG_RESOURCE_PREFIX) or AMD_MIXED_RESOURCE.match(str(k))
+    }
+    pools = _pools(catalog, det, labels, device_alloc, name)
+    if det.product is None and not any(gpu_alloc.values()) and det.vendor is None:
         cpu_det = detect_cpu(catalog, labels)
         if cpu_det.product is not None:  # one engine slot; whether a recipe fits is its cores and memory
-            det, resource, allocatable, node_used = cpu_det, cpu_det.product.resource, 1, 0
+            det = cpu_det
+            pools = [
+                Pool(
+                    product=cpu_det.product,
+                    resource=cpu_det.product.resource,
+                    allocatable=1,
+                    identity=((HOSTNAME_LABEL, labels.get(HOSTNAME_LABEL, name)),),
+                )
+            ]
         elif cpu_det.notes:
             det = Detection(product=None, vendor=None, source="none", notes=det.notes + cpu_det.notes)
     cpu_used, memory_used = usage.cores.get(name, (Decimal(0), Decimal(0)))
-    reason = _unusable_reason(node, det, allocatable=allocatable, resource=resource, tolerated_taints=tolerated_taints)
-    return NodeGpus(
-        name=name,
-        product=det.product,
-        vendor=det.vendor,
-        resource=resource,
-        allocatable=allocatable,
-        used=node_used,
-        source=det.source,
-        usable=not reason,
-        reason=reason,
-        notes=det.notes,
-        labels=labels,
-        cpu_free=max(Decimal(0), _quantity(alloc_raw.get("cpu"), f"node {name} allocatable cpu") - cpu_used),
-        memory_free=max(Decimal(0), _quantity(alloc_raw.get("memory"), f"node {name} allocatable memory") - memory_used),
-    )
+    cpu_free = max(Decimal(0), _quantity(alloc_raw.get("cpu"), f"node {name} allocatable cpu") - cpu_used)
+    memory_free = max(Decimal(0), _quantity(alloc_raw.get("memory"), f"node {name} allocatable memory") - memory_used)
+    out = []
+    for pool in pools:
+        reason = _unusable_reason(node, pool, tolerated_taints=tolerated_taints)
+        used = 0 if pool.product is not None and pool.product.is_cpu else usage.gpus.get(name, {}).get(pool.resource or "", 0)
+        out.append(
+            NodeGpus(
+                name=name,
+                product=pool.product,
+                vendor=det.vendor if pool.product is None else pool.product.vendor,
+                resource=pool.resource,
+                allocatable=pool.allocatable,
+                used=used,
+                source=det.source,
+                usable=not reason,
+                reason=reason,
+                notes=det.notes + pool.notes,
+                labels=labels,
+                identity=pool.identity,
+                cpu_free=cpu_free,
+                memory_free=memory_free,
+            )
+        )
+    return out
 
 
 def _capacities(nodes: Sequence[NodeGpus]) -> dict[str, ProductCapacity]:
@@ -308,7 +462,10 @@ def build_inventory(
         if ignore_usage
         else pod_usage(pods, resources=sorted(catalog.gpu_resources), reclaim_selector=reclaim_selector)
     )
-    out = sorted((node_view(catalog, n, usage, tolerated_taints=tolerated_taints) for n in nodes), key=lambda n: n.name)
+    out = sorted(
+        (pool for n in nodes for pool in node_views(catalog, n, usage, tolerated_taints=tolerated_taints)),
+        key=lambda n: (n.name, n.product.name if n.product else ""),
+    )
     return Inventory(nodes=tuple(out), products=_capacities(out))
 
 

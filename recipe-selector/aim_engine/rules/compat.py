@@ -40,6 +40,7 @@ FindingCode = Literal[
     "CPU_RESOURCES_MISSING",
     "CPU_KV_CACHE_UNSET",
     "CPU_NOT_CHOSEN",
+    "PARTITION_PARALLELISM",
     # A recipe against the request's overrides and the workload's shape (selection)
     "OVERRIDE_BACKEND",
     "OVERRIDE_GPU_COUNT",
@@ -54,6 +55,8 @@ FindingCode = Literal[
     "NOT_ENOUGH_NODES",
     "FRAGMENTED",
     "NO_FREE_CAPACITY",
+    "PACKED",
+    "PARTITION",
     # The selection's outcome and its notes (selection)
     "SELECTED",
     "FALLBACK",
@@ -76,6 +79,8 @@ FindingCode = Literal[
     "RESOURCES_MISSING",
     "RESOURCES_BELOW_RECIPE",
     "CPU_THREADS_OVERSUBSCRIBED",
+    "PARTITION_MISMATCH",
+    "MEMORY_CLAMP_UTILIZATION",
     "SLO_LATENCY",
     "SLO_THROUGHPUT",
     "SLO_UNKNOWN",
@@ -333,6 +338,26 @@ def memory_findings(plan: MemoryPlan, recipe: Recipe, model: ModelProfile, produ
     return []
 
 
+def partition_findings(recipe: Recipe, product: GpuProduct) -> list[Finding]:
+    """A partition recipe's parallelism: MIG instances cannot be joined by tensor or pipeline
+    parallelism (NCCL does not run across MIG devices, and a container sees one), and a node of
+    one GPU's partitions holds at most that many."""
+    if product.partition is None:
+        return []
+    out: list[Finding] = []
+    if product.max_tp and recipe.tp * recipe.pp > product.max_tp:
+        out.append(
+            Finding(
+                "PARTITION_PARALLELISM",
+                f"{product.name} is a {product.partition.label}: vLLM cannot join {recipe.tp * recipe.pp} of them "
+                f"(tensor x pipeline parallel); at most {product.max_tp} per engine",
+                f"use tensor_parallel_size=1 on one {product.partition.label}, a larger profile, "
+                f"or whole {product.physical.name} GPUs",
+            )
+        )
+    return out
+
+
 def static_findings(
     recipe: Recipe,
     *,
@@ -355,9 +380,10 @@ def static_findings(
     findings += parallelism_findings(recipe, model)
     if product is not None:
         findings += precision_findings(recipe, product, catalog)
-        res = product.resource
+        res = product.device_resource(recipe.limits, recipe.requests)
         if product.is_cpu:
             findings += cpu_findings(recipe, product)
+        findings += partition_findings(recipe, product)
         for kind, values in (("requests", recipe.requests), ("limits", recipe.limits)):
             if product.is_cpu:
                 break  # a CPU product's resource is the pod's cores, not a device count
@@ -375,7 +401,7 @@ def static_findings(
             findings.append(
                 Finding(
                     "GPU_VENDOR_MISMATCH",
-                    f"{product.name} is exposed as {res}, but the recipe requests {r}",
+                    f"{product.name} is exposed as {' or '.join(product.resources)}, but the recipe requests {r}",
                     f"request {res} instead of {r}",
                 )
             )

@@ -83,7 +83,7 @@ def lint_recipes(
             )
         product = catalog.get(recipe.hardware)
         if product is not None:
-            res = product.resource
+            res = product.device_resource(recipe.limits, recipe.requests)
             for name in ("cpu", "memory"):
                 req, lim = recipe.requests.get(name), recipe.limits.get(name)
                 if req is not None and lim is not None and req > lim:
@@ -108,7 +108,7 @@ def lint_recipes(
                 )
         if strict:
             issues += _catalog_bar(recipe, model, catalog)
-    issues += _ambiguity(recipes)
+    issues += _ambiguity(recipes, catalog)
     return issues
 
 
@@ -189,10 +189,10 @@ def _catalog_bar(recipe: Recipe, model: ModelProfile | None, catalog: HardwareCa
     return out
 
 
-def _ambiguity(recipes: Sequence[Recipe]) -> list[LintIssue]:
+def _ambiguity(recipes: Sequence[Recipe], catalog: HardwareCatalog) -> list[LintIssue]:
     groups: dict[tuple[str, tuple[object, ...]], list[str]] = {}
     for r in recipes:
-        groups.setdefault((r.model_key, rank_key(r)), []).append(r.recipe_id)
+        groups.setdefault((r.model_key, rank_key(r, catalog)), []).append(r.recipe_id)
     out = []
     for (model, _), ids in sorted(groups.items(), key=lambda kv: kv[0][0]):
         if len(ids) > 1:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from aim_engine.cluster.detect import detect_node
+from aim_engine.cluster.detect import AMD_PARTITION_LABEL, detect_node
 from aim_engine.contract import (
     SERVED_MODEL_ANNOTATION,
     SLO_ANNOTATIONS,
@@ -56,7 +56,6 @@ QUANTIZATION_PRECISION = {
     "bitsandbytes": "int4",
 }
 DTYPE_PRECISION = {"bfloat16": "bf16", "float16": "fp16", "half": "fp16"}
-
 
 
 def _int_flag(flags: Mapping[str, str | bool], name: str, default: int, where: str) -> int:
@@ -130,37 +129,12 @@ def check_workload(
         requests = _resources(container, "requests", where)
         tokens, _ = command_tokens(container)
         flags = parse_flags(tokens)
-        per_pod = recipe.gpus_per_node
         if toggles.check_resource_limits and product.is_cpu:
             findings += _cpu_resources(container, where=where, recipe=recipe, limits=limits, requests=requests, catalog=catalog)
         elif toggles.check_resource_limits:
-            gpus = limits.get(product.resource, requests.get(product.resource))
-            if gpus is None:
-                findings.append(
-                    Finding(
-                        "GPU_LIMIT_MISSING",
-                        f"{where}.resources.limits has no {product.resource}; recipe {recipe.recipe_id} needs {per_pod}",
-                        f'set resources.limits[{product.resource}]: "{per_pod}"',
-                    )
-                )
-            elif gpus != per_pod:
-                findings.append(
-                    Finding(
-                        "GPU_COUNT_MISMATCH",
-                        f"{where}.resources.limits[{product.resource}] is {gpus}; recipe {recipe.recipe_id} needs {per_pod}",
-                        f'set it to "{per_pod}" or choose a recipe for {gpus} GPUs',
-                    )
-                )
-            for other in sorted(catalog.gpu_resources - {product.resource}):
-                if other in limits or other in requests:
-                    findings.append(
-                        Finding(
-                            "GPU_VENDOR_MISMATCH",
-                            f"{where} requests {other}, but recipe {recipe.recipe_id} runs on "
-                            f"{product.name} ({product.resource})",
-                            f"request {product.resource} instead",
-                        )
-                    )
+            findings += _device_resources(
+                where=where, recipe=recipe, product=product, catalog=catalog, limits=limits, requests=requests
+            )
         if toggles.check_resource_limits:
             findings += _core_resources(where=where, recipe=recipe, limits=limits, requests=requests)
         if toggles.check_recipe_compatibility and t in engine_templates:
@@ -191,6 +165,71 @@ def check_workload(
     return _dedupe(served + findings)
 
 
+def _device_resources(
+    *,
+    where: str,
+    recipe: Recipe,
+    product: GpuProduct,
+    catalog: HardwareCatalog,
+    limits: Mapping[str, Decimal],
+    requests: Mapping[str, Decimal],
+) -> list[Finding]:
+    """The container's device request against its recipe: the count, and the device itself — the
+    vendor's, and for a partition recipe its partition profile (a MIG profile is a resource name of
+    its own; a whole GPU of a partition recipe, or another profile, is refused)."""
+    out: list[Finding] = []
+    per_pod = recipe.gpus_per_node
+    res = product.device_resource(limits, requests)
+    gpus = limits.get(res, requests.get(res))
+    if gpus is None:
+        out.append(
+            Finding(
+                "GPU_LIMIT_MISSING",
+                f"{where}.resources.limits has no {res}; recipe {recipe.recipe_id} needs {per_pod}",
+                f'set resources.limits[{res}]: "{per_pod}"',
+            )
+        )
+    elif gpus != per_pod:
+        out.append(
+            Finding(
+                "GPU_COUNT_MISMATCH",
+                f"{where}.resources.limits[{res}] is {gpus}; recipe {recipe.recipe_id} needs {per_pod}",
+                f'set it to "{per_pod}" or choose a recipe for {gpus} GPUs',
+            )
+        )
+    for other in sorted(catalog.gpu_resources - set(product.resources)):
+        if other not in limits and other not in requests:
+            continue
+        others = catalog.by_resource(other)
+        if others and product.partition is not None and others[0].partition is not None:
+            out.append(
+                Finding(
+                    "PARTITION_MISMATCH",
+                    f"{where} requests {other} ({others[0].partition.label}), but recipe {recipe.recipe_id} runs on "
+                    f"{product.partition.label} ({product.resource})",
+                    f"request {product.resource} instead, or choose a recipe for {others[0].name}",
+                )
+            )
+        elif others and others[0].vendor == product.vendor:
+            out.append(
+                Finding(
+                    "PARTITION_MISMATCH",
+                    f"{where} requests {other} ({others[0].name}), but recipe {recipe.recipe_id} runs on whole "
+                    f"{product.name} GPUs ({product.resource})",
+                    f"request {product.resource} instead, or choose a recipe for {others[0].name}",
+                )
+            )
+        else:
+            out.append(
+                Finding(
+                    "GPU_VENDOR_MISMATCH",
+                    f"{where} requests {other}, but recipe {recipe.recipe_id} runs on {product.name} ({res})",
+                    f"request {res} instead",
+                )
+            )
+    return out
+
+
 def _core_resources(
     *, where: str, recipe: Recipe, limits: Mapping[str, Decimal], requests: Mapping[str, Decimal]
 ) -> list[Finding]:
@@ -210,8 +249,7 @@ def _core_resources(
                 findings.append(
                     Finding(
                         "RESOURCES_MISSING",
-                        f"{where}.resources.{kind_name}.{res} is not set; recipe "
-                        f"{recipe.recipe_id} needs {_q(need[res], res)}",
+                        f"{where}.resources.{kind_name}.{res} is not set; recipe {recipe.recipe_id} needs {_q(need[res], res)}",
                         f"set resources.{kind_name}.{res}: {_q(need[res], res)} (the mutating webhook does)",
                     )
                 )
@@ -312,6 +350,21 @@ def _typed_flag(kind: str, raw: str | bool) -> tuple[object, str]:
     return raw, ""
 
 
+def _selected_device(catalog: HardwareCatalog, labels: Mapping[str, str], product: GpuProduct) -> GpuProduct | None:
+    """The device a node selection names: the GPU product its labels say, and the partition where
+    they say one (a single-strategy MIG product label, an AMD compute partition mode); for a
+    partition recipe, a selection of its GPU that names no partition names no other device."""
+    det = detect_node(catalog, labels, {product.physical.resource: 1})
+    if det.product is None:
+        return None
+    if det.mig_profile:
+        return catalog.partition_of(det.product, "mig", det.mig_profile) or det.product
+    mode = labels.get(AMD_PARTITION_LABEL, "").strip().upper().partition("_")[0]
+    if det.product.vendor == "amd" and mode:
+        return det.product if mode == "SPX" else catalog.partition_of(det.product, "amd", mode) or det.product
+    return product if product.physical is det.product else det.product
+
+
 def _compat(
     *,
     t: PodTemplate,
@@ -361,7 +414,7 @@ def _compat(
         )
     # Node selection must target the recipe's hardware.
     for label_set, source in _node_selections(t):
-        detected = detect_node(catalog, label_set, {product.resource: 1}).product
+        detected = _selected_device(catalog, label_set, product)
         if detected is not None and detected.name != product.name:
             out.append(
                 Finding(

@@ -46,11 +46,12 @@ class Derived:
     recipe: Recipe
     plan: MemoryPlan
     sizing: Sizing
+    base_rank: RankKey
 
     @property
     def order(self) -> tuple[RankKey, SizingTier, int, str]:
         """Best first: the better base recipe, then the more context kept, then fewer GPUs."""
-        return rank_key(self.base), self.sizing.tier, self.sizing.gpus, self.base.recipe_id
+        return self.base_rank, self.sizing.tier, self.sizing.gpus, self.base.recipe_id
 
 
 def derived_variants(
@@ -75,7 +76,9 @@ def derived_variants(
             continue
         if request.gpu_count is not None and (request.gpu_count > capacity.max_free or not model.tp_divides(request.gpu_count)):
             continue
-        derived = _derive(recipe, product=product, capacity=capacity, model=model, request=request)
+        derived = _derive(
+            recipe, product=product, capacity=capacity, model=model, request=request, rank=rank_key(recipe, catalog)
+        )
         if derived is not None:
             out.append(derived)
     out.sort(key=lambda d: d.order)
@@ -83,7 +86,7 @@ def derived_variants(
 
 
 def _derive(
-    recipe: Recipe, *, product: GpuProduct, capacity: ProductCapacity, model: ModelProfile, request: Request
+    recipe: Recipe, *, product: GpuProduct, capacity: ProductCapacity, model: ModelProfile, request: Request, rank: RankKey
 ) -> Derived | None:
     base_args = {k: v for k, v in recipe.args.items() if k not in _DROPPED_ARGS}
 
@@ -102,7 +105,9 @@ def _derive(
 
     sizing = size_for_context(
         fit,
-        sizes=[request.gpu_count] if request.gpu_count is not None else model.valid_tp_sizes(up_to=capacity.max_allocatable),
+        sizes=[request.gpu_count]
+        if request.gpu_count is not None
+        else model.valid_tp_sizes(up_to=min(capacity.max_allocatable, product.max_tp or capacity.max_allocatable)),
         free=capacity.max_free,
         context=target,
         whose="the recipe's",
@@ -117,7 +122,7 @@ def _derive(
     args = args_for(n, sizing.max_model_len)
     plan = recipe_memory(with_changes(recipe, gpu_count=n, nodes=1, args=args), model, product)
     suffix = f"-tp{n}" + ("" if args["max_model_len"] == target else f"-ctx{args['max_model_len']}")
-    per_node: Mapping[str, Decimal] = {product.resource: Decimal(n)}
+    per_node: Mapping[str, Decimal] = {product.device_resource(recipe.limits, recipe.requests): Decimal(n)}
     derived = with_changes(
         recipe,
         recipe_id=(recipe.recipe_id + suffix)[:63].rstrip("-."),
@@ -132,4 +137,4 @@ def _derive(
         limits={**recipe.limits, **per_node} if recipe.limits else per_node,
         description=f"derived from {recipe.recipe_id}; {n} x {product.name}",
     )
-    return Derived(base=recipe, recipe=derived, plan=plan, sizing=sizing)
+    return Derived(base=recipe, recipe=derived, plan=plan, sizing=sizing, base_rank=rank)

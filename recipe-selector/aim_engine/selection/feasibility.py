@@ -3,14 +3,16 @@ aim_engine.rules.compat (the same the webhook enforces), and the cluster's nodes
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import NamedTuple
 
-from aim_engine.cluster.inventory import Inventory
+from aim_engine.cluster.inventory import HOSTNAME_LABEL, Inventory
 from aim_engine.domain.hardware import GpuProduct, HardwareCatalog
 from aim_engine.domain.models import ModelProfile
 from aim_engine.domain.quantity import format_gib
-from aim_engine.domain.recipe import Recipe
+from aim_engine.domain.recipe import Recipe, with_changes
 from aim_engine.domain.vllm_args import ArgRegistry
 from aim_engine.rules.compat import Finding, FindingCode, static_findings
 from aim_engine.rules.memory import MemoryPlan
@@ -234,14 +236,73 @@ def capacity_findings(recipe: Recipe, product: GpuProduct, inventory: Inventory)
     ]
 
 
-def placement(recipe: Recipe, inventory: Inventory, limit: int = 5) -> tuple[str, ...]:
-    """The usable nodes of the recipe's product with enough free GPUs for one of its pods."""
-    names = [
-        n.name
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Packing:
+    """Where one pod of the recipe goes, densest first: the usable nodes of its device with room,
+    nodes that already run something (any device of the node in use) before empty ones, then the
+    fullest. `preferred`: the node pods are steered to (a node in use, when one has room), with
+    `reason` saying so; `resource`: the name that node advertises the device as (a partition can be
+    nvidia.com/mig-3g.40gb or, under the single strategy, nvidia.com/gpu)."""
+
+    nodes: tuple[str, ...]
+    resource: str | None = None
+    preferred: str | None = None
+    preferred_hostname: str | None = None
+    reason: str = ""
+
+
+def packing(recipe: Recipe, inventory: Inventory) -> Packing:
+    """Dense packing: a single-node recipe goes to the fullest node already in use that it fits,
+    before an empty one (the scheduler's own scoring would spread it onto the emptiest node)."""
+    per_node = recipe.gpus_per_node
+    pools = [
+        n
         for n in inventory.nodes
-        if n.usable
-        and n.product is not None
-        and n.product.name.upper() == recipe.hardware.upper()
-        and n.free >= recipe.gpus_per_node
+        if n.usable and n.product is not None and n.product.name.upper() == recipe.hardware.upper() and n.free >= per_node
     ]
-    return tuple(names[:limit])
+    if not pools:
+        return Packing(nodes=())
+    in_use: dict[str, int] = {}
+    for n in inventory.nodes:
+        in_use[n.name] = in_use.get(n.name, 0) + n.used
+    cpu = pools[0].product is not None and pools[0].product.is_cpu
+    order = sorted(pools, key=lambda n: (in_use[n.name] == 0, n.free - per_node, n.name))
+    names = tuple(dict.fromkeys(n.name for n in order))
+    best = order[0]
+    if cpu or recipe.nodes > 1 or in_use[best.name] == 0:
+        return Packing(nodes=names, resource=best.resource)
+    empty = len({n.name for n in pools if in_use[n.name] == 0})
+    reason = (
+        f"packed onto {best.name}, which already has {in_use[best.name]} device(s) in use by other workloads; "
+        f"{best.free - per_node} of its {best.allocatable} {best.resource} stay free after this pod"
+        + (f"; {empty} empty node(s) that would also fit stay empty" if empty else "")
+    )
+    return Packing(
+        nodes=names,
+        resource=best.resource,
+        preferred=best.name,
+        preferred_hostname=best.labels.get(HOSTNAME_LABEL, best.name),
+        reason=reason,
+    )
+
+
+def as_advertised(recipe: Recipe, catalog: HardwareCatalog, resource: str | None) -> Recipe:
+    """The recipe asking for its device by the name the chosen node advertises it as: a partition
+    is its own resource under the device plugins' "mixed" strategy (nvidia.com/mig-3g.40gb,
+    amd.com/cpx_nps4) and the vendor's plain one under "single" (nvidia.com/gpu, amd.com/gpu)."""
+    product = catalog.get(recipe.hardware)
+    if product is None or resource is None or product.is_cpu or resource not in product.resources:
+        return recipe
+    have = product.device_resource(recipe.limits, recipe.requests)
+    if have == resource:
+        return recipe
+
+    def swap(values: Mapping[str, Decimal]) -> dict[str, Decimal]:
+        return {(resource if k == have else k): v for k, v in values.items()}
+
+    return with_changes(recipe, requests=swap(recipe.requests), limits=swap(recipe.limits))
+
+
+def placement(recipe: Recipe, inventory: Inventory, limit: int = 5) -> tuple[str, ...]:
+    """The usable nodes of the recipe's product with enough free GPUs for one of its pods, densest first."""
+    return packing(recipe, inventory).nodes[:limit]

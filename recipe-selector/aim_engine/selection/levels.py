@@ -64,7 +64,7 @@ class Evaluation:
     ) -> Evaluation:
         """Rank the evaluated recipes, best first; the recipe id breaks ties, so the catalog's
         order never matters."""
-        ranked = tuple(sorted(evaluated, key=lambda e: (rank_key(e.recipe), e.recipe.recipe_id)))
+        ranked = tuple(sorted(evaluated, key=lambda e: (rank_key(e.recipe, catalog), e.recipe.recipe_id)))
         runnable = tuple(e for e in ranked if e.runs_here and e.recipe.type != "general")
         return cls(
             request=request,
@@ -100,7 +100,9 @@ def primary(evaluation: Evaluation) -> Choice | None:
     if not runnable or not runnable[0].feasible:
         return None
     best = runnable[0]
-    return Choice(level="primary", recipe=best.recipe, plan=best.plan, notes=best.notes, ties=_ties(best, runnable))
+    return Choice(
+        level="primary", recipe=best.recipe, plan=best.plan, notes=best.notes, ties=_ties(best, runnable, evaluation.catalog)
+    )
 
 
 def secondary(evaluation: Evaluation) -> Choice | None:
@@ -119,7 +121,11 @@ def secondary(evaluation: Evaluation) -> Choice | None:
         fix=why.fix,
     )
     return Choice(
-        level="secondary", recipe=chosen.recipe, plan=chosen.plan, notes=(fallback, *chosen.notes), ties=_ties(chosen, runnable)
+        level="secondary",
+        recipe=chosen.recipe,
+        plan=chosen.plan,
+        notes=(fallback, *chosen.notes),
+        ties=_ties(chosen, runnable, evaluation.catalog),
     )
 
 
@@ -171,11 +177,13 @@ def default(evaluation: Evaluation) -> DefaultOutcome:
     return DefaultOutcome(choice=choice, unavailable=tuple(notes))
 
 
-def _ties(chosen: Evaluated, runnable: Sequence[Evaluated]) -> tuple[str, ...]:
+def _ties(chosen: Evaluated, runnable: Sequence[Evaluated], catalog: HardwareCatalog) -> tuple[str, ...]:
     """Ids of the other placeable recipes that rank equal to the chosen one."""
-    key = rank_key(chosen.recipe)
+    key = rank_key(chosen.recipe, catalog)
     return tuple(
-        e.recipe.recipe_id for e in runnable if e.feasible and e.recipe is not chosen.recipe and rank_key(e.recipe) == key
+        e.recipe.recipe_id
+        for e in runnable
+        if e.feasible and e.recipe is not chosen.recipe and rank_key(e.recipe, catalog) == key
     )
 
 

@@ -16,6 +16,7 @@ from aim_engine.rules.compat import Finding
 from aim_engine.rules.evidence import figure_provenance, figure_source
 from aim_engine.rules.memory import MemoryPlan
 from aim_engine.rules.ranking import ParetoPoint
+from aim_engine.selection.feasibility import Packing
 from aim_engine.selection.request import Request
 
 # The fallback levels, in the order they are tried (see aim_engine.selection.levels).
@@ -97,6 +98,8 @@ class Selection:
     # The recipes that could be placed now (and meet the SLO), none beaten on both tokens/s per
     # GPU and latency: the trade the selection chose a point of (rules.ranking.pareto_front).
     pareto: tuple[ParetoPoint, ...] = ()
+    # Where the selected recipe's pods go first (dense packing) and the device name they ask for.
+    packing: Packing | None = None
 
     @property
     def ok(self) -> bool:

@@ -28,6 +28,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
+from decimal import Decimal
+from fractions import Fraction
 
 from aim_engine.cluster.inventory import Inventory
 from aim_engine.domain.hardware import HardwareCatalog
@@ -37,9 +39,16 @@ from aim_engine.domain.vllm_args import ArgRegistry
 from aim_engine.rules.compat import Finding
 from aim_engine.rules.evidence import Match, Measurements, apply_measurements, figure_source, match_findings
 from aim_engine.rules.memory import MemoryPlan
-from aim_engine.rules.ranking import pareto_front, rank_key
+from aim_engine.rules.ranking import gpu_share, pareto_front, rank_key, tokens_per_second_per_gpu
 from aim_engine.rules.slo import best_figures
-from aim_engine.selection.feasibility import Evaluated, capacity_findings, evaluate, override_findings, placement
+from aim_engine.selection.feasibility import (
+    Evaluated,
+    as_advertised,
+    capacity_findings,
+    evaluate,
+    override_findings,
+    packing,
+)
 from aim_engine.selection.levels import Choice, Evaluation, default, primary, secondary, tertiary
 from aim_engine.selection.request import DEFAULT_MIN_CONTEXT, Request
 from aim_engine.selection.result import (
@@ -111,7 +120,7 @@ def select(
     unavailable: tuple[Finding, ...] = ()
     if choice is None:
         choice, unavailable = default(evaluation)
-    others = _other_verdicts(evaluation.ranked, choice, evaluation.measured)
+    others = _other_verdicts(evaluation.ranked, choice, evaluation.measured, catalog)
     if choice is None:
         return _not_found(evaluation, others, unavailable=unavailable, hardware=hardware)
     if choice.ties:
@@ -127,7 +136,7 @@ def _selected(
     overridden = request.max_model_len is not None and recipe.max_model_len != request.max_model_len
     if overridden:
         recipe = with_changes(recipe, args={**recipe.args, "max_model_len": request.max_model_len})
-    reasons = [Finding(code="SELECTED", message=_why(recipe, choice.level, choice.plan))]
+    reasons = [Finding(code="SELECTED", message=_why(recipe, choice.level, choice.plan, evaluation.catalog))]
     if overridden:
         reasons.append(
             Finding(
@@ -137,6 +146,11 @@ def _selected(
         )
     reasons += choice.notes
     reasons += _evidence(evaluation.measured.get(choice.recipe.recipe_id), choice.recipe)
+    pack = packing(recipe, evaluation.inventory)
+    recipe = as_advertised(recipe, evaluation.catalog, pack.resource)
+    reasons += _partition_note(recipe, evaluation)
+    if pack.reason:
+        reasons.append(Finding(code="PACKED", message=pack.reason))
     selected = Candidate(recipe=recipe, verdict="selected", reasons=tuple(reasons), level=choice.level, plan=choice.plan)
     return Selection(
         request=request,
@@ -145,10 +159,11 @@ def _selected(
         level=choice.level,
         result="selected",
         message=reasons[0].message,
-        candidates=_order((selected, *others)),
-        placement=placement(recipe, evaluation.inventory),
+        candidates=_order((selected, *others), evaluation.catalog),
+        placement=pack.nodes[:5],
+        packing=pack,
         hardware=hardware,
-        pareto=pareto_front([recipe, *(e.recipe for e in evaluation.runnable if e.feasible)]),
+        pareto=pareto_front([recipe, *(e.recipe for e in evaluation.runnable if e.feasible)], evaluation.catalog),
     )
 
 
@@ -184,7 +199,7 @@ def _ambiguous(
         message=f"recipes {', '.join(listed)} rank equal (same type, priority, tokens/s per GPU and its evidence, GPU count "
         "and precision): "
         "the catalog must say which is preferred (set priority), or pin one with custom_recipe",
-        candidates=_order((*(c for c in others if c.recipe.recipe_id not in tied), *refused)),
+        candidates=_order((*(c for c in others if c.recipe.recipe_id not in tied), *refused), evaluation.catalog),
         hardware=hardware,
     )
 
@@ -203,7 +218,7 @@ def _not_found(
         level=None,
         result="not_found",
         message=_not_found_message(evaluation, unavailable),
-        candidates=_order(others),
+        candidates=_order(others, evaluation.catalog),
         hardware=hardware,
     )
 
@@ -212,7 +227,9 @@ def _evidence(match: Match | None, recipe: Recipe) -> tuple[Finding, ...]:
     return match_findings(match, recipe) if match is not None else ()
 
 
-def _other_verdicts(ranked: Sequence[Evaluated], choice: Choice | None, measured: Mapping[str, Match]) -> list[Candidate]:
+def _other_verdicts(
+    ranked: Sequence[Evaluated], choice: Choice | None, measured: Mapping[str, Match], catalog: HardwareCatalog
+) -> list[Candidate]:
     """The verdict on every catalog candidate but the chosen one (one per recipe id), with what
     the measurements say of it."""
     chosen_id = choice.recipe.recipe_id if choice is not None else None
@@ -230,7 +247,7 @@ def _other_verdicts(ranked: Sequence[Evaluated], choice: Choice | None, measured
                 recipe=recipe, verdict="eligible", reasons=(general,), level="default", plan=e.plan
             )
         else:
-            outranked = _outranked(recipe, choice.recipe if choice is not None else None)
+            outranked = _outranked(recipe, choice.recipe if choice is not None else None, catalog)
             verdicts[recipe.recipe_id] = Candidate(
                 recipe=recipe, verdict="eligible", reasons=(outranked,), level=level, plan=e.plan
             )
@@ -240,8 +257,56 @@ def _other_verdicts(ranked: Sequence[Evaluated], choice: Choice | None, measured
     ]
 
 
-def _order(candidates: Sequence[Candidate]) -> tuple[Candidate, ...]:
-    return tuple(sorted(candidates, key=lambda c: (VERDICTS.index(c.verdict), rank_key(c.recipe), c.recipe.recipe_id)))
+def _share_text(recipe: Recipe, catalog: HardwareCatalog) -> str:
+    """' (a MIG 3g.40gb, 3/7 of an H100)' for a partition recipe; '' for whole GPUs."""
+    product = catalog.get(recipe.hardware)
+    if product is None or product.partition is None:
+        return ""
+    share = _fraction(gpu_share(recipe, catalog))
+    return f" ({recipe.gpu_count} x {product.partition.label}, {share} of an {product.physical.name})"
+
+
+def _fraction(share: Decimal) -> str:
+    f = Fraction(share).limit_denominator(64)
+    return f"{f.numerator}/{f.denominator}" if f.denominator != 1 else str(f.numerator)
+
+
+def _partition_note(recipe: Recipe, evaluation: Evaluation) -> tuple[Finding, ...]:
+    """For a recipe on partitions: what it takes of the GPU, and the best recipe of the model on
+    whole GPUs beside it (runnable here or not), so the trade is said."""
+    catalog = evaluation.catalog
+    product = catalog.get(recipe.hardware)
+    if product is None or product.partition is None:
+        return ()
+    mine = f"runs on {recipe.gpu_count} x {product.name}{_share_text(recipe, catalog)}, {product.memory_mib // 1024} GiB each"
+    if recipe.performance is not None:
+        mine += (
+            f"; expects {recipe.performance.tokens_per_second} tok/s, "
+            f"{tokens_per_second_per_gpu(recipe, catalog):.0f} per whole GPU"
+        )
+    whole = [
+        e
+        for e in evaluation.ranked
+        if (p := catalog.get(e.recipe.hardware)) is not None
+        and not p.is_partition
+        and not p.is_cpu
+        and e.recipe.type != "general"
+    ]
+    if not whole:
+        return (Finding(code="PARTITION", message=mine + "; the catalog has no whole-GPU recipe of this model to compare"),)
+    best = next((e for e in whole if e.feasible), whole[0])
+    other = best.recipe
+    theirs = f"{other.recipe_id} on {other.gpu_count} x whole {other.hardware}"
+    if other.performance is not None:
+        theirs += (
+            f" expects {other.performance.tokens_per_second} tok/s ({tokens_per_second_per_gpu(other, catalog):.0f} per GPU)"
+        )
+    theirs += "; it fits now" if best.feasible else f"; it does not fit now: {best.findings[0].message}"
+    return (Finding(code="PARTITION", message=f"{mine}. Against a whole GPU: {theirs}"),)
+
+
+def _order(candidates: Sequence[Candidate], catalog: HardwareCatalog) -> tuple[Candidate, ...]:
+    return tuple(sorted(candidates, key=lambda c: (VERDICTS.index(c.verdict), rank_key(c.recipe, catalog), c.recipe.recipe_id)))
 
 
 _LEVEL_SUMMARY: dict[Level, str] = {
@@ -252,11 +317,12 @@ _LEVEL_SUMMARY: dict[Level, str] = {
 }
 
 
-def _why(recipe: Recipe, level: Level, plan: MemoryPlan | None) -> str:
+def _why(recipe: Recipe, level: Level, plan: MemoryPlan | None, catalog: HardwareCatalog) -> str:
     parts = [f"{recipe.recipe_id} ({recipe.gpu_count} x {recipe.hardware}, {recipe.precision}, {recipe.type})"]
     if recipe.performance is not None:
         parts.append(
-            f"expects {recipe.performance.tokens_per_second} tok/s ({recipe.tokens_per_second_per_gpu:.0f} per GPU, "
+            f"expects {recipe.performance.tokens_per_second} tok/s ({tokens_per_second_per_gpu(recipe, catalog):.0f} per GPU"
+            f"{_share_text(recipe, catalog)}, "
             f"{figure_source(recipe)})"
         )
     if plan is not None:
@@ -267,18 +333,19 @@ def _why(recipe: Recipe, level: Level, plan: MemoryPlan | None) -> str:
     return f"{level}: {summary}; " + "; ".join(parts)
 
 
-def _outranked(recipe: Recipe, chosen: Recipe | None) -> Finding:
+def _outranked(recipe: Recipe, chosen: Recipe | None, catalog: HardwareCatalog) -> Finding:
     if chosen is None:
         return Finding(code="OUTRANKED", message="fits")
-    a, b = rank_key(recipe), rank_key(chosen)
+    a, b = rank_key(recipe, catalog), rank_key(chosen, catalog)
     if a.type_rank != b.type_rank:
         why = f"type {recipe.type} ranks below {chosen.type}"
     elif a.negated_priority != b.negated_priority:
         why = f"priority {recipe.priority} is below {chosen.priority}"
     elif a.negated_tokens_per_second_per_gpu != b.negated_tokens_per_second_per_gpu:
         why = (
-            f"{recipe.tokens_per_second_per_gpu:.0f} expected tok/s per GPU ({figure_source(recipe)}) against "
-            f"{chosen.tokens_per_second_per_gpu:.0f} ({figure_source(chosen)})"
+            f"{tokens_per_second_per_gpu(recipe, catalog):.0f} expected tok/s per GPU{_share_text(recipe, catalog)} "
+            f"({figure_source(recipe)}) against {tokens_per_second_per_gpu(chosen, catalog):.0f}"
+            f"{_share_text(chosen, catalog)} ({figure_source(chosen)})"
         )
     elif a.evidence_rank != b.evidence_rank:
         why = f"equal tok/s per GPU, but its figure is {figure_source(recipe)} and {chosen.recipe_id}'s {figure_source(chosen)}"
@@ -409,6 +476,10 @@ def _select_pinned(
             )
         )
     notes += _evidence(measured, recipe)
+    pack = packing(recipe, inventory)
+    recipe = as_advertised(recipe, catalog, pack.resource)
+    if pack.reason:
+        notes.append(Finding(code="PACKED", message=pack.reason))
     selected = Candidate(recipe=recipe, verdict="selected", reasons=tuple(notes), level="primary", plan=evaluated.plan)
     return Selection(
         request=request,
@@ -418,6 +489,7 @@ def _select_pinned(
         result="selected",
         message=notes[0].message,
         candidates=(selected,),
-        placement=placement(recipe, inventory),
+        placement=pack.nodes[:5],
+        packing=pack,
         hardware=hardware,
     )
