@@ -162,6 +162,22 @@ def cpu_capacity_findings(recipe: Recipe, product: GpuProduct, inventory: Invent
     ]
 
 
+def _how_to_get(product: GpuProduct) -> str:
+    """What gives the cluster a product: nodes of it, or for a partition, GPUs split that way."""
+    part = product.partition
+    if part is None:
+        return f"add {product.name} nodes"
+    if part.kind == "mig":
+        return (
+            f"split {product.physical.name} GPUs into MIG {part.profile} instances (GPU Operator: label the node "
+            f"nvidia.com/mig.config=all-{part.profile})"
+        )
+    return (
+        f"switch {product.physical.name} GPUs to {part.profile} partitions ({part.profile}+"
+        f"{' or '.join(part.memory_modes)}; AMD GPU Operator's Device Config Manager)"
+    )
+
+
 def capacity_findings(recipe: Recipe, product: GpuProduct, inventory: Inventory) -> list[Finding]:
     cap = inventory.capacity(product.name)
     if cap is not None and product.is_cpu:
@@ -183,7 +199,7 @@ def capacity_findings(recipe: Recipe, product: GpuProduct, inventory: Inventory)
             Finding(
                 code="HARDWARE_ABSENT",
                 message=f"no schedulable, ready node has {product.name} GPUs (cluster has: {present or 'no usable GPU nodes'})",
-                fix=f"add {product.name} nodes {elsewhere}",
+                fix=f"{_how_to_get(product)} {elsewhere}",
             )
         ]
     per_node = recipe.gpus_per_node
