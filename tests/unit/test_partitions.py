@@ -341,3 +341,54 @@ def test_mutation_injects_the_partition_resource_the_vendor_toleration_and_the_p
     assert webhook_codes(out, MIG_RECIPE) == []
     again = mutate(parse_workload(out, kind="Deployment", namespace="ns"), MIG_RECIPE, catalog=HW, node_affinity=affinity)
     assert again.patch == []  # idempotent
+
+
+# ---- software memory clamps (HAMi) ----
+
+WHOLE = next(r for r in BUNDLE.recipes if r.recipe_id == "qwen3-8b-h100-1gpu-bf16")
+
+
+def clamped(limits: dict[str, str], *args: str) -> dict[str, Any]:
+    obj = deployment(WHOLE.recipe_id, {})
+    obj = apply(obj, mutate(parse_workload(obj, kind="Deployment", namespace="ns"), WHOLE, catalog=HW).patch)
+    container = obj["spec"]["template"]["spec"]["containers"][0]
+    container["resources"]["limits"].update(limits)
+    container["args"] = [*container["args"], *args]
+    return obj
+
+
+def clamp_findings(obj: dict[str, Any]) -> list[Any]:
+    workload = parse_workload(obj, kind="Deployment", namespace="ns")
+    found = check_workload(
+        workload, WHOLE, model=BUNDLE.models.get(QWEN8), catalog=HW, registry=BUNDLE.registry, toggles=Toggles()
+    )
+    return [f for f in found if f.code == "MEMORY_CLAMP_UTILIZATION"]
+
+
+def test_a_clamp_that_holds_the_model_with_eager_mode_is_admitted():
+    assert clamp_findings(clamped({"nvidia.com/gpumem": "40000"}, "--enforce-eager")) == []
+    assert clamp_findings(clamped({"nvidia.com/gpumem-percentage": "50"}, "--enforce-eager")) == []
+
+
+def test_cuda_graphs_under_a_clamp_are_refused_with_the_fix():
+    (f,) = clamp_findings(clamped({"nvidia.com/gpumem": "40000"}))
+    assert "CUDA-graph memory profiling" in f.message and "--enforce-eager" in f.fix
+
+
+def test_a_utilisation_the_clamp_cannot_have_free_at_start_is_refused():
+    (f,) = clamp_findings(clamped({"nvidia.com/gpumem": "40000"}, "--enforce-eager", "--gpu-memory-utilization", "0.995"))
+    assert "needs --gpu-memory-utilization 0.995 of it (39800 MiB) free at start" in f.message
+    assert "set --gpu-memory-utilization <= 0.99" in f.fix
+
+
+def test_a_clamp_too_small_for_the_model_says_how_much_it_needs():
+    (f,) = clamp_findings(clamped({"nvidia.com/gpumem": "20000"}, "--enforce-eager"))
+    assert "within the GPU memory clamp of 20000 MiB (nvidia.com/gpumem 20000)" in f.message
+    assert f.fix.startswith("raise nvidia.com/gpumem to at least ")
+
+
+def test_a_kv_cache_in_bytes_takes_the_utilisation_arithmetic_out():
+    found = clamp_findings(
+        clamped({"nvidia.com/gpumem": "40000"}, "--gpu-memory-utilization", "0.999", "--kv-cache-memory-bytes", "8000000000")
+    )
+    assert found == []

@@ -12,7 +12,7 @@ one the webhook refuses. Pure: dicts in, findings out.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from decimal import Decimal
 from typing import Any
 
@@ -24,10 +24,10 @@ from aim_engine.contract import (
 from aim_engine.domain.errors import InputError
 from aim_engine.domain.hardware import GpuProduct, HardwareCatalog
 from aim_engine.domain.models import ModelProfile
-from aim_engine.domain.quantity import parse_quantity
+from aim_engine.domain.quantity import MIB, parse_quantity
 from aim_engine.domain.recipe import Recipe, with_changes
 from aim_engine.domain.vllm_args import ArgRegistry
-from aim_engine.rules.compat import CPU_KV_CACHE_ENV, Finding, static_findings
+from aim_engine.rules.compat import CPU_KV_CACHE_ENV, Finding, memory_findings, recipe_memory, static_findings
 from aim_engine.rules.pod import (
     MalformedObject,
     PodTemplate,
@@ -434,6 +434,91 @@ def _compat(
             flag = "--quantization" if flags.get("quantization") else "--dtype"
             fix = f"remove {flag} {forced} (recipe {recipe.recipe_id} is {recipe.precision}); or {fix}"
         out.append(Finding(f.code, f"{where}: {f.message}", fix))
+    if not product.is_cpu:
+        out += memory_clamp_findings(
+            where=where, limits=_resources(container, "limits", where), running=running, model=model, product=product
+        )
+    return out
+
+
+# HAMi's software GPU memory clamp (its device plugin and scheduler, HAMi-core's CUDA hooks): the
+# pod's MiB per GPU, or a percentage of the GPU's memory. Under it vLLM's CUDA calls report the clamp
+# as the device's total memory.
+HAMI_MEMORY = "nvidia.com/gpumem"
+HAMI_MEMORY_PERCENT = "nvidia.com/gpumem-percentage"
+# Taken inside the clamp before vLLM measures free memory (HAMi-core and the CUDA context; HAMi's
+# maintainers give "under 300M" for HAMi-core's own initialisation).
+CLAMP_RESERVED_MIB = 300
+VLLM_DEFAULT_UTILIZATION = Decimal("0.9")
+
+
+def memory_clamp_findings(
+    *,
+    where: str,
+    limits: Mapping[str, Decimal],
+    running: Recipe,
+    model: ModelProfile | None,
+    product: GpuProduct,
+) -> list[Finding]:
+    """What makes vLLM fail to start under a software GPU memory clamp (HAMi). vLLM asks for
+    gpu_memory_utilization x the total memory it is shown — the clamp — to be free at start, and
+    fails ("Free memory on device ... is less than desired GPU memory utilization") when the clamp's
+    own reservation leaves less; its CUDA-graph memory profiling measures the physical GPU, not the
+    clamp, and runs out of memory; and the model, its activations and one full-length sequence of
+    KV cache must fit in utilization x clamp. A KV cache given in bytes (--kv-cache-memory-bytes)
+    skips vLLM's utilisation arithmetic and profiling; --enforce-eager skips the CUDA graphs."""
+    if HAMI_MEMORY in limits:
+        clamp_mib = int(limits[HAMI_MEMORY])
+        source = f"{HAMI_MEMORY} {clamp_mib}"
+    elif HAMI_MEMORY_PERCENT in limits:
+        clamp_mib = int(product.memory_mib * limits[HAMI_MEMORY_PERCENT] / 100)
+        source = f"{HAMI_MEMORY_PERCENT} {limits[HAMI_MEMORY_PERCENT]}"
+    else:
+        return []
+    clamp_mib = min(clamp_mib, product.memory_mib)
+    if clamp_mib <= CLAMP_RESERVED_MIB:
+        return [
+            Finding(
+                "MEMORY_CLAMP_UTILIZATION",
+                f"{where}: a GPU memory clamp of {clamp_mib} MiB ({source}) leaves vLLM nothing to load a model into",
+                f"raise {HAMI_MEMORY}",
+            )
+        ]
+    out: list[Finding] = []
+    util = Decimal(str(running.args.get("gpu_memory_utilization", VLLM_DEFAULT_UTILIZATION)))
+    in_bytes = running.args.get("kv_cache_memory_bytes") is not None
+    ceiling = (Decimal(clamp_mib - CLAMP_RESERVED_MIB) / clamp_mib).quantize(Decimal("0.01"), rounding="ROUND_FLOOR")
+    if not in_bytes and util > ceiling:
+        out.append(
+            Finding(
+                "MEMORY_CLAMP_UTILIZATION",
+                f"{where}: under a GPU memory clamp of {clamp_mib} MiB ({source}) vLLM is shown {clamp_mib} MiB as the "
+                f"whole GPU and needs --gpu-memory-utilization {util} of it ({int(util * clamp_mib)} MiB) free at start, "
+                f"but about {CLAMP_RESERVED_MIB} MiB of the clamp is taken before it looks: it fails to start",
+                f"set --gpu-memory-utilization <= {ceiling}, or give the KV cache in bytes (--kv-cache-memory-bytes)",
+            )
+        )
+    if not in_bytes and not running.args.get("enforce_eager"):
+        out.append(
+            Finding(
+                "MEMORY_CLAMP_UTILIZATION",
+                f"{where}: under a GPU memory clamp ({source}) vLLM's CUDA-graph memory profiling measures the "
+                "physical GPU, not the clamp, and runs out of memory at start",
+                "add --enforce-eager, or give the KV cache in bytes (--kv-cache-memory-bytes)",
+            )
+        )
+    if model is not None:
+        clamped = replace(product, memory_mib=clamp_mib)
+        plan = recipe_memory(running, model, clamped)
+        for f in memory_findings(plan, running, model, clamped):
+            need = plan.weights + plan.activations + plan.overhead + plan.kv_per_token * plan.max_model_len
+            out.append(
+                Finding(
+                    "MEMORY_CLAMP_UTILIZATION",
+                    f"{where}: within the GPU memory clamp of {clamp_mib} MiB ({source}): {f.message}",
+                    f"raise {HAMI_MEMORY} to at least {int(need / util / MIB) + CLAMP_RESERVED_MIB} MiB, or {f.fix}",
+                )
+            )
     return out
 
 
