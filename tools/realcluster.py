@@ -667,7 +667,11 @@ def prometheus_url(kubeconfig: Path) -> str:
     return f"http://{pod.status.pod_ip}:9090"
 
 
-def create_gpu_node(core: Any, *, name: str, labels: dict[str, str], resource: str, gpus: int) -> None:
+def create_gpu_node(
+    core: Any, *, name: str, labels: dict[str, str], resource: str, gpus: int, devices: dict[str, int] | None = None
+) -> None:
+    """A kwok node advertising `gpus` of `resource` (and `devices`: other device resources, such as
+    a mixed-strategy node's nvidia.com/mig-3g.40gb), tainted as the GPU operators taint GPU nodes."""
     node = {
         "apiVersion": "v1",
         "kind": "Node",
@@ -683,7 +687,7 @@ def create_gpu_node(core: Any, *, name: str, labels: dict[str, str], resource: s
     except ApiException as e:
         if e.status != 409:
             raise
-    alloc = {"cpu": "192", "memory": "2Ti", "pods": "110", resource: str(gpus)}
+    alloc = {"cpu": "192", "memory": "2Ti", "pods": "110", resource: str(gpus), **{k: str(v) for k, v in (devices or {}).items()}}
     core.patch_node_status(name, {"status": {"allocatable": alloc, "capacity": alloc}})
 
 
