@@ -66,10 +66,11 @@ VLLM_STAMP := $(VLLM_VENV)/.stamp-$(VLLM_LOCK)
 VLLM_WHEELHOUSE := $(VLLM_WHEELS)/.lock-$(VLLM_LOCK)
 PROMOP_MODELS_VERSION := 6.0.0
 CERTMANAGER_MODELS_VERSION := 6.0.0
+KEDA_MODELS_VERSION := 2.0.0
 HELM := $(TOOLS)/bin/helm
 HELM4 := $(TOOLS)/bin/helm4
 UNTT := $(TOOLS)/bin/untt
-CRD_MODELS := $(TOOLS)/node/node_modules/@kubernetes-models/cert-manager/package.json
+CRD_MODELS := $(TOOLS)/node/node_modules/@kubernetes-models/keda/package.json
 export GOFLAGS := -mod=mod
 
 .PHONY: help setup setup-load test unit integration lint validate rules chart demo demo-offline bench bench-webhook clean \
@@ -187,11 +188,11 @@ $(UNTT):
 	@cd $(TOOLS)/src/helm-unittest && go build -o $@ ./cmd/helm-unittest
 
 $(CRD_MODELS):
-	@echo ">> installing the prometheus-operator and cert-manager CRD schemas (@kubernetes-models)"
+	@echo ">> installing the prometheus-operator, cert-manager and KEDA CRD schemas (@kubernetes-models)"
 	@mkdir -p $(TOOLS)/node
 	@cd $(TOOLS)/node && { test -f package.json || echo '{"private": true}' > package.json; } && \
 	  npm install --silent --no-audit --no-fund @kubernetes-models/prometheus-operator@$(PROMOP_MODELS_VERSION) \
-	    @kubernetes-models/cert-manager@$(CERTMANAGER_MODELS_VERSION)
+	    @kubernetes-models/cert-manager@$(CERTMANAGER_MODELS_VERSION) @kubernetes-models/keda@$(KEDA_MODELS_VERSION)
 
 $(PROMTOOL):
 	@echo ">> fetching prometheus $(PROM_DEB_VERSION) (Debian) for promtool"

@@ -35,11 +35,12 @@ API_VERSIONS = [
     "monitoring.coreos.com/v1/ServiceMonitor",
     "monitoring.coreos.com/v1/PrometheusRule",
     "leaderworkerset.x-k8s.io/v1/LeaderWorkerSet",
+    "keda.sh/v1alpha1/ScaledObject",
 ]
 # CRDs validated here from their own structural schema (fetched by make setup from the project's Go
 # module), strictly: unknown fields are errors, as the API server would prune them.
 CRD_FILES = {"LeaderWorkerSet": TOOLS / "crds" / "leaderworkerset.x-k8s.io_leaderworkersets.yaml"}
-CRD_KINDS = {"ServiceMonitor", "PrometheusRule", "Certificate", "Issuer"}
+CRD_KINDS = {"ServiceMonitor", "PrometheusRule", "Certificate", "Issuer", "ScaledObject"}
 # kubernetes-validate bundles no schema for these (CRDs the chart may reference).
 SKIP_KINDS: set[str] = set()
 
@@ -169,8 +170,8 @@ def main() -> int:
     for e in errors:
         print(f"ERROR {e}")
     print(
-        f"{len(counts)} renders validated against Kubernetes {K8S_VERSION} (strict) and the prometheus-operator and cert-manager "
-        f"CRD schemas: {len(errors)} error(s)"
+        f"{len(counts)} renders validated against Kubernetes {K8S_VERSION} (strict) and the prometheus-operator, cert-manager "
+        f"and KEDA CRD schemas: {len(errors)} error(s)"
     )
     return 1 if errors else 0
 

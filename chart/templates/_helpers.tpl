@@ -23,6 +23,16 @@ that release + the longest suffix ("-recipe-validator-certs", 23 characters) fit
 {{- define "aim-engine.tlsSecret" -}}{{ include "aim-engine.component" (dict "root" . "name" "recipe-validator-tls") }}{{- end -}}
 {{- define "aim-engine.reconcileJob" -}}{{ include "aim-engine.component" (dict "root" . "name" "recipe-validator-reconcile") }}{{- end -}}
 {{- define "aim-engine.certsJob" -}}{{ include "aim-engine.component" (dict "root" . "name" "recipe-validator-certs") }}{{- end -}}
+{{/* The model-prewarm Job's marker in the model cache: the model is there (aim-engine.prewarmMarker). */}}
+{{- define "aim-engine.prewarmMarker" -}}
+{{- printf "%s/aim-engine-prewarm/%s.done" .Values.model_cache.mount_path (.Values.aim_engine.model_id | replace "/" "--") -}}
+{{- end -}}
+
+{{/* The model-prewarm Job of the release's model (a new model, a new Job: a Job's pod template cannot change). */}}
+{{- define "aim-engine.prewarmJob" -}}
+{{- printf "%s-prewarm-%s" (include "aim-engine.fullname" . | trunc 40 | trimSuffix "-") (.Values.aim_engine.model_id | sha256sum | trunc 10) -}}
+{{- end -}}
+
 {{- define "aim-engine.cache" -}}{{ include "aim-engine.component" (dict "root" . "name" "model-cache") }}{{- end -}}
 
 {{- define "aim-engine.chart" -}}

@@ -80,6 +80,12 @@ def partitioned(e2e: E2ECluster) -> Iterator[E2ECluster]:
             core, name=name, labels=MIG_LABELS, resource="nvidia.com/gpu", gpus=0, devices={"nvidia.com/mig-3g.40gb": 16}
         )
     realcluster.create_gpu_node(core, name=CPX_NODE, labels=CPX_LABELS, resource="amd.com/gpu", gpus=64)
+
+    def ready() -> bool:
+        nodes = [core.read_node(name) for name in (*MIG_NODES, CPX_NODE)]
+        return all(any(c.type == "Ready" and c.status == "True" for c in n.status.conditions or []) for n in nodes)
+
+    wait_for(ready, timeout=60, what="kwok to report the partition nodes Ready")  # the hook counts only Ready nodes
     e2e.kubectl("create", "namespace", NS, check=True)
     try:
         yield e2e

@@ -89,6 +89,26 @@ spec:
   affinity:
     {{- toYaml . | nindent 4 }}
   {{- end }}
+  {{- if $root.Values.model_cache.prewarm.enabled }}
+  initContainers:
+    # The model-prewarm Job fills the shared cache once; every replica waits for its marker.
+    - name: wait-for-model-cache
+      image: {{ include "aim-engine.vllmImage" $root | quote }}
+      imagePullPolicy: {{ $root.Values.image.vllm.pull_policy }}
+      command:
+        - sh
+        - -c
+        - until [ -f "$MARKER" ]; do echo "waiting for Job {{ include "aim-engine.prewarmJob" $root }} to put {{ $ae.model_id }} in the model cache"; sleep 5; done
+      env:
+        - name: MARKER
+          value: {{ include "aim-engine.prewarmMarker" $root | quote }}
+      resources:
+        requests: {cpu: 10m, memory: 16Mi}
+        limits: {cpu: 100m, memory: 64Mi}
+      volumeMounts:
+        - name: model-cache
+          mountPath: {{ $root.Values.model_cache.mount_path }}
+  {{- end }}
   containers:
     - name: vllm
       image: {{ include "aim-engine.vllmImage" $root | quote }}
