@@ -201,6 +201,9 @@ def perf(e2e: E2ECluster) -> Iterator[Perf]:
         "--set", "monitoring.enabled=true",
         "--set", "monitoring.prometheus.scrape_interval=5s",
         "--set-json", "monitoring.alerting.rules=" + json.dumps(SEED_ALERTS),
+        # the model-prewarm Job checks the cache offline before the engine starts (docs/chart.md)
+        "--set", "model_cache.prewarm.enabled=true",
+        "--set-json", 'model_cache.prewarm.env=[{"name": "HF_HUB_OFFLINE", "value": "1"}]',
     ]  # fmt: skip
     e2e.kubectl("create", "namespace", NS, check=True)
     try:
@@ -219,6 +222,26 @@ def perf(e2e: E2ECluster) -> Iterator[Perf]:
         print(e2e.kubectl("get", "pods,pvc,events", "-n", NS).stdout[-4000:])
         e2e.helm("uninstall", RELEASE, "-n", NS, "--wait", "--timeout", "5m")
         e2e.kubectl("delete", "namespace", NS, "--ignore-not-found", "--wait=false")
+
+
+def test_the_prewarm_job_found_the_model_in_the_cache_before_the_engine_started(perf: Perf) -> None:
+    """model_cache.prewarm: the Job checked the cache offline (HF_HUB_OFFLINE=1) and wrote its
+    marker; the engine pod's init container waited for it and finished before vLLM started."""
+    e2e = perf.e2e
+    jobs = json.loads(
+        e2e.kubectl("get", "jobs", "-n", NS, "-l", "app.kubernetes.io/component=model-prewarm", "-o", "json", check=True).stdout
+    )
+    (job,) = jobs["items"]
+    assert job["status"].get("succeeded") == 1, job["status"]
+    log = e2e.kubectl("logs", "-n", NS, f"job/{job['metadata']['name']}", check=True).stdout
+    assert f"model-prewarm: {realcluster.TEST_MODEL_ID} is in the cache at" in log and "(checked offline)" in log, log
+    pods = json.loads(
+        e2e.kubectl("get", "pods", "-n", NS, "-l", "app.kubernetes.io/component=inference", "-o", "json", check=True).stdout
+    )
+    for pod in pods["items"]:
+        (init,) = pod["status"]["initContainerStatuses"]
+        assert init["name"] == "wait-for-model-cache" and init["state"]["terminated"]["exitCode"] == 0
+        assert init["state"]["terminated"]["finishedAt"] <= pod["status"]["containerStatuses"][0]["state"]["running"]["startedAt"]
 
 
 def test_the_low_throughput_alert_fires_against_a_baseline_far_above_and_resolves_against_the_delivered_one(perf: Perf) -> None:
