@@ -154,6 +154,14 @@ def selection_dict(sel: Selection) -> dict[str, Any]:
         "overrides": sel.request.overrides,
         "vllm_command": vllm_command(sel.recipe) if sel.recipe else None,
         "placement": list(sel.placement),
+        "packing": None
+        if sel.packing is None
+        else {
+            "nodes": list(sel.packing.nodes),
+            "resource": sel.packing.resource,
+            "preferred": sel.packing.preferred,
+            "reason": sel.packing.reason or None,
+        },
         "hardware": sel.hardware,
         "candidates": [c.as_dict() for c in sel.candidates],
         "slo": {k: float(v) for k, v in sel.request.slo.targets()},
