@@ -47,6 +47,9 @@ NODE_DEBS := containerd=1.6.20~ds1-1+deb12u3 runc=1.1.5+ds1-1+deb12u1 containern
 NODE_STAMP := $(TOOLS)/.node-debs-$(shell echo '$(NODE_DEBS)' | sha256sum | cut -c1-12)
 # The prometheus-operator CRDs, real ones, for the cluster (ServiceMonitor, PrometheusRule).
 PROMOP_VERSION := v0.85.0
+# KEDA (the autoscaler the chart's ScaledObject targets), built from its Go module for the local
+# cluster by tools/cluster/build-images.sh (make images).
+KEDA_VERSION := v2.21.0
 PROMOP_CRDS := $(TOOLS)/crds/monitoring.coreos.com_servicemonitors.yaml
 # The LeaderWorkerSet CRD (multi-node workloads), from its Go module.
 LWS_VERSION := v0.7.0

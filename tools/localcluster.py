@@ -113,7 +113,17 @@ def start(tmp: Path, *, controllers: bool = False, node_ip: str | None = None, d
     kc_key = ec.generate_private_key(ec.SECP256R1())
     kc = _cert("kube-apiserver-kubelet-client", ca_key, ca.subject, kc_key, ca=False, org="system:masters")
     sa_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    # The aggregation layer (API servers such as KEDA's metrics server behind an APIService): the
+    # API server proxies to them with this client certificate, from its own front-proxy CA, and they
+    # trust the user it names from the headers (Kubernetes' "Configure the Aggregation Layer").
+    fp_ca_key = ec.generate_private_key(ec.SECP256R1())
+    fp_ca = _cert("aim-engine-front-proxy-ca", fp_ca_key, None, fp_ca_key, ca=True)
+    fp_key = ec.generate_private_key(ec.SECP256R1())
+    fp = _cert("front-proxy-client", fp_ca_key, fp_ca.subject, fp_key, ca=False)
     files = {
+        "front-proxy-ca.crt": fp_ca.public_bytes(serialization.Encoding.PEM),
+        "front-proxy-client.crt": fp.public_bytes(serialization.Encoding.PEM),
+        "front-proxy-client.key": _pem_key(fp_key),
         "ca.crt": ca.public_bytes(serialization.Encoding.PEM),
         "apiserver.crt": srv.public_bytes(serialization.Encoding.PEM),
         "apiserver.key": _pem_key(srv_key),
@@ -174,6 +184,13 @@ def start(tmp: Path, *, controllers: bool = False, node_ip: str | None = None, d
             f"MutatingAdmissionWebhook,ValidatingAdmissionWebhook,ResourceQuota{',NodeRestriction' if node_ip else ''}",
             f"--advertise-address={node_ip or '127.0.0.1'}",
             f"--cert-dir={tmp / 'certs'}",
+            f"--requestheader-client-ca-file={tmp / 'front-proxy-ca.crt'}",
+            "--requestheader-allowed-names=front-proxy-client",
+            "--requestheader-username-headers=X-Remote-User",
+            "--requestheader-group-headers=X-Remote-Group",
+            "--requestheader-extra-headers-prefix=X-Remote-Extra-",
+            f"--proxy-client-cert-file={tmp / 'front-proxy-client.crt'}",
+            f"--proxy-client-key-file={tmp / 'front-proxy-client.key'}",
             "--v=1",
             *(
                 [

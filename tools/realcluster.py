@@ -71,7 +71,17 @@ DEFAULT_STATE = ROOT / ".tools" / "cluster"
 # one at a time, so that images are imported once. Its state directory (tasks, sockets) is under RUN.
 IMAGE_STORE = ROOT / ".tools" / "containerd"
 # (tarball under IMAGES, required): what the real node runs.
-NODE_IMAGES = [("pause.tar", True), ("aim-engine.tar", True), ("vllm-cpu.tar", False), ("monitoring.tar", False)]
+NODE_IMAGES = [
+    ("pause.tar", True),
+    ("aim-engine.tar", True),
+    ("vllm-cpu.tar", False),
+    ("monitoring.tar", False),
+    ("keda.tar", False),
+]
+KEDA_NS = "keda"
+# KEDA's metrics API server reaches the operator's gRPC metrics service by this address: a fixed
+# cluster IP, since the local cluster has no DNS (the authority keeps the operator's certificate valid).
+KEDA_OPERATOR_IP = "10.96.66.66"
 # The test model (tools/engine/make_test_model.py, written by build-images.sh) and the image serving it.
 TEST_MODEL = IMAGES / "test-model"
 TEST_MODEL_ID = "aim-engine/tiny-llama"
@@ -658,6 +668,93 @@ def install_monitoring(kubeconfig: Path, *, timeout: float = 180) -> None:
         f"monitoring: prometheus-operator {info['operator_version']}, Prometheus {info['prometheus_version']} "
         f"in namespace {MONITORING_NS}, Ready in {time.monotonic() - t0:.0f} s"
     )
+
+
+def install_keda(kubeconfig: Path, *, timeout: float = 240) -> str:
+    """KEDA, built from its Go module (tools/cluster/build-images.sh): its CRDs and its own manifests
+    (config/ of the module: namespace, RBAC, operator, metrics API server, APIService) with this
+    cluster's images, then wait until the external metrics API answers. The operator generates and
+    rotates its certificates (--enable-cert-rotation, as upstream deploys it) and injects the CA into
+    the APIService; KEDA's admission webhooks are not deployed (--enable-webhook-patching=false).
+    Returns KEDA's version."""
+    info_file = IMAGES / "keda.json"
+    if not info_file.exists():
+        raise SystemExit(f"{info_file} missing: run make images")
+    info = json.loads(info_file.read_text())
+    config.load_kube_config(config_file=str(kubeconfig))
+    api = client.ApiClient()
+    ext = client.ApiextensionsV1Api()
+    t0 = time.monotonic()
+    names = set()
+    for f in sorted((IMAGES / "keda-crds").glob("*.yaml")):
+        crd = yaml.load(f.read_text(), Loader=_CRDLoader)
+        names.add(crd["metadata"]["name"])
+        crd["metadata"].pop("annotations", None)  # kubectl's last-applied copy would exceed the annotation limit
+        try:
+            ext.create_custom_resource_definition(crd)
+        except ApiException as e:
+            if e.status != 409:
+                raise
+
+    def established() -> bool:
+        ok = {
+            c.metadata.name
+            for c in ext.list_custom_resource_definition().items
+            if any(x.type == "Established" and x.status == "True" for x in c.status.conditions or [])
+        }
+        return names <= ok
+
+    _wait(established, timeout=60, what="the KEDA CRDs Established", state=kubeconfig.parent)
+    for f in sorted((IMAGES / "keda-manifests").glob("*.yaml")):
+        for doc in yaml.safe_load_all(f.read_text()):
+            if not doc:
+                continue
+            _keda_patch(doc, info)
+            try:
+                utils.create_from_dict(api, doc)
+            except utils.FailToCreateError as e:
+                if not all(isinstance(x, ApiException) and x.status == 409 for x in e.api_exceptions):
+                    raise
+
+    registration = client.ApiregistrationV1Api()
+
+    def serving() -> bool:
+        try:
+            svc = registration.read_api_service("v1beta1.external.metrics.k8s.io")
+        except ApiException:
+            return False
+        return any(c.type == "Available" and c.status == "True" for c in (svc.status.conditions if svc.status else None) or [])
+
+    _wait(
+        serving,
+        timeout=timeout,
+        what="KEDA's external metrics API (APIService v1beta1.external.metrics.k8s.io)",
+        state=kubeconfig.parent,
+    )
+    log(f"KEDA {info['version']} in namespace {KEDA_NS}: external metrics API serving in {time.monotonic() - t0:.0f} s")
+    return str(info["version"])
+
+
+def _keda_patch(doc: dict[str, Any], info: dict[str, str]) -> None:
+    """KEDA's upstream manifests, for this cluster: its images (never pulled), the operator's fixed
+    cluster IP and the metrics server's address for it (no DNS), no webhook patching."""
+    kind, name = doc["kind"], doc["metadata"]["name"]
+    if kind == "Service" and name == "keda-operator":
+        doc["spec"]["clusterIP"] = KEDA_OPERATOR_IP
+    if kind != "Deployment":
+        return
+    container = doc["spec"]["template"]["spec"]["containers"][0]
+    container["imagePullPolicy"] = "Never"
+    if name == "keda-operator":
+        container["image"] = info["operator"]
+        container["args"] = [*container.get("args", []), "--enable-webhook-patching=false"]
+    elif name == "keda-metrics-apiserver":
+        container["image"] = info["adapter"]
+        container["args"] = [
+            *container.get("args", []),
+            f"--metrics-service-address={KEDA_OPERATOR_IP}:9666",
+            f"--metrics-service-grpc-authority=keda-operator.{KEDA_NS}.svc.cluster.local",
+        ]
 
 
 def prometheus_url(kubeconfig: Path) -> str:

@@ -14,8 +14,11 @@
 #      each (tools/monitoring/Dockerfile), and the operator's CRDs from the operator's module.
 #      (Debian's `prometheus` package, where promtool comes from, is built without Kubernetes service
 #      discovery: it refuses the `kubernetes_sd_configs` every ServiceMonitor turns into.)
+#   6. `keda`: KEDA's operator and metrics API server compiled from the github.com/kedacore/keda/v2
+#      module (KEDA_VERSION of the Makefile; in the background, beside the image builds), one image
+#      each (tools/keda/Dockerfile), with its CRDs and its own deployment manifests from the module.
 #
-#   build-images.sh [all | app | vllm | monitoring ...]     (no argument: all; app is always built)
+#   build-images.sh [all | app | vllm | monitoring | keda ...]   (no argument: all; app is always built)
 #
 # dockerd runs only while building, with its own data root under .tools/ and its sockets under
 # /run/aim-engine-docker; the images are saved as tarballs that the cluster's containerd imports.
@@ -31,14 +34,15 @@ APP_TAG=aim-engine.local/aim-engine:dev
 RUNDIR=/run/aim-engine-docker
 mkdir -p "$OUT"
 
-WANT_VLLM=0 WANT_MON=0
+WANT_VLLM=0 WANT_MON=0 WANT_KEDA=0
 for part in "${@:-all}"; do
   case $part in
-    all) WANT_VLLM=1 WANT_MON=1 ;;
+    all) WANT_VLLM=1 WANT_MON=1 WANT_KEDA=1 ;;
     app) ;;
     vllm) WANT_VLLM=1 ;;
     monitoring) WANT_MON=1 ;;
-    *) echo "usage: $0 [all | app | vllm | monitoring ...]" >&2; exit 2 ;;
+    keda) WANT_KEDA=1 ;;
+    *) echo "usage: $0 [all | app | vllm | monitoring | keda ...]" >&2; exit 2 ;;
   esac
 done
 makefile_pin() { awk -v k="$1" '$1==k && $2==":=" {print $3; exit}' "$ROOT/Makefile"; }
@@ -74,6 +78,14 @@ MON_BIN=$TOOLS/monitoring/bin
 OPERATOR_TAG=aim-engine.local/prometheus-operator:$PROMOP_VERSION
 RELOADER_TAG=aim-engine.local/prometheus-config-reloader:$PROMOP_VERSION
 PROM_TAG=aim-engine.local/prometheus:$PROM_VERSION
+# KEDA: the operator and its metrics API server from the github.com/kedacore/keda/v2 module at the
+# Makefile's pin; their CRDs from the same module (config/crd/bases).
+KEDA_BUILD_REV=1
+KEDA_VERSION=${KEDA_VERSION:-$(makefile_pin KEDA_VERSION)}
+KEDA_SRC=$TOOLS/src/keda-$KEDA_VERSION
+KEDA_BIN=$TOOLS/keda/bin
+KEDA_OPERATOR_TAG=aim-engine.local/keda:$KEDA_VERSION
+KEDA_ADAPTER_TAG=aim-engine.local/keda-metrics-apiserver:$KEDA_VERSION
 mod_dir() {  # MODULE@VERSION's directory in Go's module cache
   mkdir -p "$TOOLS/src"
   (cd "$TOOLS/src" && GOFLAGS=-mod=mod go mod download -json "$1" | python3 -c 'import json,sys; print(json.load(sys.stdin)["Dir"])')
@@ -83,8 +95,12 @@ mon_hash() {
      && echo "$PROMOP_VERSION $PROM_VERSION $PROM_MODULE_VERSION $(go env GOVERSION) $MON_BUILD_REV") | sha256sum | cut -c1-16
 }
 
+keda_hash() {
+  (cd "$ROOT" && sha256sum tools/keda/Dockerfile && echo "$KEDA_VERSION $(go env GOVERSION) $KEDA_BUILD_REV") | sha256sum | cut -c1-16
+}
+
 HASH=$(inputs_hash)
-BUILD_APP=1 BUILD_VLLM=0 BUILD_MODEL=0 BUILD_MON=0
+BUILD_APP=1 BUILD_VLLM=0 BUILD_MODEL=0 BUILD_MON=0 BUILD_KEDA=0
 if [[ -f $OUT/aim-engine.tar && -f $OUT/pause.tar && "$(cat "$OUT/stamp" 2>/dev/null)" == "$HASH" ]]; then
   echo ">> images up to date ($HASH)"; BUILD_APP=0
 fi
@@ -112,6 +128,16 @@ if [[ $WANT_MON == 1 ]]; then
   fi
 fi
 
+if [[ $WANT_KEDA == 1 ]]; then
+  [[ -n $KEDA_VERSION ]] || { echo "KEDA_VERSION not found in the Makefile" >&2; exit 2; }
+  KEDAHASH=$(keda_hash)
+  if [[ -f $OUT/keda.tar && -f $OUT/keda.json && "$(cat "$OUT/keda-stamp" 2>/dev/null)" == "$KEDAHASH" ]]; then
+    echo ">> KEDA images up to date ($KEDAHASH)"
+  else
+    BUILD_KEDA=1
+  fi
+fi
+
 # The test model needs neither root nor docker: vLLM's venv (numpy, safetensors, tokenizers) writes it.
 if [[ $BUILD_MODEL == 1 ]]; then
   [[ -x $VLLM_PY ]] || { echo "$VLLM_PY missing: run make setup" >&2; exit 2; }
@@ -122,7 +148,7 @@ if [[ $BUILD_MODEL == 1 ]]; then
   echo "$MHASH" >"$OUT/test-model-stamp"
 fi
 
-[[ $BUILD_APP == 1 || $BUILD_VLLM == 1 || $BUILD_MON == 1 ]] || exit 0
+[[ $BUILD_APP == 1 || $BUILD_VLLM == 1 || $BUILD_MON == 1 || $BUILD_KEDA == 1 ]] || exit 0
 [[ $(id -u) == 0 ]] || { echo "building images needs root (debootstrap, dockerd)" >&2; exit 2; }
 export PATH=/usr/sbin:/usr/bin:$PATH  # Debian's docker.io client, matching its daemon
 for t in debootstrap dockerd docker gcc go; do
@@ -143,7 +169,7 @@ fi
 # 2. pause binary
 PAUSE_SRC=$(cd "$ROOT/tools/k8s" && GOFLAGS=-mod=mod go mod download -json "k8s.io/kubernetes@$K8S_VERSION" | python3 -c 'import json,sys; print(json.load(sys.stdin)["Dir"])')/build/pause/linux/pause.c
 CTX=$(mktemp -d)
-trap 'rm -rf "$CTX"; stop_docker' EXIT
+trap 'rm -rf "$CTX"; stop_docker; if [[ -n ${KEDA_BUILD_PID:-} ]]; then kill "$KEDA_BUILD_PID" 2>/dev/null || true; fi' EXIT
 mkdir -p "$CTX/pause" "$CTX/base"
 gcc -Os -Wall -Werror -static -DVERSION=3.10-aim-engine -o "$CTX/pause/pause" "$PAUSE_SRC"
 printf 'FROM scratch\nCOPY pause /pause\nUSER 65535:65535\nENTRYPOINT ["/pause"]\n' >"$CTX/pause/Dockerfile"
@@ -194,6 +220,29 @@ if [[ $BUILD_MON == 1 ]] && ! built prometheus "$PROM_VERSION"; then
   go_build "$PROM_SRC" "$PROM_VERSION" ./cmd/prometheus
   echo "$PROM_VERSION $(go env GOVERSION)" >"$MON_BIN/.prometheus.version"
   echo ">> Prometheus $PROM_VERSION built in $((SECONDS - t0)) s"
+fi
+
+KEDA_BUILD_PID=
+if [[ $BUILD_KEDA == 1 ]] && ! [[ -x $KEDA_BIN/keda && -x $KEDA_BIN/keda-adapter \
+    && "$(cat "$KEDA_BIN/.version" 2>/dev/null)" == "$KEDA_VERSION $(go env GOVERSION)" ]]; then
+  # Its go.mod has replace directives, so `go install module@version` refuses it: built as the main
+  # module from a copy of its source, static, version stamped as KEDA's Makefile does. In the
+  # background, beside the image builds (mostly I/O), since it takes minutes; waited for below.
+  echo ">> building KEDA $KEDA_VERSION (operator, metrics API server) from its Go module in the background (about seven minutes)"
+  mkdir -p "$KEDA_BIN"
+  rm -rf "$KEDA_SRC" && cp -r "$(mod_dir "github.com/kedacore/keda/v2@$KEDA_VERSION")" "$KEDA_SRC"
+  chmod -R u+w "$KEDA_SRC"
+  (
+    t0=$SECONDS V=github.com/kedacore/keda/v2/version
+    cd "$KEDA_SRC"
+    for cmd in operator:keda adapter:keda-adapter; do
+      CGO_ENABLED=0 GOFLAGS="-mod=mod -buildvcs=false" go build -trimpath \
+        -ldflags "-s -w -X $V.Version=${KEDA_VERSION#v} -X $V.GitCommit=$KEDA_VERSION" -o "$KEDA_BIN/${cmd#*:}" "./cmd/${cmd%%:*}"
+    done
+    echo "$KEDA_VERSION $(go env GOVERSION)" >"$KEDA_BIN/.version"
+    echo ">> KEDA $KEDA_VERSION built in $((SECONDS - t0)) s"
+  ) >"$OUT/keda-build.log" 2>&1 &
+  KEDA_BUILD_PID=$!
 fi
 
 # 3. dockerd for the duration of the build
@@ -261,6 +310,39 @@ if [[ $BUILD_MON == 1 ]]; then
   docker image prune -f >/dev/null
   echo "$MONHASH" >"$OUT/monitoring-stamp"
   echo ">> monitoring images built: $OPERATOR_TAG, $RELOADER_TAG, $PROM_TAG ($(du -h "$OUT/monitoring.tar" | cut -f1))"
+fi
+
+if [[ $BUILD_KEDA == 1 ]]; then
+  if [[ -n $KEDA_BUILD_PID ]]; then
+    wait "$KEDA_BUILD_PID" || { KEDA_BUILD_PID=; tail -40 "$OUT/keda-build.log"; exit 1; }
+    KEDA_BUILD_PID=
+    tail -1 "$OUT/keda-build.log"
+  fi
+  echo ">> docker build tools/keda/Dockerfile ($KEDA_OPERATOR_TAG, $KEDA_ADAPTER_TAG)"
+  mkdir -p "$CTX/keda/bin"
+  cp "$KEDA_BIN/keda" "$KEDA_BIN/keda-adapter" "$CTX/keda/bin/"
+  for t in operator:"$KEDA_OPERATOR_TAG":metrics-bind-address adapter:"$KEDA_ADAPTER_TAG":secure-port; do
+    IFS=: read -r target tag tagv flag <<<"$t"; tag=$tag:$tagv
+    docker build -q --network none --build-arg "BASE_IMAGE=$BASE_TAG" -f "$ROOT/tools/keda/Dockerfile" \
+      --target "$target" -t "$tag" "$CTX/keda" >/dev/null
+    # Each must start as built, as the uid it runs as: its usage names its own flags.
+    docker run --rm --network none "$tag" --help 2>&1 | grep -q -- "--$flag" || { echo "$tag does not start" >&2; exit 1; }
+  done
+  docker save -o "$OUT/keda.tar.tmp" "$KEDA_OPERATOR_TAG" "$KEDA_ADAPTER_TAG" && mv "$OUT/keda.tar.tmp" "$OUT/keda.tar"
+  # Its CRDs and its own deployment manifests (tools/realcluster.py install_keda applies them with
+  # this cluster's images and addresses).
+  KEDA_MOD=$(mod_dir "github.com/kedacore/keda/v2@$KEDA_VERSION")
+  rm -rf "$OUT/keda-crds" "$OUT/keda-manifests" && mkdir -p "$OUT/keda-crds" "$OUT/keda-manifests"
+  cp "$KEDA_MOD"/config/crd/bases/*.yaml "$OUT/keda-crds/"
+  for f in general/namespace service_account/service_account rbac/role rbac/role_binding manager/manager manager/service \
+      metrics-server/role metrics-server/role_binding metrics-server/service metrics-server/deployment metrics-server/api_service; do
+    cp "$KEDA_MOD/config/$f.yaml" "$OUT/keda-manifests/${f//\//-}.yaml"
+  done
+  chmod u+w "$OUT"/keda-crds/*.yaml "$OUT"/keda-manifests/*.yaml
+  printf '{"operator": "%s", "adapter": "%s", "version": "%s"}\n' "$KEDA_OPERATOR_TAG" "$KEDA_ADAPTER_TAG" "$KEDA_VERSION" >"$OUT/keda.json"
+  docker image prune -f >/dev/null
+  echo "$KEDAHASH" >"$OUT/keda-stamp"
+  echo ">> KEDA images built: $KEDA_OPERATOR_TAG, $KEDA_ADAPTER_TAG ($(du -h "$OUT/keda.tar" | cut -f1))"
 fi
 
 [[ $BUILD_APP == 1 ]] || exit 0

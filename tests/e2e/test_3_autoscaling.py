@@ -1,0 +1,189 @@
+"""Autoscaling on the engine's own signals, for real: KEDA (built from its Go module, running in the
+local cluster behind the API server's aggregation layer) scales the chart's real vLLM CPU Deployment
+through the chart's ScaledObject. A bounded load (the chart's `helm test` benchmark: vLLM's own
+client, 32 requests in flight against an engine of 16 sequences, so requests wait) scales it from 1
+to 2 replicas; when the load has ended it scales back to 1 after the stabilization window. The
+timeline (replicas and the trigger's inputs over time) is printed.
+
+The recipe is the catalog's CPU recipe for the test model under its own id with half a core
+requested per replica, so that two replicas, their client and the cluster's own pods fit the
+2-core node."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+import urllib.parse
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+import yaml
+
+import realcluster
+from localcluster import wait_for
+
+from .conftest import IMAGE_VALUES, ROOT, E2ECluster, require_monitoring_stack
+
+NS = "aim-engine-scale"
+RELEASE = "scale"
+CUSTOM_CM = "tiny-llama-small"
+RECIPE_ID = "tiny-llama-cpu-x86-bf16-small"
+CATALOG_RECIPE = ROOT / "recipes" / "catalog" / "tiny-llama" / "tiny-llama-cpu-x86-bf16.yaml"
+DEPLOYMENT = RELEASE
+
+
+@dataclass
+class Timeline:
+    t0: float = field(default_factory=time.monotonic)
+    rows: list[tuple[float, int, int, str]] = field(default_factory=list)
+
+    def add(self, replicas: int, ready: int, note: str = "") -> None:
+        self.rows.append((time.monotonic() - self.t0, replicas, ready, note))
+
+    def text(self) -> str:
+        return "\n".join(f"  t={t:6.0f} s  replicas {r}  ready {rd}  {n}" for t, r, rd, n in self.rows)
+
+
+def small_recipe() -> dict[str, Any]:
+    recipe = yaml.safe_load(CATALOG_RECIPE.read_text())
+    recipe["recipe_id"] = RECIPE_ID
+    recipe["description"] = "aim-engine/tiny-llama on vLLM's CPU build with half a core requested (the autoscaling e2e test)"
+    recipe["resources"]["requests"]["cpu"] = "500m"
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": CUSTOM_CM, "namespace": NS},
+        "data": {"recipe.yaml": yaml.safe_dump(recipe, sort_keys=False)},
+    }
+
+
+def query(prometheus: str, expr: str) -> float | None:
+    url = f"{prometheus}/api/v1/query?" + urllib.parse.urlencode({"query": expr})
+    with urllib.request.urlopen(url, timeout=10) as r:
+        result = json.loads(r.read())["data"]["result"]
+    return float(result[0]["value"][1]) if result else None
+
+
+@pytest.fixture(scope="module")
+def scaled(e2e: E2ECluster) -> Iterator[tuple[E2ECluster, str]]:
+    require_monitoring_stack(e2e)
+    if not (realcluster.IMAGES / "keda.json").exists():
+        pytest.fail("the KEDA images are missing: run make images")
+    realcluster.install_keda(e2e.kubeconfig)
+    prometheus = realcluster.prometheus_url(e2e.kubeconfig)
+    repository, _, tag = realcluster.vllm_image().rpartition(":")
+    e2e.kubectl("create", "namespace", NS, check=True)
+    e2e.kubectl("apply", "-f", "-", stdin=json.dumps(small_recipe()), check=True)
+    values = [
+        "--set", f"aim_engine.model_id={realcluster.TEST_MODEL_ID}",
+        "--set", "aim_engine.hardware.gpu_type=CPU-x86",
+        "--set", f"aim_engine.custom_recipe={CUSTOM_CM}",
+        "--set-string", "aim_engine.env_vars.HF_HUB_OFFLINE=1",
+        "--set", f"image.vllm.repository={repository}",
+        "--set", f"image.vllm.tag={tag}",
+        "--set", "image.vllm.pull_policy=Never",
+        *[a for k, v in IMAGE_VALUES.items() for a in ("--set", f"{k}={v}")],
+        "--set", "service.type=ClusterIP",
+        "--set", "monitoring.enabled=true",
+        "--set", "monitoring.prometheus.scrape_interval=5s",
+        # every replica mounts the one cache: the chart asks for ReadWriteMany when replicas can be
+        # more than one (the local volumes are hostPaths offering it)
+        "--set", "model_cache.access_modes={ReadWriteMany}",
+        "--set", "autoscaling.enabled=true",
+        "--set", f"autoscaling.prometheus_url={prometheus}",
+        "--set", "autoscaling.max_replicas=2",
+        "--set", "autoscaling.polling_interval_seconds=5",
+        "--set", "autoscaling.scale_up_stabilization_seconds=0",
+        "--set", "autoscaling.scale_down_stabilization_seconds=30",
+        "--set", "autoscaling.waiting_requests_per_replica=4",
+        "--set", "benchmark.concurrency=32",
+        "--set", "benchmark.num_prompts=2400",
+        "--set", "benchmark.timeout_seconds=900",
+        "--set", "benchmark.resources.requests.cpu=200m",
+        "--set-json", "benchmark.max_error_ratio=0.01",
+    ]  # fmt: skip
+    try:
+        e2e.run(
+            str(ROOT / ".tools/bin/helm"),
+            "install", RELEASE, str(ROOT / "chart"), "-n", NS, *values, "--wait", "--timeout", "10m",
+            check=True,
+        )  # fmt: skip
+        yield e2e, prometheus
+    finally:
+        print(e2e.kubectl("get", "scaledobject,hpa,deploy,pods,events", "-n", NS).stdout[-5000:])
+        e2e.helm("uninstall", RELEASE, "-n", NS, "--wait", "--timeout", "5m")
+        e2e.kubectl("delete", "namespace", NS, "--ignore-not-found", "--wait=false")
+
+
+def deployment(e2e: E2ECluster) -> dict[str, Any]:
+    return json.loads(e2e.kubectl("get", "deployment", DEPLOYMENT, "-n", NS, "-o", "json", check=True).stdout)
+
+
+def test_keda_scales_the_real_engine_up_under_load_and_back_down_after(scaled: tuple[E2ECluster, str]) -> None:
+    e2e, prometheus = scaled
+    so = json.loads(e2e.kubectl("get", "scaledobject", RELEASE, "-n", NS, "-o", "json", check=True).stdout)
+    wait_for(
+        lambda: any(c["type"] == "Ready" and c["status"] == "True" for c in so_status(e2e)),
+        timeout=120,
+        what="the ScaledObject Ready (KEDA reached Prometheus)",
+    )
+    assert deployment(e2e)["spec"]["replicas"] == 1
+    assert [t["name"] for t in so["spec"]["triggers"]] == ["recipe-capacity", "queue"]
+    timeline = Timeline()
+    timeline.add(1, 1, "before the load")
+    waiting = f'sum(vllm:num_requests_waiting{{namespace="{NS}"}})'
+    bench = subprocess.Popen(
+        [str(ROOT / ".tools/bin/helm"), "test", RELEASE, "-n", NS, "--timeout", "15m"],
+        env=e2e.env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+
+        def observe() -> int:
+            d = deployment(e2e)
+            replicas, ready = d["spec"].get("replicas", 1), d["status"].get("readyReplicas", 0)
+            timeline.add(replicas, ready, f"requests waiting {query(prometheus, waiting)}")
+            if bench.poll() is not None and replicas < 2:
+                raise AssertionError(
+                    f"the load ended before the scale-up:\n{timeline.text()}\n{bench.stdout.read() if bench.stdout else ''}"
+                )
+            return replicas
+
+        wait_for(lambda: observe() >= 2, timeout=300, what="KEDA scaling the Deployment to 2 replicas")
+        up = timeline.rows[-1][0]
+        wait_for(lambda: deployment(e2e)["status"].get("readyReplicas", 0) >= 2, timeout=300, what="the second replica Ready")
+        timeline.add(2, 2, "second replica serving")
+        out, _ = bench.communicate(timeout=900)
+        assert bench.returncode == 0, out[-3000:]
+        timeline.add(deployment(e2e)["spec"]["replicas"], deployment(e2e)["status"].get("readyReplicas", 0), "load ended")
+        ended = timeline.rows[-1][0]
+
+        def scaled_down() -> bool:
+            d = deployment(e2e)
+            timeline.add(
+                d["spec"].get("replicas", 1),
+                d["status"].get("readyReplicas", 0),
+                f"requests waiting {query(prometheus, waiting)}",
+            )
+            return bool(d["spec"].get("replicas") == 1)
+
+        wait_for(scaled_down, timeout=300, what="KEDA scaling the Deployment back to 1 replica")
+        down = timeline.rows[-1][0]
+    finally:
+        if bench.poll() is None:
+            bench.kill()
+        print("\nautoscaling timeline (KEDA, chart ScaledObject, real vLLM CPU Deployment):\n" + timeline.text())
+    print(f"scale-up {up:.0f} s after the load started; scale-down {down - ended:.0f} s after it ended")
+    hpa = json.loads(e2e.kubectl("get", "hpa", "-n", NS, "-o", "json", check=True).stdout)["items"]
+    assert [h["spec"]["scaleTargetRef"]["name"] for h in hpa] == [DEPLOYMENT]  # KEDA's HPA, driven by the real HPA controller
+
+
+def so_status(e2e: E2ECluster) -> list[dict[str, Any]]:
+    so = json.loads(e2e.kubectl("get", "scaledobject", RELEASE, "-n", NS, "-o", "json", check=True).stdout)
+    return list(so.get("status", {}).get("conditions", []))
