@@ -48,8 +48,14 @@ class Timeline:
     t0: float = field(default_factory=time.monotonic)
     rows: list[tuple[float, int, int, str]] = field(default_factory=list)
 
-    def add(self, replicas: int, ready: int, note: str = "") -> None:
-        self.rows.append((time.monotonic() - self.t0, replicas, ready, note))
+    def add(self, replicas: int, ready: int, note: str = "", *, sample: bool = False) -> None:
+        """A row; a `sample` is kept only when the counts changed or 10 s have passed."""
+        now = time.monotonic() - self.t0
+        if sample and self.rows:
+            last = self.rows[-1]
+            if (last[1], last[2]) == (replicas, ready) and now - last[0] < 10:
+                return
+        self.rows.append((now, replicas, ready, note))
 
     def text(self) -> str:
         return "\n".join(f"  t={t:6.0f} s  replicas {r}  ready {rd}  {n}" for t, r, rd, n in self.rows)
@@ -167,7 +173,7 @@ def test_keda_scales_the_real_engine_up_under_load_and_back_down_after(scaled: t
         def observe() -> int:
             d = deployment(e2e)
             replicas, ready = d["spec"].get("replicas", 1), d["status"].get("readyReplicas", 0)
-            timeline.add(replicas, ready, f"load {fmt(query(prometheus, load))} of the recipe's capacity")
+            timeline.add(replicas, ready, f"load {fmt(query(prometheus, load))} of the recipe's capacity", sample=True)
             if bench.poll() is not None and replicas < 2:
                 raise AssertionError(
                     f"the load ended before the scale-up:\n{timeline.text()}\n{bench.stdout.read() if bench.stdout else ''}"
@@ -183,7 +189,19 @@ def test_keda_scales_the_real_engine_up_under_load_and_back_down_after(scaled: t
 
         wait_for(second_ready, timeout=300, what="the second replica Ready while the load lasts")
         timeline.add(2, 2, "second replica Ready")
-        out, _ = bench.communicate(timeout=900)
+
+        def load_done() -> bool:
+            d = deployment(e2e)
+            timeline.add(
+                d["spec"].get("replicas", 1),
+                d["status"].get("readyReplicas", 0),
+                f"load {fmt(query(prometheus, load))} of the recipe's capacity",
+                sample=True,
+            )
+            return bench.poll() is not None
+
+        wait_for(load_done, timeout=900, what="the benchmark's end")
+        out, _ = bench.communicate(timeout=60)
         assert bench.returncode == 0, out[-3000:]
         served = {
             r["metric"]["pod"]: float(r["value"][1])
@@ -194,7 +212,7 @@ def test_keda_scales_the_real_engine_up_under_load_and_back_down_after(scaled: t
             deployment(e2e)["status"].get("readyReplicas", 0),
             f"requests served per pod {served}",
         )
-        assert len(served) == 2 and min(served.values()) > 0, f"both replicas served requests: {served}"
+        assert sum(v > 0 for v in served.values()) >= 2, f"both replicas served requests: {served}"
         timeline.add(deployment(e2e)["spec"]["replicas"], deployment(e2e)["status"].get("readyReplicas", 0), "load ended")
         ended = timeline.rows[-1][0]
 
@@ -204,6 +222,7 @@ def test_keda_scales_the_real_engine_up_under_load_and_back_down_after(scaled: t
                 d["spec"].get("replicas", 1),
                 d["status"].get("readyReplicas", 0),
                 f"load {fmt(query(prometheus, load))} of the recipe's capacity",
+                sample=True,
             )
             return bool(d["spec"].get("replicas") == 1)
 
