@@ -735,6 +735,31 @@ def install_keda(kubeconfig: Path, *, timeout: float = 240) -> str:
     return str(info["version"])
 
 
+def uninstall_keda(kubeconfig: Path) -> None:
+    """Remove what install_keda added, the APIService first: an aggregated API whose server is gone
+    makes every client's discovery fail ("unable to retrieve the complete list of server APIs")."""
+    config.load_kube_config(config_file=str(kubeconfig))
+    rbac = client.RbacAuthorizationV1Api()
+    steps = [
+        lambda: client.ApiregistrationV1Api().delete_api_service("v1beta1.external.metrics.k8s.io"),
+        lambda: client.CoreV1Api().delete_namespace(KEDA_NS),
+    ]
+    for f in sorted((IMAGES / "keda-manifests").glob("*.yaml")):
+        for doc in yaml.safe_load_all(f.read_text()):
+            if doc and doc["kind"] == "ClusterRole":
+                steps.append(lambda n=doc["metadata"]["name"]: rbac.delete_cluster_role(n))
+            elif doc and doc["kind"] == "ClusterRoleBinding":
+                steps.append(lambda n=doc["metadata"]["name"]: rbac.delete_cluster_role_binding(n))
+            elif doc and doc["kind"] == "RoleBinding" and doc["metadata"].get("namespace") == "kube-system":
+                steps.append(lambda n=doc["metadata"]["name"]: rbac.delete_namespaced_role_binding(n, "kube-system"))
+    for step in steps:
+        try:
+            step()
+        except ApiException as e:
+            if e.status != 404:
+                raise
+
+
 def _keda_patch(doc: dict[str, Any], info: dict[str, str]) -> None:
     """KEDA's upstream manifests, for this cluster: its images (never pulled), the operator's fixed
     cluster IP and the metrics server's address for it (no DNS), no webhook patching."""

@@ -139,6 +139,7 @@ def scaled(e2e: E2ECluster) -> Iterator[tuple[E2ECluster, str]]:
         print(e2e.kubectl("get", "scaledobject,hpa,deploy,pods,events", "-n", NS).stdout[-5000:])
         e2e.helm("uninstall", RELEASE, "-n", NS, "--wait", "--timeout", "5m")
         e2e.kubectl("delete", "namespace", NS, "--ignore-not-found", "--wait=false")
+        realcluster.uninstall_keda(e2e.kubeconfig)
 
 
 def deployment(e2e: E2ECluster) -> dict[str, Any]:

@@ -131,7 +131,8 @@ fi
 if [[ $WANT_KEDA == 1 ]]; then
   [[ -n $KEDA_VERSION ]] || { echo "KEDA_VERSION not found in the Makefile" >&2; exit 2; }
   KEDAHASH=$(keda_hash)
-  if [[ -f $OUT/keda.tar && -f $OUT/keda.json && "$(cat "$OUT/keda-stamp" 2>/dev/null)" == "$KEDAHASH" ]]; then
+  if [[ -f $OUT/keda.tar && -f $OUT/keda.json && -d $OUT/keda-manifests && -d $OUT/keda-crds \
+      && "$(cat "$OUT/keda-stamp" 2>/dev/null)" == "$KEDAHASH" ]]; then
     echo ">> KEDA images up to date ($KEDAHASH)"
   else
     BUILD_KEDA=1
@@ -224,7 +225,7 @@ fi
 
 KEDA_BUILD_PID=
 if [[ $BUILD_KEDA == 1 ]] && ! [[ -x $KEDA_BIN/keda && -x $KEDA_BIN/keda-adapter \
-    && "$(cat "$KEDA_BIN/.version" 2>/dev/null)" == "$KEDA_VERSION $(go env GOVERSION)" ]]; then
+    && "$(cat "$KEDA_BIN/.version" 2>/dev/null)" == "$KEDA_VERSION $(go env GOVERSION) $KEDA_BUILD_REV" ]]; then
   # Its go.mod has replace directives, so `go install module@version` refuses it: built as the main
   # module from a copy of its source, static, version stamped as KEDA's Makefile does. In the
   # background, beside the image builds (mostly I/O), since it takes minutes; waited for below.
@@ -239,7 +240,7 @@ if [[ $BUILD_KEDA == 1 ]] && ! [[ -x $KEDA_BIN/keda && -x $KEDA_BIN/keda-adapter
       CGO_ENABLED=0 GOFLAGS="-mod=mod -buildvcs=false" go build -trimpath \
         -ldflags "-s -w -X $V.Version=${KEDA_VERSION#v} -X $V.GitCommit=$KEDA_VERSION" -o "$KEDA_BIN/${cmd#*:}" "./cmd/${cmd%%:*}"
     done
-    echo "$KEDA_VERSION $(go env GOVERSION)" >"$KEDA_BIN/.version"
+    echo "$KEDA_VERSION $(go env GOVERSION) $KEDA_BUILD_REV" >"$KEDA_BIN/.version"
     echo ">> KEDA $KEDA_VERSION built in $((SECONDS - t0)) s"
   ) >"$OUT/keda-build.log" 2>&1 &
   KEDA_BUILD_PID=$!
