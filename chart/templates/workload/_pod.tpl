@@ -56,6 +56,9 @@ metadata:
     checksum/serving: {{ list (include "aim-engine.vllmArgs" $root) (include "aim-engine.env" $root) | toJson | sha256sum | trunc 16 }}
 spec:
   automountServiceAccountToken: false
+  {{- with $root.Values.workload.drain }}
+  terminationGracePeriodSeconds: {{ add .pre_stop_seconds .shutdown_timeout_seconds 10 }}
+  {{- end }}
   {{- with $root.Values.workload.priority_class_name }}
   priorityClassName: {{ . }}
   {{- end }}
@@ -137,6 +140,8 @@ spec:
         - "0.0.0.0"
         - "--port"
         - "8000"
+        - "--shutdown-timeout"
+        - {{ $root.Values.workload.drain.shutdown_timeout_seconds | toString | quote }}
         {{- if not $managed }}
         {{- if $gpus }}
         {{- if eq $role "leader" }}
@@ -182,6 +187,11 @@ spec:
         {{- toYaml . | nindent 8 }}
         {{- end }}
       {{- if ne $role "worker" }}
+      {{- with $root.Values.workload.drain.pre_stop_seconds }}
+      lifecycle:
+        preStop:
+          sleep: {seconds: {{ . }}}
+      {{- end }}
       ports:
         - name: http
           containerPort: 8000

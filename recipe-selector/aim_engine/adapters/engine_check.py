@@ -34,9 +34,10 @@ from aim_engine.rules.lint import LintIssue
 from aim_engine.rules.pod import parse_flags
 
 # The args chart/templates/workload/_pod.tpl gives the vLLM container before the webhook injects
-# the recipe's (a managed release: `command: [vllm, serve, MODEL]`, these args). The integration
-# test renders the chart and runs the webhook to hold this equal to what a pod really runs.
-CHART_SERVE_ARGS: tuple[str, ...] = ("--host", "0.0.0.0", "--port", "8000")
+# the recipe's (a managed release: `command: [vllm, serve, MODEL]`, these args, with the chart's
+# default workload.drain.shutdown_timeout_seconds). The integration test renders the chart and runs
+# the webhook to hold this equal to what a pod really runs.
+CHART_SERVE_ARGS: tuple[str, ...] = ("--host", "0.0.0.0", "--port", "8000", "--shutdown-timeout", "30")
 CONFIGS_DIR = Path("models") / "configs"  # under the recipes directory
 DEFAULT_VENV = Path(".tools") / "vllm-venv"  # under the repository
 CHECKER = Path("tools") / "vllm" / "check_recipes.py"  # under the repository
