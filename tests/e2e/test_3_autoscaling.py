@@ -1,7 +1,8 @@
 """Autoscaling on the engine's own signals, for real: KEDA (built from its Go module, running in the
 local cluster behind the API server's aggregation layer) scales the chart's real vLLM CPU Deployment
 through the chart's ScaledObject. A bounded load (the chart's `helm test` benchmark: vLLM's own
-client, 32 requests in flight, about three minutes) scales it from 1 to 2 replicas on the recipe-
+client, 32 requests in flight, about five minutes: a second vLLM replica
+loading on the same two busy cores takes two of them to become Ready) scales it from 1 to 2 replicas on the recipe-
 capacity trigger (output tokens/s over the recipe's expected tokens/s, here with a low target so
 that this node's throughput calls for two); the second replica serves part of the load; when the
 load has ended it scales back to 1 after the stabilization window. The timeline (replicas, ready
@@ -123,7 +124,7 @@ def scaled(e2e: E2ECluster) -> Iterator[tuple[E2ECluster, str]]:
         "--set-json", "autoscaling.target_capacity_ratio=0.3",
         "--set", "autoscaling.waiting_requests_per_replica=4",
         "--set", "benchmark.concurrency=32",
-        "--set", "benchmark.num_prompts=4000",
+        "--set", "benchmark.num_prompts=6400",
         "--set", "benchmark.timeout_seconds=900",
         "--set", "benchmark.resources.requests.cpu=200m",
         "--set-json", "benchmark.max_error_ratio=0.01",

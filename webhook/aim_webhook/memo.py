@@ -11,11 +11,12 @@ an old verdict. Exceptions are not memoised. Least recently used entries go firs
 
 from __future__ import annotations
 
-import json
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
 from typing import Generic, TypeVar
+
+import orjson
 
 from aim_engine.domain.recipe import Recipe
 from aim_engine.rules.pod import Workload
@@ -26,9 +27,10 @@ T = TypeVar("T")
 _PER_OBJECT = ("name", "generateName", "uid", "resourceVersion", "creationTimestamp", "managedFields", "generation")
 
 
-def fingerprint(workload: Workload) -> str:
-    """What check_workload and mutate read of a workload, as one canonical string."""
-    return json.dumps(
+def fingerprint(workload: Workload) -> bytes:
+    """What check_workload and mutate read of a workload, as one canonical JSON text (orjson: a
+    tenth of the standard library's time, and this runs for every review)."""
+    return orjson.dumps(
         [
             workload.kind,
             workload.recipe_id,
@@ -41,8 +43,7 @@ def fingerprint(workload: Workload) -> str:
                 for t in workload.templates
             ],
         ],
-        sort_keys=True,
-        separators=(",", ":"),
+        option=orjson.OPT_SORT_KEYS,
         default=str,
     )
 

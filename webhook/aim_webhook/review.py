@@ -6,10 +6,11 @@ warnings are at most 120 characters; a denial has status.code and status.message
 from __future__ import annotations
 
 import base64
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
+
+import orjson
 
 MAX_WARNING = 120
 
@@ -65,6 +66,11 @@ def parse_review(doc: Any) -> ReviewRequest:
     )
 
 
+def encode_patch(patch: Sequence[Mapping[str, Any]]) -> str:
+    """A JSON Patch as the response carries it (base64 of its JSON); empty for no operations."""
+    return base64.b64encode(orjson.dumps(list(patch))).decode() if patch else ""
+
+
 def trim_warning(text: str) -> str:
     return text if len(text) <= MAX_WARNING else text[: MAX_WARNING - 1] + "…"
 
@@ -76,14 +82,18 @@ def response(
     message: str = "",
     code: int = 403,
     patch: Sequence[Mapping[str, Any]] = (),
+    encoded_patch: str = "",
     warnings: Sequence[str] = (),
 ) -> dict[str, Any]:
+    """The AdmissionReview answering `req`. The patch as operations, or already encoded
+    (`encode_patch`: a memoised mutation is encoded once, not at every review)."""
     body: dict[str, Any] = {"uid": req.uid, "allowed": allowed}
     if not allowed:
         body["status"] = {"code": code, "message": message, "reason": "Forbidden" if code == 403 else "InternalError"}
-    if patch:
+    encoded_patch = encoded_patch or encode_patch(patch)
+    if encoded_patch:
         body["patchType"] = "JSONPatch"
-        body["patch"] = base64.b64encode(json.dumps(list(patch), separators=(",", ":")).encode()).decode()
+        body["patch"] = encoded_patch
     if warnings:
         body["warnings"] = [trim_warning(w) for w in warnings]
     return {"apiVersion": req.api_version, "kind": "AdmissionReview", "response": body}
