@@ -28,6 +28,7 @@ from aim_engine.rules.workload import Toggles, check_workload
 from .memo import Memo, fingerprint
 from .mutate import apply, mutate
 from .observability import DURATION, HTTP_ERRORS, REQUESTS, now, render_metrics
+from .offload import MustWait
 from .recipes import RecipeResolver
 from .review import BadReview, ReviewRequest, encode_patch, parse_review, response
 
@@ -132,6 +133,8 @@ class Reviewer:
         req = parsed
         try:
             body, outcome, reason = handler(req)
+        except MustWait:  # answered again on a thread (offload.py): nothing counted or logged here
+            raise
         except Exception:  # never crash a worker, never silently allow
             log.exception("internal error answering review", extra={"uid": req.uid, "kind": req.kind, "endpoint": endpoint})
             body = response(
@@ -281,6 +284,11 @@ def create_app(
     @app.errorhandler(HTTPException)
     def http_error(e: HTTPException) -> Response:
         return _error(e.code or 500, e.description or e.name)
+
+    @app.errorhandler(MustWait)
+    def must_wait(e: MustWait) -> Response:
+        # Never sent: the worker discards this answer and answers the request on a thread.
+        return Response(f"moved to a thread: {e.what}\n", status=503, mimetype="text/plain")
 
     @app.post("/validate")
     def validate_endpoint() -> Response:

@@ -3,7 +3,8 @@
     aim-webhook serve --host 0.0.0.0 --port 8443 --tls-cert /tls/tls.crt --tls-key /tls/tls.key
 
 Workers are gunicorn's gthread model with the request read in the event loop under deadlines
-(aim_webhook.worker: a slow client never holds a thread) and connections balanced across workers;
+(aim_webhook.worker: a slow client never holds a thread), answered there unless it must wait for the
+API server (then on a thread: aim_webhook.offload), and connections balanced across workers;
 connections are kept alive (the API server reuses them); the TLS context follows the certificate
 files (rotation without restart); SIGTERM drains (--shutdown-delay: readiness false, connections
 closed after their response) and then finishes in-flight requests (--graceful-timeout)."""
@@ -52,6 +53,13 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=int(os.environ.get("AIM_WEBHOOK_WORKER_CONNECTIONS", "1000")),
         help="connections one worker holds at most (idle and slow ones included; they cost no thread)",
+    )
+    s.add_argument(
+        "--inline",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="answer a complete request in the worker's event loop; one that must read the API server moves to a "
+        "thread (--threads), as does /metrics (--no-inline: every request on a thread)",
     )
     s.add_argument("--graceful-timeout", type=int, default=25, help="seconds SIGTERM waits for in-flight requests")
     s.add_argument(
@@ -406,6 +414,7 @@ def _serve(args: argparse.Namespace) -> int:
         header_timeout=args.header_timeout,
         body_timeout=args.body_timeout,
         keepalive=args.keepalive,
+        inline=args.inline,
     )
     from aim_engine.domain.errors import AimError
 

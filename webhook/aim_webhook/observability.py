@@ -30,6 +30,11 @@ DROPPED = Counter(
     "connections that never sent a request closed to make room (idle_evicted)",
     ["reason"],
 )
+OFFLOADED = Counter(
+    "aim_webhook_offloaded_requests",
+    "Requests the event loop began and moved to a thread because they had to wait for the API server "
+    "(reading a recipe ConfigMap); every other request is answered in the event loop",
+)
 CERT_EXPIRY = Gauge(
     "aim_webhook_certificate_expiry_timestamp_seconds", "notAfter of the serving certificate (Unix time)", multiprocess_mode="max"
 )

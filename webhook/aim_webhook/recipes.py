@@ -29,6 +29,8 @@ from aim_engine.domain.errors import AimError
 from aim_engine.domain.recipe import Recipe
 from aim_engine.rules.pod import Workload
 
+from .offload import before_io
+
 ConfigMapReader = Callable[[str, str], Mapping[str, Any] | None]
 
 
@@ -101,6 +103,7 @@ class RecipeResolver:
     def _load(self, namespace: str, name: str) -> Resolution:
         if self.read_configmap is None:
             return Resolution(None, f"recipe ConfigMap {namespace}/{name} cannot be read: the webhook runs without API access")
+        before_io(f"reading ConfigMap {namespace}/{name}")
         try:
             cm = self.read_configmap(namespace, name)
         except Forbidden:

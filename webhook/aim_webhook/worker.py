@@ -68,13 +68,18 @@ from gunicorn.workers.gthread import TConn, ThreadWorker
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from .observability import DROPPED, HTTP_ERRORS
+from . import offload
+from .observability import DROPPED, HTTP_ERRORS, OFFLOADED
 
 log = logging.getLogger("aim_webhook.server")
 
 STALE_AFTER = 2.0  # seconds without a heartbeat: the worker is left out of the balance (its loop beats ≥ 1/s)
 STOP_LINGER = 2.0  # a stopping worker keeps idle kept-alive connections this long (gunicorn's value)
 LINGER_CLOSE = 2.0  # after a refusal, read and discard what the client still sends, this long
+NOTIFY_EVERY = 0.5  # seconds between two heartbeats to gunicorn's master
+COALESCE_MAX = 256 * 1024  # a response up to this size goes out in one write
+INLINE_MAX_BYTES = 256 * 1024  # a larger request is answered on a thread (its parsing alone takes a while)
+THREADED_PATHS = (b"/metrics",)  # its collectors read the API server: always on a thread
 
 
 @dataclass(frozen=True)
@@ -85,6 +90,7 @@ class Limits:
     max_header_bytes: int = 64 * 1024
     max_body_bytes: int = 7 * 1024 * 1024
     keepalive: float = 120.0
+    inline: bool = True  # answer complete requests in the event loop (offload.py); False: every one on a thread
 
 
 class _Slot(ctypes.Structure):
@@ -237,6 +243,7 @@ class DeadlineWorker(ThreadWorker):  # type: ignore[misc]
         self.next_sweep = 0.0
         self.fewest: int | None = None
         self.slot: _Slot | None = None
+        self.notified = 0.0
 
     # ---- process start and the shared board -------------------------------------------------
 
@@ -246,6 +253,16 @@ class DeadlineWorker(ThreadWorker):  # type: ignore[misc]
             self.slot = self.board.slots[index]
             self.slot.pid, self.slot.conns, self.slot.requests, self.slot.beat = os.getpid(), 0, 0, time.monotonic()
         super().init_process()
+
+    def notify(self) -> None:
+        """gunicorn's liveness signal to the master (a utime of the worker's temporary file),
+        at most twice a second: gthread calls it at every turn of the loop, and at a few hundred
+        reviews a second that syscall was among the worker's largest costs (tools/bench_webhook.py).
+        The master's timeout (30 s) is far longer."""
+        now = time.monotonic()
+        if now - self.notified >= NOTIFY_EVERY:
+            self.notified = now
+            super().notify()
 
     def _beat(self, now: float) -> None:
         if self.slot is not None:
@@ -528,11 +545,38 @@ class DeadlineWorker(ThreadWorker):  # type: ignore[misc]
         except OSError:
             self._close(conn)
             return
-        conn.init()
-        conn.parser.unreader.unread(bytes(conn.buf))
+        raw = bytes(conn.buf)
         conn.buf = bytearray()
+        if self._may_inline(raw):
+            keep = self._inline(conn, raw)
+            if keep is not None:
+                self._finish(conn, keep)
+                return
+        conn.init()
+        conn.parser.unreader.unread(raw)
         fs = self.tpool.submit(self.handle, conn)
         fs.add_done_callback(lambda fut: self.method_queue.defer(self.finish_request, conn, fut))
+
+    def _may_inline(self, raw: bytes) -> bool:
+        if not self.limits.inline or len(raw) > INLINE_MAX_BYTES:
+            return False
+        line = raw[: raw.find(b"\r\n")].split(b" ")
+        path = line[1].split(b"?", 1)[0] if len(line) > 1 else b""
+        return path not in THREADED_PATHS
+
+    def _inline(self, conn: _Conn, raw: bytes) -> bool | None:
+        """Answer in the event loop; None when the request must wait for I/O (offload.py): the
+        answer it produced was discarded, and it goes to a thread with a fresh parser."""
+        conn.init()
+        conn.parser.unreader.unread(raw)
+        with offload.inline() as state:
+            keep = self.handle(conn)
+        if not state.escaped:
+            return keep
+        OFFLOADED.inc()
+        conn.answered = False
+        conn.parser = http.get_parser(self.cfg, conn.sock, conn.client)
+        return None
 
     def enqueue_req(self, conn: Any) -> None:  # gthread's path; every request here goes through _dispatch
         self._dispatch(conn)
@@ -544,11 +588,14 @@ class DeadlineWorker(ThreadWorker):  # type: ignore[misc]
             log.exception("unexpected error after a response to %s; closing the connection", conn.peer())
             self._close(conn)
 
-    def _finish(self, conn: _Conn, fs: futures.Future[Any]) -> None:
-        try:
-            keep = bool(fs.result()) if not fs.cancelled() else False
-        except Exception:
-            keep = False
+    def _finish(self, conn: _Conn, fs: futures.Future[Any] | bool) -> None:
+        if isinstance(fs, bool):
+            keep = fs
+        else:
+            try:
+                keep = bool(fs.result()) if not fs.cancelled() else False
+            except Exception:
+                keep = False
         if conn.answered:
             conn.served += 1
             if self.slot is not None:
@@ -573,10 +620,16 @@ class DeadlineWorker(ThreadWorker):  # type: ignore[misc]
             if not self._head(conn):
                 return
             if 0 <= conn.need <= len(conn.buf):
-                self._dispatch(conn)
+                # Pipelined requests: the next one after this turn of the loop, not by recursion
+                # (answered in the event loop, a client's hundreds of pipelined requests would nest).
+                self.method_queue.defer(self._dispatch_if_complete, conn)
                 return
         if leftover or pending:  # (TLS holds decrypted bytes the selector cannot see)
             self._read(conn)
+
+    def _dispatch_if_complete(self, conn: _Conn) -> None:
+        if conn.phase in (HEAD, BODY) and 0 <= conn.need <= len(conn.buf):
+            self._dispatch(conn)
 
     # ---- in a thread --------------------------------------------------------------------------
 
@@ -592,7 +645,7 @@ class DeadlineWorker(ThreadWorker):  # type: ignore[misc]
                 # Draining: the client reconnects, to a replica that is not going away. A body left
                 # unread: where the next request would start is unknown. Overloaded: to rebalance.
                 req.must_close = True
-            keep = self.handle_request(req, conn)
+            keep = self._respond(req, conn)
             conn.answered = True
             if not keep or conn.body_unread:
                 return False
@@ -613,6 +666,24 @@ class DeadlineWorker(ThreadWorker):  # type: ignore[misc]
         except Exception as e:
             self.handle_error(req, conn.sock, conn.client, e)
         return False
+
+    def _respond(self, req: Any, conn: _Conn) -> bool:
+        """gunicorn's handle_request, with the response written once: gunicorn writes the head
+        and then each body chunk, each its own TLS record, syscall and (on loopback) TCP segment;
+        gathered, an answer is one of each."""
+        real = conn.sock
+        out = _Gather(real)
+        conn.sock = out
+        try:
+            return bool(self.handle_request(req, conn))
+        finally:
+            conn.sock = real
+            if offload.escaped():
+                # The placeholder answer of a request that must wait (offload.py): never sent, the
+                # request is answered again on a thread. (It is small: it cannot have been flushed.)
+                out.discard()
+            else:
+                out.flush()
 
     # ---- closing --------------------------------------------------------------------------------
 
@@ -682,6 +753,35 @@ class DeadlineWorker(ThreadWorker):  # type: ignore[misc]
             if not data:
                 break
         self._close(conn)
+
+
+class _Gather:
+    """A socket whose sendall gathers what it is given (up to COALESCE_MAX) until flush(); every
+    other use flushes first and goes to the socket itself."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self._sock = sock
+        self._parts: list[bytes] = []
+        self._size = 0
+
+    def sendall(self, data: bytes) -> None:
+        self._parts.append(bytes(data))
+        self._size += len(data)
+        if self._size > COALESCE_MAX:
+            self.flush()
+
+    def discard(self) -> None:
+        self._parts, self._size = [], 0
+
+    def flush(self) -> None:
+        if self._parts:
+            data = b"".join(self._parts)
+            self._parts, self._size = [], 0
+            self._sock.sendall(data)
+
+    def __getattr__(self, name: str) -> Any:
+        self.flush()
+        return getattr(self._sock, name)
 
 
 def worker_class(board: Board, limits: Limits) -> type[DeadlineWorker]:
