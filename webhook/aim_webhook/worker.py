@@ -17,8 +17,14 @@ moves everything before the application into the worker's event loop, with a dea
   not read: the application answers 413 from the header and the connection closes; a chunked body
   is refused with 411 — the API server always sends Content-Length).
 
-Only a complete request reaches a thread, with every byte already in memory, so a thread never
-waits on a client. A connection that misses a deadline is closed, counted in
+Only a complete request is answered, with every byte already in memory, so nothing waits on a
+client. It is answered in the event loop itself (a review is pure computation: handing it to a thread
+and back cost more than the review, and doubled its tail latency), unless it must wait for the API
+server — a Pod's selection ConfigMap is read fresh — or is /metrics (whose collectors read the API
+server) or larger than INLINE_MAX_BYTES: those go to the thread pool. A review finds out it must
+wait just before the read (offload.py): its placeholder answer is discarded and it starts again on a
+thread from its raw bytes. Responses are written in one piece (`_Gather`), and gunicorn's heartbeat
+to the master is sent at most twice a second. A connection that misses a deadline is closed, counted in
 `aim_webhook_connections_dropped_total{reason}` and logged (at most a few lines a second; the rest
 are summed into the next line). An idle connection costs a selector entry, not a thread. Near
 `worker_connections`, the connection that has waited longest without ever sending a request is

@@ -3,7 +3,6 @@ context, experts, precision) and what follows from them (valid parallel sizes, a
 from the bundled table (recipes/models/models.yaml). aim_engine.domain.model_config builds the same
 value from a Hugging Face config.json."""
 
-
 from __future__ import annotations
 
 from collections.abc import Mapping

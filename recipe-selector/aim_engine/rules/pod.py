@@ -19,6 +19,7 @@ from aim_engine.domain.errors import InputError
 
 SHORT_FLAGS = {"-tp": "tensor_parallel_size", "-pp": "pipeline_parallel_size", "-dp": "data_parallel_size", "-q": "quantization"}
 
+
 class MalformedObject(InputError):
     """The object does not have the shape its kind requires (wrong types, missing pod spec)."""
 

@@ -4,7 +4,6 @@ aim_engine.rules.compat (the same the webhook enforces), and the cluster's nodes
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 from decimal import Decimal
 from typing import NamedTuple
 
@@ -18,6 +17,7 @@ from aim_engine.rules.compat import Finding, FindingCode, static_findings
 from aim_engine.rules.memory import MemoryPlan
 from aim_engine.rules.slo import check_slo
 from aim_engine.selection.request import Request
+from aim_engine.selection.result import Packing
 
 # Capacity findings that say the recipe's hardware is not here at all: they rule the recipe out
 # like a static rule does, not only until GPUs are freed.
@@ -250,21 +250,6 @@ def capacity_findings(recipe: Recipe, product: GpuProduct, inventory: Inventory)
             fix=f"free GPUs on {recipe.nodes - cap.nodes_with_free(per_node)} more {product.name} node(s)",
         )
     ]
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Packing:
-    """Where one pod of the recipe goes, densest first: the usable nodes of its device with room,
-    nodes that already run something (any device of the node in use) before empty ones, then the
-    fullest. `preferred`: the node pods are steered to (a node in use, when one has room), with
-    `reason` saying so; `resource`: the name that node advertises the device as (a partition can be
-    nvidia.com/mig-3g.40gb or, under the single strategy, nvidia.com/gpu)."""
-
-    nodes: tuple[str, ...]
-    resource: str | None = None
-    preferred: str | None = None
-    preferred_hostname: str | None = None
-    reason: str = ""
 
 
 def packing(recipe: Recipe, inventory: Inventory) -> Packing:

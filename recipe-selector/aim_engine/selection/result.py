@@ -16,12 +16,27 @@ from aim_engine.rules.compat import Finding
 from aim_engine.rules.evidence import figure_provenance, figure_source
 from aim_engine.rules.memory import MemoryPlan
 from aim_engine.rules.ranking import ParetoPoint
-from aim_engine.selection.feasibility import Packing
 from aim_engine.selection.request import Request
 
 # The fallback levels, in the order they are tried (see aim_engine.selection.levels).
 Level = Literal["primary", "secondary", "tertiary", "default"]
 LEVELS: tuple[Level, ...] = get_args(Level)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Packing:
+    """Where one pod of the recipe goes, densest first: the usable nodes of its device with room,
+    nodes that already run something (any device of the node in use) before empty ones, then the
+    fullest. `preferred`: the node pods are steered to (a node in use, when one has room), with
+    `reason` saying so; `resource`: the name that node advertises the device as (a partition can be
+    nvidia.com/mig-3g.40gb or, under the single strategy, nvidia.com/gpu)."""
+
+    nodes: tuple[str, ...]
+    resource: str | None = None
+    preferred: str | None = None
+    preferred_hostname: str | None = None
+    reason: str = ""
+
 
 # A candidate's verdict: the one selected, one that fits but was not chosen, one that does not fit.
 Verdict = Literal["selected", "eligible", "rejected"]
