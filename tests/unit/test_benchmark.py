@@ -48,6 +48,18 @@ def test_errors_above_the_bound_record_a_failure_not_a_number() -> None:
     assert r.reason == "5 of 1200 requests failed (0.4%, above the bound 0.0%)"
 
 
+def test_a_failed_run_says_why_its_requests_failed_when_the_client_kept_the_errors() -> None:
+    samples = ["aiohttp.client_exceptions.ServerDisconnectedError: Server disconnected", " ", 7, "x" * 400, "a", "b"]
+    r = from_client({**raw(), "error_samples": samples}, conditions=COND, provenance=PROV, max_error_ratio=0.0)
+    assert r.outcome == "failed"
+    assert r.reason == (
+        "5 of 1200 requests failed (0.4%, above the bound 0.0%); the client's errors: "
+        "aiohttp.client_exceptions.ServerDisconnectedError: Server disconnected | " + "x" * 300 + " | a"
+    )
+    plain = from_client({**raw(), "error_samples": "not a list"}, conditions=COND, provenance=PROV, max_error_ratio=0.0)
+    assert plain.reason == "5 of 1200 requests failed (0.4%, above the bound 0.0%)"
+
+
 @pytest.mark.parametrize(
     ("doc", "error", "reason"),
     [

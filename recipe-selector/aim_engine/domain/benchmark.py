@@ -126,7 +126,8 @@ def from_client(
         return failed(client_error or f"no request completed of {total}", errors=errors)
     if total and errors / total > max_error_ratio:
         return failed(
-            f"{errors} of {total} requests failed ({errors / total:.1%}, above the bound {max_error_ratio:.1%})",
+            f"{errors} of {total} requests failed ({errors / total:.1%}, above the bound {max_error_ratio:.1%})"
+            + _error_samples(raw.get("error_samples")),
             completed=completed,
             errors=errors,
         )
@@ -146,6 +147,15 @@ def from_client(
         duration_seconds=duration,
         figures=figures,
     )
+
+
+def _error_samples(samples: object) -> str:
+    """The client's distinct error messages (the chart's client keeps up to three as
+    `error_samples`), for the reason of a run that failed too many requests."""
+    if not isinstance(samples, list):
+        return ""
+    kept = [str(x).strip()[:300] for x in samples if isinstance(x, str) and x.strip()][:3]
+    return ("; the client's errors: " + " | ".join(kept)) if kept else ""
 
 
 def parse_history(text: str | None) -> list[BenchmarkResult]:
