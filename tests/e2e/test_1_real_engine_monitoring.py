@@ -175,7 +175,29 @@ def finish_helm_test(e2e: E2ECluster, proc: subprocess.Popen[str], *, expect: st
 
 
 def upgrade(e2e: E2ECluster, values: list[str]) -> None:
+    """`helm upgrade --wait`, then until the release has settled: an upgrade whose selection changed
+    with the pod template unchanged (a measurement reranked the recipes) is rolled by the revision's
+    reconcile Job, which Helm does not wait for; a benchmark started before it is done measures a
+    replacement (requests to the deleted pod fail)."""
     e2e.helm("upgrade", RELEASE, str(ROOT / "chart"), "-n", NS, *values, "--wait", "--timeout", "10m", check=True)
+    e2e.kubectl(
+        "wait", "--for=condition=complete", "job", "-l", "app.kubernetes.io/component=recipe-validator-reconcile",
+        "-n", NS, "--timeout=600s", check=True,
+    )  # fmt: skip
+
+    def settled() -> bool:
+        pods = json.loads(
+            e2e.kubectl("get", "pods", "-l", "app.kubernetes.io/component=inference", "-n", NS, "-o", "json", check=True).stdout
+        )["items"]
+        ready = [
+            p
+            for p in pods
+            if not p["metadata"].get("deletionTimestamp")
+            and any(c["type"] == "Ready" and c["status"] == "True" for c in p["status"].get("conditions", []))
+        ]
+        return bool(pods) and len(ready) == len(pods)
+
+    wait_for(settled, timeout=600, what=f"the release's vLLM pods all Ready, none terminating (namespace {NS})")
 
 
 @pytest.fixture(scope="module")
