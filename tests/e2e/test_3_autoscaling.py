@@ -1,12 +1,15 @@
 """Autoscaling on the engine's own signals, for real: KEDA (built from its Go module, running in the
 local cluster behind the API server's aggregation layer) scales the chart's real vLLM CPU Deployment
-through the chart's ScaledObject. A bounded load (the chart's `helm test` benchmark: vLLM's own
-client, 32 requests in flight, about five minutes: a second vLLM replica
-loading on the same two busy cores takes two of them to become Ready) scales it from 1 to 2 replicas on the recipe-
-capacity trigger (output tokens/s over the recipe's expected tokens/s, here with a low target so
-that this node's throughput calls for two); the second replica serves part of the load; when the
-load has ended it scales back to 1 after the stabilization window. The timeline (replicas, ready
-replicas and the trigger's input over time) is printed.
+through the chart's ScaledObject. A load (the chart's `helm test` benchmark: vLLM's own client, 32
+requests in flight) scales it from 1 to 2 replicas on the recipe-capacity trigger (output tokens/s
+over the recipe's expected tokens/s, here with a low target so that this node's throughput calls for
+two). Once the second replica is Ready the client is replaced by a new one: a client's keep-alive
+connections stay on the replica they were opened to (with one client throughout, the second replica
+served nothing), a new client's spread over both. The load lasts until each replica has served
+SERVED_BY_EACH requests, then the test stops it; it is bounded all the same (at most MAX_PROMPTS
+requests per client and the client pod's deadline). When the load has ended the Deployment scales
+back to 1 after the stabilization window. The timeline (replicas, ready replicas and the trigger's
+input over time) is printed.
 
 The queue trigger alone would flap here: once two engines of 16 sequences hold the 32 requests
 nothing waits, so it asks for one again (production's 300 s scale-down stabilization absorbs that;
@@ -14,8 +17,8 @@ this test shortens the window to 30 s). Output tokens/s does not drop when a rep
 the capacity trigger holds the count while the load lasts.
 
 The recipe is the catalog's CPU recipe for the test model under its own id with half a core
-requested per replica, so that two replicas, their client and the cluster's own pods fit the
-2-core node."""
+requested and one core at most per replica, so that two replicas, their client and the cluster's
+own pods fit the 2-core node and a second replica can start while the first serves."""
 
 from __future__ import annotations
 
@@ -42,6 +45,8 @@ CUSTOM_CM = "tiny-llama-small"
 RECIPE_ID = "tiny-llama-cpu-x86-bf16-small"
 CATALOG_RECIPE = ROOT / "recipes" / "catalog" / "tiny-llama" / "tiny-llama-cpu-x86-bf16.yaml"
 DEPLOYMENT = RELEASE
+MAX_PROMPTS = 20000  # the load's bound: about 15 minutes of this node's throughput
+SERVED_BY_EACH = 50  # requests each replica serves before the test stops the load
 
 
 @dataclass
@@ -67,6 +72,10 @@ def small_recipe() -> dict[str, Any]:
     recipe["recipe_id"] = RECIPE_ID
     recipe["description"] = "aim-engine/tiny-llama on vLLM's CPU build with half a core requested (the autoscaling e2e test)"
     recipe["resources"]["requests"]["cpu"] = "500m"
+    # One core at most per replica: an engine serving a load busy-polls every core it may use, and a
+    # second replica starting beside an unlimited one did not become Ready in ten minutes (with the
+    # load at its end it took five).
+    recipe["resources"]["limits"]["cpu"] = "1"
     return {
         "apiVersion": "v1",
         "kind": "ConfigMap",
@@ -121,11 +130,11 @@ def scaled(e2e: E2ECluster) -> Iterator[tuple[E2ECluster, str]]:
         "--set", "autoscaling.polling_interval_seconds=5",
         "--set", "autoscaling.scale_up_stabilization_seconds=0",
         "--set", "autoscaling.scale_down_stabilization_seconds=30",
-        "--set-json", "autoscaling.target_capacity_ratio=0.3",
+        "--set-json", "autoscaling.target_capacity_ratio=0.2",
         "--set", "autoscaling.waiting_requests_per_replica=4",
         "--set", "benchmark.concurrency=32",
-        "--set", "benchmark.num_prompts=6400",
-        "--set", "benchmark.timeout_seconds=900",
+        "--set", f"benchmark.num_prompts={MAX_PROMPTS}",
+        "--set", "benchmark.timeout_seconds=1200",
         "--set", "benchmark.resources.requests.cpu=200m",
         "--set-json", "benchmark.max_error_ratio=0.01",
     ]  # fmt: skip
@@ -141,6 +150,23 @@ def scaled(e2e: E2ECluster) -> Iterator[tuple[E2ECluster, str]]:
         e2e.helm("uninstall", RELEASE, "-n", NS, "--wait", "--timeout", "5m")
         e2e.kubectl("delete", "namespace", NS, "--ignore-not-found", "--wait=false")
         realcluster.uninstall_keda(e2e.kubeconfig)
+
+
+def start_load(e2e: E2ECluster) -> subprocess.Popen[str]:
+    """`helm test`: the chart's benchmark client at the values' conditions."""
+    return subprocess.Popen(
+        [str(ROOT / ".tools/bin/helm"), "test", RELEASE, "-n", NS, "--timeout", "20m"],
+        env=e2e.env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def stop_load(e2e: E2ECluster, bench: subprocess.Popen[str]) -> None:
+    """The client's pod goes (its run is then recorded as failed, not as a figure)."""
+    e2e.kubectl("delete", "pod", f"{RELEASE}-benchmark", "-n", NS, "--wait=true", "--timeout=120s", check=True)
+    bench.communicate(timeout=120)
 
 
 def deployment(e2e: E2ECluster) -> dict[str, Any]:
@@ -163,13 +189,7 @@ def test_keda_scales_the_real_engine_up_under_load_and_back_down_after(scaled: t
         f'sum(rate(vllm:generation_tokens_total{{namespace="{NS}"}}[1m])) '
         f'/ scalar(max(aim_recipe_selected_expected_tokens_per_second{{namespace="{NS}",release="{RELEASE}"}}))'
     )
-    bench = subprocess.Popen(
-        [str(ROOT / ".tools/bin/helm"), "test", RELEASE, "-n", NS, "--timeout", "15m"],
-        env=e2e.env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    bench = start_load(e2e)
     try:
 
         def observe() -> int:
@@ -189,33 +209,34 @@ def test_keda_scales_the_real_engine_up_under_load_and_back_down_after(scaled: t
             n = observe()
             return n >= 2 and deployment(e2e)["status"].get("readyReplicas", 0) >= 2
 
-        wait_for(second_ready, timeout=300, what="the second replica Ready while the load lasts")
+        wait_for(second_ready, timeout=600, what="the second replica Ready while the load lasts")
         timeline.add(2, 2, "second replica Ready")
+        # A client's connections stay on the replica they were opened to: vLLM's client keeps its
+        # 32 keep-alive connections on the first replica (the second served nothing in two runs),
+        # so a new replica gets new connections only. A new client opens them across both.
+        stop_load(e2e, bench)
+        bench = start_load(e2e)
+        timeline.add(2, 2, "the first client stopped, a second started")
 
-        def load_done() -> bool:
-            d = deployment(e2e)
-            timeline.add(
-                d["spec"].get("replicas", 1),
-                d["status"].get("readyReplicas", 0),
-                f"load {fmt(query(prometheus, load))} of the recipe's capacity",
-                sample=True,
-            )
-            return bench.poll() is not None
+        def served() -> dict[str, float]:
+            return {
+                r["metric"]["pod"]: float(r["value"][1])
+                for r in query_all(prometheus, f'sum by (pod) (vllm:request_success_total{{namespace="{NS}"}})')
+            }
 
-        wait_for(load_done, timeout=900, what="the benchmark's end")
-        out, _ = bench.communicate(timeout=60)
-        assert bench.returncode == 0, out[-3000:]
-        served = {
-            r["metric"]["pod"]: float(r["value"][1])
-            for r in query_all(prometheus, f'sum by (pod) (vllm:request_success_total{{namespace="{NS}"}})')
-        }
-        timeline.add(
-            deployment(e2e)["spec"]["replicas"],
-            deployment(e2e)["status"].get("readyReplicas", 0),
-            f"requests served per pod {served}",
-        )
-        assert sum(v > 0 for v in served.values()) >= 2, f"both replicas served requests: {served}"
-        timeline.add(deployment(e2e)["spec"]["replicas"], deployment(e2e)["status"].get("readyReplicas", 0), "load ended")
+        def both_served() -> dict[str, float] | None:
+            observe()
+            if bench.poll() is not None:
+                raise AssertionError(f"the load ended before both replicas served:\n{timeline.text()}\n{served()}")
+            now = served()
+            return now if len(now) >= 2 and min(now.values()) >= SERVED_BY_EACH else None
+
+        per_pod = wait_for(both_served, timeout=300, what=f"both replicas serving {SERVED_BY_EACH} requests")
+        d = deployment(e2e)
+        timeline.add(d["spec"]["replicas"], d["status"].get("readyReplicas", 0), f"requests served per pod {per_pod}")
+        stop_load(e2e, bench)
+        d = deployment(e2e)
+        timeline.add(d["spec"]["replicas"], d["status"].get("readyReplicas", 0), "load stopped")
         ended = timeline.rows[-1][0]
 
         def scaled_down() -> bool:
