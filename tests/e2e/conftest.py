@@ -49,6 +49,16 @@ class E2ECluster:
     def helm(self, *args: str, check: bool = False, helm4: bool = False) -> subprocess.CompletedProcess[str]:
         return self.run(str(ROOT / ".tools/bin" / ("helm4" if helm4 else "helm")), *args, check=check)
 
+    def helm_test(self, release: str, namespace: str, *, timeout: str) -> subprocess.Popen[str]:
+        """`helm test` started in the background (the chart's benchmark client), output combined."""
+        return subprocess.Popen(
+            [str(ROOT / ".tools/bin/helm"), "test", release, "-n", namespace, "--timeout", timeout],
+            env=self.env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+
 
 @pytest.fixture(scope="session")
 def e2e(tmp_path_factory: pytest.TempPathFactory) -> Iterator[E2ECluster]:

@@ -141,13 +141,7 @@ def custom_recipe(*, tokens_per_second: float, latency_ms: float) -> dict[str, A
 
 
 def start_helm_test(e2e: E2ECluster) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [str(ROOT / ".tools/bin/helm"), "test", RELEASE, "-n", NS, "--timeout", "15m"],
-        env=e2e.env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    return e2e.helm_test(RELEASE, NS, timeout="15m")
 
 
 def loaded(e2e: E2ECluster, bench: subprocess.Popen[str], cond: Any) -> Any:

@@ -154,13 +154,7 @@ def scaled(e2e: E2ECluster) -> Iterator[tuple[E2ECluster, str]]:
 
 def start_load(e2e: E2ECluster) -> subprocess.Popen[str]:
     """`helm test`: the chart's benchmark client at the values' conditions."""
-    return subprocess.Popen(
-        [str(ROOT / ".tools/bin/helm"), "test", RELEASE, "-n", NS, "--timeout", "20m"],
-        env=e2e.env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    return e2e.helm_test(RELEASE, NS, timeout="20m")
 
 
 def stop_load(e2e: E2ECluster, bench: subprocess.Popen[str]) -> None:
