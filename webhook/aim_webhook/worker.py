@@ -589,19 +589,16 @@ class DeadlineWorker(ThreadWorker):  # type: ignore[misc]
 
     def finish_request(self, conn: _Conn, fs: futures.Future[Any]) -> None:
         try:
-            self._finish(conn, fs)
+            keep = bool(fs.result()) if not fs.cancelled() else False
+        except Exception:
+            keep = False
+        try:
+            self._finish(conn, keep)
         except Exception:
             log.exception("unexpected error after a response to %s; closing the connection", conn.peer())
             self._close(conn)
 
-    def _finish(self, conn: _Conn, fs: futures.Future[Any] | bool) -> None:
-        if isinstance(fs, bool):
-            keep = fs
-        else:
-            try:
-                keep = bool(fs.result()) if not fs.cancelled() else False
-            except Exception:
-                keep = False
+    def _finish(self, conn: _Conn, keep: bool) -> None:
         if conn.answered:
             conn.served += 1
             if self.slot is not None:
