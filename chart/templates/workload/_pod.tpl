@@ -182,6 +182,9 @@ spec:
           value: {{ $root.Values.model_cache.mount_path | quote }}
         - name: VLLM_LOGGING_LEVEL
           value: {{ ternary "DEBUG" ($ae.log_level | upper) $ae.debug | quote }}
+        # Longer than the idle timeout of the clients in front (values workload.keep_alive_seconds).
+        - name: VLLM_HTTP_TIMEOUT_KEEP_ALIVE
+          value: {{ $root.Values.workload.keep_alive_seconds | toString | quote }}
         {{- include "aim-engine.env" $root | nindent 8 }}
         {{- with $root.Values.workload.extra_env }}
         {{- toYaml . | nindent 8 }}
