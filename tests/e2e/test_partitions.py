@@ -91,9 +91,9 @@ def partitioned(e2e: E2ECluster) -> Iterator[E2ECluster]:
         yield e2e
     finally:
         # uninstall first: a release's webhook configurations are cluster-scoped, and left behind
-        # (their Service gone with the namespace) they would refuse every later Pod in the cluster
-        for release in ("qwen", "llama", "cpx"):
-            e2e.helm("uninstall", release, "-n", NS, "--wait", "--timeout", "3m")
+        # (their Service gone with the namespace) they would refuse every later Pod in the cluster.
+        # Helm deletes them before it returns; the releases' pods then stop together, with the namespace.
+        e2e.helm("uninstall", "qwen", "llama", "cpx", "-n", NS, "--ignore-not-found", "--timeout", "3m")
         e2e.kubectl("delete", "namespace", NS, "--wait=true", "--timeout=180s")
         for name in (*MIG_NODES, CPX_NODE):
             e2e.kubectl("delete", "node", name, "--wait=false")
