@@ -218,6 +218,8 @@ def perf(e2e: E2ECluster) -> Iterator[Perf]:
         "--set", "image.vllm.pull_policy=Never",
         *[a for k, v in IMAGE_VALUES.items() for a in ("--set", f"{k}={v}")],
         "--set", "service.type=ClusterIP",
+        # The engine is serving before every run: a client that cannot reach it gives up sooner.
+        "--set", "benchmark.ready_timeout_seconds=15",
         "--set", "monitoring.enabled=true",
         "--set", "monitoring.prometheus.scrape_interval=5s",
         "--set-json", "monitoring.alerting.rules=" + json.dumps(SEED_ALERTS),
