@@ -396,7 +396,10 @@ def test_a_multi_node_recipe_is_served_by_a_leaderworkerset(e2e: E2ECluster) -> 
             "--timeout",
             "5m",
         )
-        assert out.returncode == 0, out.stderr
+        if out.returncode != 0:
+            hook = e2e.kubectl("logs", f"job/{release}-recipe-selector", "-n", ns).stdout
+            pods = e2e.kubectl("get", "pods", "-A", "-o", "wide").stdout
+            raise AssertionError(f"{out.stderr}\nthe selector hook said:\n{hook[-3000:]}\npods:\n{pods}")
         cm = get(e2e, "configmap", f"{release}-recipe-config", "-n", ns)
         assert cm["metadata"]["labels"]["aim-engine.io/recipe-id"] == "deepseek-r1-h100-16gpu-fp8"
         lws = get(e2e, "leaderworkerset", release, "-n", ns)

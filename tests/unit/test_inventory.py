@@ -37,6 +37,15 @@ def test_reclaim_selector_frees_the_releases_own_gpus(bundle):
     assert inventory_of(bundle, doc, ignore_usage=True).nodes[0].free == 8
 
 
+def test_pods_being_deleted_free_their_gpus(bundle):
+    """An uninstalled release's pods drain for up to their grace period; a new selection meanwhile
+    counts their GPUs as free (the scheduler places the new pods once they are gone)."""
+    old, other = pod("old", "n", gpus=8), pod("other", "m", gpus=4)
+    old["metadata"]["deletionTimestamp"] = "2026-11-29T07:00:00Z"
+    inv = inventory_of(bundle, cluster([gfd_node("n", "H100"), gfd_node("m", "H100")], [old, other]))
+    assert {n.name: n.free for n in inv.nodes} == {"n": 8, "m": 4}
+
+
 def test_untolerated_taint_excludes_a_node(bundle):
     doc = cluster([gfd_node("n", "H100", taints=[{"key": "dedicated", "value": "team-a", "effect": "NoSchedule"}])])
     n = inventory_of(bundle, doc).nodes[0]

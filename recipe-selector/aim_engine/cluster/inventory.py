@@ -210,8 +210,10 @@ class Usage:
 def pod_usage(
     pods: Sequence[Mapping[str, Any]], *, resources: Sequence[str], reclaim_selector: Mapping[str, str] | None
 ) -> Usage:
-    """Requests of the non-terminated, scheduled pods, by node; pods matching `reclaim_selector`
-    (the release's own workload, which an upgrade replaces) do not count."""
+    """Requests of the non-terminated, scheduled pods, by node. Pods being deleted do not count:
+    their devices are free within their grace period, and the scheduler places a new pod there once
+    they are gone (so an install right after an uninstall selects what the old release held). Pods
+    matching `reclaim_selector` (the release's own workload, which an upgrade replaces) do not count."""
     gpus: dict[str, dict[str, int]] = {}
     cores: dict[str, tuple[Decimal, Decimal]] = {}
     for pod in pods:
@@ -219,6 +221,8 @@ def pod_usage(
             raise InputError("pod entries must be objects")
         node_name = (pod.get("spec") or {}).get("nodeName")
         if not node_name or (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed"):
+            continue
+        if (pod.get("metadata") or {}).get("deletionTimestamp"):
             continue
         if reclaim_selector and _matches((pod.get("metadata") or {}).get("labels") or {}, reclaim_selector):
             continue
