@@ -220,11 +220,10 @@ def pod_usage(
         if not isinstance(pod, Mapping):
             raise InputError("pod entries must be objects")
         node_name = (pod.get("spec") or {}).get("nodeName")
-        if not node_name or (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed"):
+        meta = pod.get("metadata") or {}
+        if not node_name or (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed") or meta.get("deletionTimestamp"):
             continue
-        if (pod.get("metadata") or {}).get("deletionTimestamp"):
-            continue
-        if reclaim_selector and _matches((pod.get("metadata") or {}).get("labels") or {}, reclaim_selector):
+        if reclaim_selector and _matches(meta.get("labels") or {}, reclaim_selector):
             continue
         for res, n in _pod_gpu_requests(pod, resources).items():
             per_node = gpus.setdefault(node_name, {})
