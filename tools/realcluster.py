@@ -64,17 +64,31 @@ SOCK = RUN / "containerd.sock"
 OWNER = Path("/run/aim-engine-cluster.owner")  # outside RUN: down() removes RUN
 BRIDGE = "aimcni0"
 POD_CIDR = "10.244.0.0/24"
-K8S = ROOT / ".tools" / "k8s"
+K8S = ROOT / ".tools" / "bin"
 IMAGES = ROOT / ".tools" / "images"
 DEFAULT_STATE = ROOT / ".tools" / "cluster"
-# containerd's root (content, unpacked snapshots, metadata): shared by every cluster on this machine,
-# one at a time, so that images are imported once. Its state directory (tasks, sockets) is under RUN.
-IMAGE_STORE = ROOT / ".tools" / "containerd"
-# (tarball under IMAGES, required): what the real node runs.
+
+
+def _cache_root() -> Path:
+    """The build cache outside the clone (tools/cache.py: $AIM_ENGINE_CACHE, else
+    ${XDG_CACHE_HOME:-~/.cache}/aim-engine)."""
+    explicit = os.environ.get("AIM_ENGINE_CACHE")
+    if explicit:
+        return Path(explicit).expanduser().resolve()
+    return (Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache").expanduser() / "aim-engine").resolve()
+
+
+# containerd's root (content, unpacked snapshots, metadata): shared by every cluster and every clone
+# on this machine, one cluster at a time, in the build cache, so that an image is imported (and
+# unpacked) once. It is content-addressed: an image is imported again when what the clone built
+# differs from what the store holds (the OCI manifest's digest; a tarball's cache entry, size and
+# mtime). Its state directory (tasks, sockets) is under RUN.
+IMAGE_STORE = _cache_root() / "containerd"
+# (image under IMAGES: a `docker save` tarball or an OCI layout directory, required): what the real node runs.
 NODE_IMAGES = [
-    ("pause.tar", True),
+    ("pause.oci", True),
     ("aim-engine.tar", True),
-    ("vllm-cpu.tar", False),
+    ("vllm-cpu.oci", False),
     ("monitoring.tar", False),
     ("keda.tar", False),
 ]
@@ -98,11 +112,16 @@ AMD_MI300X = {
 GFD_H100 = {"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3", "nvidia.com/gpu.memory": "81559", "nvidia.com/gpu.count": "8"}
 GFD_A100 = {"nvidia.com/gpu.product": "NVIDIA-A100-SXM4-80GB", "nvidia.com/gpu.memory": "81920", "nvidia.com/gpu.count": "8"}
 # (name, labels, extended resource, GPUs)
+# Room for the e2e suite's lanes that install side by side (tools/e2e.py): four MI300X servers, three
+# H100 and one A100.
 GPU_NODES: list[tuple[str, dict[str, str], str, int]] = [
     ("mi300x-0", AMD_MI300X, "amd.com/gpu", 8),
     ("mi300x-1", AMD_MI300X, "amd.com/gpu", 8),
+    ("mi300x-2", AMD_MI300X, "amd.com/gpu", 8),
+    ("mi300x-3", AMD_MI300X, "amd.com/gpu", 8),
     ("h100-0", GFD_H100, "nvidia.com/gpu", 8),
     ("h100-1", GFD_H100, "nvidia.com/gpu", 8),
+    ("h100-2", GFD_H100, "nvidia.com/gpu", 8),
     ("a100-0", GFD_A100, "nvidia.com/gpu", 8),
 ]
 
@@ -340,46 +359,79 @@ def _delete_containers() -> None:
         sh([*CTR, "containers", "delete", c])
 
 
-def _image_names(tar: Path) -> list[str]:
-    """The names a `docker save` tarball carries (RepoTags of its manifest.json)."""
-    with tarfile.open(tar) as t:
+def _layout_manifest(layout: Path) -> tuple[str, str]:
+    """(image name, manifest digest) of a one-image OCI layout (tools/cluster/oci_image.py)."""
+    (m,) = json.loads((layout / "index.json").read_text())["manifests"]
+    return m["annotations"]["io.containerd.image.name"], m["digest"]
+
+
+def _image_names(path: Path) -> list[str]:
+    """The names an image carries: a `docker save` tarball's RepoTags, an OCI layout's name."""
+    if path.is_dir():
+        return [_layout_manifest(path)[0]]
+    with tarfile.open(path) as t:
         f = t.extractfile("manifest.json")
         assert f is not None
         return [tag for m in json.load(f) for tag in m.get("RepoTags") or []]
 
 
+def _store_digests() -> dict[str, str]:
+    """name -> manifest digest of every image in the store (`ctr images ls`)."""
+    out: dict[str, str] = {}
+    for line in sh([*CTR, "images", "ls"]).stdout.splitlines()[1:]:
+        cols = line.split()
+        if len(cols) >= 3 and cols[2].startswith("sha256:"):
+            out[cols[0]] = cols[2]
+    return out
+
+
 def _import_images(state: Path, cfg: Path) -> None:
-    """Import (and unpack, for the CRI's snapshotter) each image tarball the store does not hold yet:
-    a tarball is known by its size and mtime (build-images.sh rewrites it only when it rebuilds) and
-    its images must still be listed."""
+    """Import (and unpack, for the CRI's snapshotter) each image the store does not hold yet. An OCI
+    layout is known by its manifest's digest, which the store reports; a tarball by the cache entry
+    it is in, its size and its mtime (recorded in imported.json), and its images must still be listed.
+    A layout is streamed to `ctr images import` as a tar (no second copy on disk)."""
     stamps_file = IMAGE_STORE / "imported.json"
     try:
         stamps: dict[str, str] = json.loads(stamps_file.read_text())
     except (OSError, ValueError):
         stamps = {}
-    present = set(sh([*CTR, "images", "ls", "-q"]).stdout.split())
-    for tar, _required in NODE_IMAGES:
-        path = IMAGES / tar
+    digests = _store_digests()
+    for name, _required in NODE_IMAGES:
+        path = IMAGES / name
         if not path.exists():
-            if tar == "vllm-cpu.tar":
+            if name.startswith("vllm-cpu"):
                 log(f"{path} missing: the node will not run vLLM (make images builds it)")
             continue
-        st = path.stat()
-        stamp = f"{st.st_size}:{st.st_mtime_ns}"
         names = _image_names(path)
-        if stamps.get(tar) == stamp and all(n in present for n in names):
-            continue
         t0 = time.monotonic()
-        r = sh([*CTR, "images", "import", "--snapshotter", "overlayfs", str(path)])
-        if r.returncode != 0:
-            raise RuntimeError(f"ctr images import {path} failed: {r.stderr[-2000:]}")
-        stamps[tar] = stamp
-        stamps_file.write_text(json.dumps(stamps, indent=1))
-        log(f"imported {', '.join(names)} in {time.monotonic() - t0:.0f} s ({st.st_size / 2**30:.1f} GiB)")
-    # Images of ours that no tarball names any more (an older vLLM or Prometheus): containerd's garbage
-    # collector frees their content and snapshots once they are untagged.
-    current = {n for tar, _ in NODE_IMAGES if (IMAGES / tar).exists() for n in _image_names(IMAGES / tar)}
-    stale = sorted(n for n in present if n.startswith("aim-engine.local/") and n not in current)
+        if path.is_dir():
+            ref, digest = _layout_manifest(path)
+            if digests.get(ref) == digest:
+                continue
+            tar = subprocess.Popen(["tar", "-C", str(path.resolve()), "-cf", "-", "."], stdout=subprocess.PIPE)
+            r = subprocess.run([*CTR, "images", "import", "--snapshotter", "overlayfs", "-"], stdin=tar.stdout,
+                               capture_output=True, text=True, check=False)  # fmt: skip
+            assert tar.stdout is not None
+            tar.stdout.close()
+            if tar.wait() != 0 or r.returncode != 0:
+                raise RuntimeError(f"ctr images import of {path} failed: {r.stderr[-2000:]}")
+            size = sum(f.stat().st_size for f in (path / "blobs" / "sha256").iterdir())
+        else:
+            st = path.stat()
+            stamp = f"{path.resolve()}:{st.st_size}:{st.st_mtime_ns}"
+            if stamps.get(name) == stamp and all(n in digests for n in names):
+                continue
+            r = sh([*CTR, "images", "import", "--snapshotter", "overlayfs", str(path)])
+            if r.returncode != 0:
+                raise RuntimeError(f"ctr images import {path} failed: {r.stderr[-2000:]}")
+            stamps[name] = stamp
+            stamps_file.write_text(json.dumps(stamps, indent=1))
+            size = st.st_size
+        log(f"imported {', '.join(names)} in {time.monotonic() - t0:.0f} s ({size / 2**30:.1f} GiB)")
+    # Images of ours that no image of the clone names any more (an older vLLM or Prometheus):
+    # containerd's garbage collector frees their content and snapshots once they are untagged.
+    current = {n for name, _ in NODE_IMAGES if (IMAGES / name).exists() for n in _image_names(IMAGES / name)}
+    stale = sorted(n for n in _store_digests() if n.startswith("aim-engine.local/") and n not in current)
     if stale:
         sh([*CTR, "images", "rm", *stale])
         log(f"removed images no longer built: {', '.join(stale)}")
@@ -408,9 +460,9 @@ def up(state: Path = DEFAULT_STATE, *, monitoring: bool | None = None) -> Cluste
     for tool in ("kubelet", "kube-proxy"):
         if not (K8S / tool).exists():
             raise SystemExit(f"{K8S / tool} missing: run make setup")
-    for tar, required in NODE_IMAGES:
-        if required and not (IMAGES / tar).exists():
-            raise SystemExit(f"{IMAGES / tar} missing: run make images")
+    for name, required in NODE_IMAGES:
+        if required and not (IMAGES / name).exists():
+            raise SystemExit(f"{IMAGES / name} missing: run make images")
     if monitoring and not (IMAGES / "monitoring.tar").exists():
         raise SystemExit(f"{IMAGES / 'monitoring.tar'} missing: run make images (or up --no-monitoring)")
     shutil.rmtree(state, ignore_errors=True)
@@ -539,6 +591,60 @@ LOCAL_IMAGE_SETS = [
     "--set", f"image.aim_engine.repository={LOCAL_IMAGE_REPOSITORY}",
     "--set", f"image.aim_engine.tag={LOCAL_IMAGE_TAG}",
 ]  # fmt: skip
+
+
+# The demo's real engine (tools/demo.py; tests/e2e/test_01_real_engine.py checks it): a release of
+# the test model asking for CPU, so the selector picks its CPU recipe and vLLM's CPU build serves it
+# on the real node, with the chart's monitoring (scraped every 5 s).
+CPU_NAMESPACE = "aim-engine-cpu"
+CPU_RELEASE = "tiny"
+
+
+def cpu_release_sets() -> list[str]:
+    repository, _, tag = vllm_image().rpartition(":")
+    return [
+        "--set", f"aim_engine.model_id={TEST_MODEL_ID}",
+        "--set", "aim_engine.hardware.gpu_type=CPU-x86",
+        "--set-string", "aim_engine.env_vars.HF_HUB_OFFLINE=1",
+        "--set", f"image.vllm.repository={repository}",
+        "--set", f"image.vllm.tag={tag}",
+        "--set", "image.vllm.pull_policy=Never",
+        *LOCAL_IMAGE_SETS,
+        "--set", "monitoring.enabled=true",
+        "--set", "monitoring.prometheus.scrape_interval=5s",
+    ]  # fmt: skip
+
+
+def wait_settled(kubeconfig: Path, namespace: str, release: str, *, timeout: float = 600) -> None:
+    """After `helm install/upgrade --wait`: until the release has settled. Helm does not wait for the
+    revision's reconcile Job, which replaces the pods created before the webhook served (an install:
+    the Deployment comes before the webhook configurations) or whose recipe changed (an upgrade
+    that reranked); a request sent before it is done can reach a pod about to go. Settled: that Job
+    complete, and every engine pod of the release Ready, none terminating."""
+    config.load_kube_config(config_file=str(kubeconfig))
+    batch, core = client.BatchV1Api(), client.CoreV1Api()
+    instance = f"app.kubernetes.io/instance={release}"
+    deadline = time.monotonic() + timeout
+    while True:
+        jobs = batch.list_namespaced_job(
+            namespace, label_selector=f"{instance},app.kubernetes.io/component=recipe-validator-reconcile"
+        )
+        pods = core.list_namespaced_pod(namespace, label_selector=f"{instance},app.kubernetes.io/component=inference").items
+        done = all((j.status.succeeded or 0) >= 1 for j in jobs.items)
+        ready = [
+            p
+            for p in pods
+            if p.metadata.deletion_timestamp is None
+            and any(c.type == "Ready" and c.status == "True" for c in (p.status.conditions or []))
+        ]
+        if done and pods and len(ready) == len(pods):
+            return
+        if time.monotonic() > deadline:
+            states = {p.metadata.name: (p.status.phase, bool(p.metadata.deletion_timestamp)) for p in pods}
+            raise RuntimeError(
+                f"release {namespace}/{release} did not settle in {timeout:.0f} s: reconcile Job done {done}, pods {states}"
+            )
+        time.sleep(1)
 
 
 def prepare(kubeconfig: Path) -> None:
@@ -790,10 +896,18 @@ def prometheus_url(kubeconfig: Path) -> str:
 
 
 def create_gpu_node(
-    core: Any, *, name: str, labels: dict[str, str], resource: str, gpus: int, devices: dict[str, int] | None = None
+    core: Any,
+    *,
+    name: str,
+    labels: dict[str, str],
+    resource: str,
+    gpus: int,
+    devices: dict[str, int] | None = None,
+    taints: list[dict[str, str]] | None = None,
 ) -> None:
     """A kwok node advertising `gpus` of `resource` (and `devices`: other device resources, such as
-    a mixed-strategy node's nvidia.com/mig-3g.40gb), tainted as the GPU operators taint GPU nodes."""
+    a mixed-strategy node's nvidia.com/mig-3g.40gb), tainted as the GPU operators taint GPU nodes
+    (and with `taints`: a pool of a test's own, which only its releases tolerate)."""
     node = {
         "apiVersion": "v1",
         "kind": "Node",
@@ -802,7 +916,7 @@ def create_gpu_node(
             "annotations": {"kwok.x-k8s.io/node": "fake"},
             "labels": {"kubernetes.io/hostname": name, "kubernetes.io/os": "linux", "type": "kwok", **labels},
         },
-        "spec": {"taints": [{"key": resource, "value": "present", "effect": "NoSchedule"}]},
+        "spec": {"taints": [{"key": resource, "value": "present", "effect": "NoSchedule"}, *(taints or [])]},
     }
     try:
         core.create_node(node)
