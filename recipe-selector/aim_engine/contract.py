@@ -37,6 +37,10 @@ SLO_ANNOTATIONS: Final[Mapping[str, str]] = MappingProxyType(
         "min_output_tokens_per_second": SLO_TPS_ANNOTATION,
     }
 )
+# The engine simulator's command (tools/engine/simulator.py; the chart's workload.engine=simulator):
+# it takes vLLM's `serve MODEL [flags]` command line, so the rules read it as they read `vllm serve`,
+# and its /version answers with this name first (a benchmark of it says so in its provenance).
+SIMULATOR_PROGRAM: Final = "aim-engine-sim"
 # On the pod template: the Hugging Face id of the weights the container loads, when the command
 # line names them by a local path, a bucket URI or a mirror (`vllm serve /models/qwen3-32b`).
 SERVED_MODEL_ANNOTATION: Final = "aim-engine.io/served-model"

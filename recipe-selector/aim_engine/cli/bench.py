@@ -28,6 +28,7 @@ from aim_engine.contract import (
     NAME_LABEL,
     RECIPE_LABEL,
     SELECTED,
+    SIMULATOR_PROGRAM,
     benchmarks_name,
 )
 from aim_engine.domain.benchmark import BenchmarkResult, Conditions, Provenance, from_client, parse_history, with_result
@@ -124,7 +125,7 @@ def _record(args: argparse.Namespace) -> int:
         hardware=args.hardware or labels.get(GPU_MODEL_LABEL, "unknown"),
         node=args.node,
         image=args.image,
-        engine_version=f"vllm {version}" if version and not version.startswith("vllm") else version,
+        engine_version=f"vllm {version}" if version and not version.startswith(("vllm", SIMULATOR_PROGRAM)) else version,
         client="vllm bench serve",
         time=datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
     )

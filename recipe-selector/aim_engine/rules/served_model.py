@@ -11,6 +11,7 @@ from typing import Any
 
 from aim_engine.contract import (
     SERVED_MODEL_ANNOTATION,
+    SIMULATOR_PROGRAM,
 )
 from aim_engine.domain.recipe import Recipe
 from aim_engine.domain.vllm_args import ArgRegistry
@@ -192,6 +193,8 @@ def _invocation(words: Sequence[str]) -> tuple[str, list[str], bool] | None:
     program, rest = words[i].rsplit("/", 1)[-1], list(words[i + 1 :])
     if program == "vllm" and rest[:1] == ["serve"]:
         return "`vllm serve`", rest[1:], True
+    if program == SIMULATOR_PROGRAM and rest[:1] == ["serve"]:  # vLLM's command line, served by the simulator
+        return f"`{SIMULATOR_PROGRAM} serve`", rest[1:], True
     if re.fullmatch(r"python[0-9.]*", program):
         j = 0
         while j < len(rest) and rest[j].startswith("-") and rest[j] != "-m":
