@@ -51,6 +51,21 @@ def test_untolerated_taint_excludes_a_node(bundle):
     n = inventory_of(bundle, doc).nodes[0]
     assert not n.usable and "dedicated=team-a:NoSchedule" in n.reason
     assert inventory_of(bundle, doc, tolerated_taints=frozenset({"dedicated"})).nodes[0].usable
+    # a toleration of every taint (no key, operator Exists): `--tolerate-taint '*'`
+    assert inventory_of(bundle, doc, tolerated_taints=frozenset({"*"})).nodes[0].usable
+    # only NoSchedule and NoExecute keep pods off; a PreferNoSchedule taint does not
+    soft = cluster([gfd_node("n", "H100", taints=[{"key": "dedicated", "effect": "PreferNoSchedule"}])])
+    assert inventory_of(bundle, soft).nodes[0].usable
+
+
+def test_only_the_nodes_the_workloads_node_selector_selects_count(bundle):
+    pool = gfd_node("in-pool", "H100")
+    pool["metadata"]["labels"]["pool"] = "inference"
+    doc = cluster([pool, gfd_node("elsewhere", "H100")])
+    by = {n.name: n for n in inventory_of(bundle, doc, node_selector={"pool": "inference"}).nodes}
+    assert by["in-pool"].usable
+    assert not by["elsewhere"].usable and "nodeSelector (pool=inference)" in by["elsewhere"].reason
+    assert all(n.usable for n in inventory_of(bundle, doc).nodes)  # no selector: every node
 
 
 def test_product_label_without_allocatable_gpus(bundle):

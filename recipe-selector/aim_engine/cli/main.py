@@ -194,6 +194,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="the workload's shape: only recipes spanning exactly N nodes fit (N > 1: a LeaderWorkerSet group of N pods)",
     )
     s.add_argument(
+        "--node-selector",
+        action="append",
+        type=_label,
+        default=[],
+        metavar="KEY=VALUE",
+        help="the workload's nodeSelector: only the nodes it selects count (the chart passes workload.node_selector)",
+    )
+    s.add_argument(
         "--keep-existing",
         action="store_true",
         help="hook mode: when --write-configmap already holds a recipe (restored from a backup), keep it",
@@ -295,7 +303,13 @@ def _cluster_args(p: argparse.ArgumentParser) -> None:
         help="pods with these labels do not count as using GPUs (the release's own workload, replaced by an upgrade)",
     )
     p.add_argument("--ignore-usage", action="store_true", help="count allocatable GPUs, not free ones")
-    p.add_argument("--tolerate-taint", action="append", default=[], metavar="KEY", help="a taint key the workload tolerates")
+    p.add_argument(
+        "--tolerate-taint",
+        action="append",
+        default=[],
+        metavar="KEY",
+        help="a taint key the workload tolerates (* for every taint); the chart passes workload.tolerations' keys",
+    )
 
 
 def _hook_args(p: argparse.ArgumentParser) -> None:
@@ -335,6 +349,7 @@ def _inventory(args: argparse.Namespace, bundle: Bundle, kube: Any | None) -> In
         pods,
         reclaim_selector=dict(args.reclaim_label) or None,
         tolerated_taints=DEFAULT_TOLERATED_TAINTS | frozenset(args.tolerate_taint),
+        node_selector=dict(getattr(args, "node_selector", None) or []) or None,
         ignore_usage=args.ignore_usage,
     )
 

@@ -9,8 +9,9 @@ A node whose GPUs are partitioned (NVIDIA MIG under GPU Feature Discovery's sing
 strategy; AMD Instinct compute partition modes) offers its partitions as devices of their own: each
 kind of device a node advertises is one pool (a NodeGpus entry; a mixed-strategy node can have
 several, one per MIG profile, plus its whole GPUs).
-Cordoned and NotReady nodes, nodes with untolerated NoSchedule/NoExecute taints and nodes whose
-product or partition profile is unknown do not count (they are listed with the reason).
+Cordoned and NotReady nodes, nodes with untolerated NoSchedule/NoExecute taints, nodes outside the
+workload's nodeSelector and nodes whose product or partition profile is unknown do not count (they
+are listed with the reason).
 Pure: works on Node and Pod objects as the API server serialises them (dicts)."""
 
 from __future__ import annotations
@@ -37,6 +38,8 @@ from aim_engine.domain.quantity import parse_quantity
 HOSTNAME_LABEL = "kubernetes.io/hostname"
 # Taints GPU operators put on GPU nodes; the workload tolerates them (the chart adds tolerations).
 DEFAULT_TOLERATED_TAINTS: frozenset[str] = frozenset({"nvidia.com/gpu", "amd.com/gpu"})
+# A toleration with no key and operator Exists tolerates every taint (`--tolerate-taint '*'`).
+ALL_TAINTS = "*"
 
 
 @dataclass(frozen=True, slots=True)
@@ -346,7 +349,9 @@ def _amd_pool(
     return Pool(product=part or physical, resource=resource, allocatable=allocatable, identity=identity, reason=reason)
 
 
-def _unusable_reason(node: Mapping[str, Any], pool: Pool, *, tolerated_taints: frozenset[str]) -> str:
+def _unusable_reason(
+    node: Mapping[str, Any], pool: Pool, *, tolerated_taints: frozenset[str], node_selector: Mapping[str, str]
+) -> str:
     """Why the pool cannot take a recipe's pods ('' when it can)."""
     spec = node.get("spec") or {}
     if pool.allocatable == 0 and pool.product is None:
@@ -361,14 +366,23 @@ def _unusable_reason(node: Mapping[str, Any], pool: Pool, *, tolerated_taints: f
         return "cordoned"
     if not _is_ready(node):
         return "NotReady"
+    labels = _labels(node)
+    outside = [f"{k}={v}" for k, v in sorted(node_selector.items()) if labels.get(k) != v]
+    if outside:
+        return f"not selected by the workload's nodeSelector ({', '.join(outside)})"
     for taint in spec.get("taints") or []:
-        if taint.get("effect") in ("NoSchedule", "NoExecute") and taint.get("key") not in tolerated_taints:
+        if taint.get("effect") in ("NoSchedule", "NoExecute") and not ({taint.get("key"), ALL_TAINTS} & tolerated_taints):
             return f"taint {taint.get('key')}={taint.get('value', '')}:{taint.get('effect')} not tolerated"
     return ""
 
 
 def node_views(
-    catalog: HardwareCatalog, node: Mapping[str, Any], usage: Usage, *, tolerated_taints: frozenset[str]
+    catalog: HardwareCatalog,
+    node: Mapping[str, Any],
+    usage: Usage,
+    *,
+    tolerated_taints: frozenset[str],
+    node_selector: Mapping[str, str] | None = None,
 ) -> list[NodeGpus]:
     """One node's device pools: its product (a GPU product or partition, or a CPU product when it
     has no GPUs), devices allocatable and used, free cores and memory, and whether it is usable."""
@@ -408,7 +422,7 @@ def node_views(
     memory_free = max(Decimal(0), _quantity(alloc_raw.get("memory"), f"node {name} allocatable memory") - memory_used)
     out = []
     for pool in pools:
-        reason = _unusable_reason(node, pool, tolerated_taints=tolerated_taints)
+        reason = _unusable_reason(node, pool, tolerated_taints=tolerated_taints, node_selector=node_selector or {})
         used = 0 if pool.product is not None and pool.product.is_cpu else usage.gpus.get(name, {}).get(pool.resource or "", 0)
         out.append(
             NodeGpus(
@@ -456,17 +470,23 @@ def build_inventory(
     *,
     reclaim_selector: Mapping[str, str] | None = None,
     tolerated_taints: frozenset[str] = DEFAULT_TOLERATED_TAINTS,
+    node_selector: Mapping[str, str] | None = None,
     ignore_usage: bool = False,
 ) -> Inventory:
     """Nodes and pods -> inventory. Pods matching `reclaim_selector` (the release's own workload,
-    which an upgrade replaces) do not count as using anything; with `ignore_usage` no pod does."""
+    which an upgrade replaces) do not count as using anything; with `ignore_usage` no pod does.
+    With `node_selector` (the workload's nodeSelector) only the nodes it selects count."""
     usage = (
         Usage(gpus={}, cores={})
         if ignore_usage
         else pod_usage(pods, resources=sorted(catalog.gpu_resources), reclaim_selector=reclaim_selector)
     )
     out = sorted(
-        (pool for n in nodes for pool in node_views(catalog, n, usage, tolerated_taints=tolerated_taints)),
+        (
+            pool
+            for n in nodes
+            for pool in node_views(catalog, n, usage, tolerated_taints=tolerated_taints, node_selector=node_selector)
+        ),
         key=lambda n: (n.name, n.product.name if n.product else ""),
     )
     return Inventory(nodes=tuple(out), products=_capacities(out))
