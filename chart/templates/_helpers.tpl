@@ -260,6 +260,11 @@ namespaceSelector:
     - key: kubernetes.io/metadata.name
       operator: NotIn
       values: [kube-system]
+    {{- with .Values.admission_controller.webhook.namespaces }}
+    - key: kubernetes.io/metadata.name
+      operator: In
+      values: {{ toJson . }}
+    {{- end }}
 objectSelector:
   matchExpressions:
     - key: aim-engine.io/recipe-id
@@ -267,4 +272,18 @@ objectSelector:
 sideEffects: None
 admissionReviewVersions: [v1]
 matchPolicy: Equivalent
+{{- end -}}
+
+{{/*
+The taints the vLLM pods tolerate (workload.tolerations), for the selector hook: nodes tainted with
+them count (`--tolerate-taint KEY`; `*` for a toleration of every taint), as the GPU operators'
+taints do. By key: a toleration of a NoSchedule or NoExecute taint (or of any effect).
+*/}}
+{{- define "aim-engine.toleratedTaintArgs" -}}
+{{- range .Values.workload.tolerations }}
+{{- if or (not .effect) (eq .effect "NoSchedule") (eq .effect "NoExecute") }}
+- "--tolerate-taint"
+- {{ (and (not .key) (eq (.operator | default "Equal") "Exists")) | ternary "*" (.key | default "") | quote }}
+{{- end }}
+{{- end }}
 {{- end -}}

@@ -132,6 +132,9 @@ spec:
           done
           exec vllm serve {{ $ae.model_id | quote }} "$@"
         - "vllm"
+      {{- else if eq $root.Values.workload.engine "simulator" }}
+      # workload.engine=simulator: aim-engine-sim takes vLLM's command line (tests only).
+      command: ["aim-engine-sim", "serve", {{ $ae.model_id | quote }}]
       {{- else }}
       command: ["vllm", "serve", {{ $ae.model_id | quote }}]
       {{- end }}
@@ -175,6 +178,18 @@ spec:
         {{- include "aim-engine.vllmFlags" $root | nindent 8 }}
         {{- range $root.Values.workload.extra_args }}
         - {{ . | quote }}
+        {{- end }}
+        {{- if and (eq $root.Values.workload.engine "simulator") (eq $role "single") }}
+        {{- with $root.Values.workload.simulator }}
+        - "--ttft-ms"
+        - {{ .ttft_ms | toString | quote }}
+        - "--itl-ms"
+        - {{ .itl_ms | toString | quote }}
+        - "--itl-per-seq-ms"
+        - {{ .itl_per_seq_ms | toString | quote }}
+        - "--max-waiting"
+        - {{ .max_waiting | toString | quote }}
+        {{- end }}
         {{- end }}
       {{- end }}
       env:
