@@ -30,7 +30,7 @@ INTEGRATION = (
     "webhook/test_availability.py",
     "unit/test_crd_validation.py",
 )
-E2E = ("e2e/", "apiserver/test_demo.py")
+E2E = ("e2e/",)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

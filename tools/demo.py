@@ -33,8 +33,8 @@ sys.path.insert(0, str(ROOT / "tools"))
 import realcluster  # noqa: E402
 
 NS = "aim-engine"
-CPU_NS = "aim-engine-cpu"
-CPU_RELEASE = "tiny"
+CPU_NS = realcluster.CPU_NAMESPACE
+CPU_RELEASE = realcluster.CPU_RELEASE
 TOOLS = ROOT / ".tools"
 KUBECTL = str(TOOLS / "bin" / "kubectl")
 HELM = str(TOOLS / "bin" / "helm")
@@ -57,10 +57,18 @@ def show(
 
 
 def main() -> int:
-    state = Path(os.environ.get("AIM_CLUSTER_STATE", realcluster.DEFAULT_STATE))
-    step("Bringing up the local cluster (control plane, a real kubelet node, kwok GPU nodes)")
-    cluster = realcluster.up(state)
-    env = cluster.env()
+    reuse = os.environ.get("AIM_DEMO_KUBECONFIG")
+    if reuse:
+        # The e2e suite's cluster (tests/e2e/test_00_demo.py): the demo's steps on it, left installed.
+        step(f"Using the running local cluster ({reuse})")
+        kubeconfig = Path(reuse)
+        env = {**os.environ, "KUBECONFIG": str(kubeconfig)}
+    else:
+        state = Path(os.environ.get("AIM_CLUSTER_STATE", realcluster.DEFAULT_STATE))
+        step("Bringing up the local cluster (control plane, a real kubelet node, kwok GPU nodes)")
+        cluster = realcluster.up(state)
+        env = cluster.env()
+        kubeconfig = cluster.kubeconfig
 
     step("GPU inventory of the live cluster, as the selector sees it: aim-recipes detect")
     show([str(TOOLS / "venv" / "bin" / "aim-recipes"), "detect"], env)
@@ -130,7 +138,7 @@ def main() -> int:
         return 1
 
     step("Done. The cluster stays up for you to explore:")
-    print(f"  export KUBECONFIG={cluster.kubeconfig}")
+    print(f"  export KUBECONFIG={kubeconfig}")
     print(f"  {KUBECTL} get pods -A")
     print("Tear it down (stops every process it started, nothing left behind): make cluster-down")
     return 0
@@ -138,36 +146,15 @@ def main() -> int:
 
 def serve_for_real(env: dict[str, str]) -> int:
     step("A real engine: aim-engine/tiny-llama on vLLM's CPU build, on the real node (the release asks for CPU)")
-    repository, _, tag = realcluster.vllm_image().rpartition(":")
     t0 = time.monotonic()
     show(
-        [
-            HELM,
-            "install",
-            CPU_RELEASE,
-            str(ROOT / "chart"),
-            "-n",
-            CPU_NS,
-            "--create-namespace",
-            "--set",
-            f"aim_engine.model_id={realcluster.TEST_MODEL_ID}",
-            "--set",
-            "aim_engine.hardware.gpu_type=CPU-x86",
-            "--set-string",
-            "aim_engine.env_vars.HF_HUB_OFFLINE=1",
-            "--set",
-            f"image.vllm.repository={repository}",
-            "--set",
-            f"image.vllm.tag={tag}",
-            "--set",
-            "image.vllm.pull_policy=Never",
-            *realcluster.LOCAL_IMAGE_SETS,
-            "--wait",
-            "--timeout",
-            "10m",
-        ],
+        [HELM, "install", CPU_RELEASE, str(ROOT / "chart"), "-n", CPU_NS, "--create-namespace",
+         *realcluster.cpu_release_sets(), "--wait", "--timeout", "10m"],
         env,
-    )
+    )  # fmt: skip
+    # The release has settled once its reconcile Job has replaced any pod that started before the
+    # webhook served (docs/chart.md): the completion goes to the pod that stays.
+    realcluster.wait_settled(Path(env["KUBECONFIG"]), CPU_NS, CPU_RELEASE)
     installed = time.monotonic() - t0
     show([KUBECTL, "logs", f"job/{CPU_RELEASE}-recipe-selector", "-n", CPU_NS], env)
     service = json.loads(

@@ -143,23 +143,74 @@ def test_serve_argv_is_what_the_chart_and_the_webhook_make_a_pod_run() -> None:
 
 
 # ---------------------------------------------------------------- vLLM's verdicts
+# One run of the checker for the three tests below (each run is vLLM's import, about 10 s): the
+# catalog, the seed's custom recipe and broken recipes, and the spellings and platforms.
+
+QWEN = model_config_path(BUNDLE.root, "Qwen/Qwen3-32B")
+GPU = {"kind": "cuda", "name": "H100", "memory_bytes": 80 * 2**30}
+MI300X = {"kind": "rocm", "name": "MI300X", "memory_bytes": 192 * 2**30}
+MOE = model_config_path(BUNDLE.root, "Qwen/Qwen3-235B-A22B")
+INT8 = ("serve", "Qwen/Qwen3-235B-A22B", "--quantization", "experts_int8", "--tensor-parallel-size", "8")
+SPELLED = (
+    "serve", "Qwen/Qwen3-32B", "--max_model_len", "8192", "-tp=2", "--no-enable-prefix-caching",
+    "--served-model-name", "qwen", "--compilation-config.mode", "0", "--max-num-seqs=64",
+)  # fmt: skip
+SPELLING_CHECKS = [
+    EngineCheck("spelled", SPELLED, QWEN, GPU),
+    EngineCheck("unknown", ("serve", "Qwen/Qwen3-32B", "--max-model-lenght", "8192"), QWEN, GPU),
+    # a CPU recipe: vLLM's CPU platform, unadapted
+    EngineCheck(
+        "cpu",
+        ("serve", "Qwen/Qwen3-8B", "--max-model-len", "4096"),
+        model_config_path(BUNDLE.root, "Qwen/Qwen3-8B"),
+        {"kind": "cpu", "name": "cpu", "memory_bytes": 0},
+    ),
+    # vLLM's ROCm platform takes only the quantisation methods of its list; CUDA takes them all.
+    EngineCheck("int8-rocm", INT8, MOE, MI300X),
+    EngineCheck("int8-cuda", INT8, MOE, GPU),
+]
+BROKEN = [
+    _broken("tp3", tensor_parallel_size=3),  # 64 attention heads
+    _broken("len", max_model_len=131072),  # 40,960 positions
+    _broken("kvdtype", kv_cache_dtype="fp9"),
+    _broken("abbrev", tensor_parallel_size=None, tensor_parallel=2),  # renders --tensor-parallel 2
+]
 
 
-def test_vllm_accepts_every_catalog_recipe(vllm_venv: EngineSettings) -> None:
-    checks, unchecked = checks_for(BUNDLE.recipes, recipes_root=BUNDLE.root, catalog=BUNDLE.hardware)
-    assert unchecked == [] and len(checks) == len(BUNDLE.recipes)
+@dataclasses.dataclass(frozen=True)
+class Judged:
+    report: Any
+    catalog: list[EngineCheck]
+    mixed: list[EngineCheck]
+    seconds: float
+
+
+@pytest.fixture(scope="module")
+def judged(vllm_venv: EngineSettings) -> Judged:
+    catalog, unchecked = checks_for(BUNDLE.recipes, recipes_root=BUNDLE.root, catalog=BUNDLE.hardware)
+    assert unchecked == [] and len(catalog) == len(BUNDLE.recipes)
+    custom = load_recipe_file(BUNDLE, ROOT / "examples" / "custom-recipe.yaml")
+    mixed, unchecked = checks_for([*custom, *BROKEN], recipes_root=BUNDLE.root, catalog=BUNDLE.hardware)
+    assert unchecked == []
     started = time.perf_counter()
-    report = run_checker(checks, vllm_venv)
-    elapsed = time.perf_counter() - started
+    report = run_checker([*catalog, *mixed, *SPELLING_CHECKS], vllm_venv)
+    return Judged(report, catalog, mixed, time.perf_counter() - started)
+
+
+def test_vllm_accepts_every_catalog_recipe(judged: Judged) -> None:
+    report, checks = judged.report, judged.catalog
+    in_vllm = sum(v.seconds for v in report.verdicts)
     print(
-        f"\nvLLM {report.vllm_version} ({report.platform}) judged {len(checks)} catalog command lines in {elapsed:.1f} s "
-        f"(in vLLM: {sum(v.seconds for v in report.verdicts):.1f} s, the rest is the interpreter and vLLM's import)"
+        f"\nvLLM {report.vllm_version} ({report.platform}) judged {len(report.verdicts)} command lines ({len(checks)} of the "
+        f"catalog) in {judged.seconds:.1f} s (in vLLM: {in_vllm:.1f} s, the rest is the interpreter and vLLM's import)"
     )
-    refused = {v.check_id: f"[{v.stage}] {v.error}" for v in report.verdicts if not v.ok}
+    verdicts = report.by_id()
+    refused = {
+        c.check_id: f"[{verdicts[c.check_id].stage}] {verdicts[c.check_id].error}" for c in checks if not verdicts[c.check_id].ok
+    }
     assert refused == {}, json.dumps(refused, indent=2)
     assert not [i for i in engine_issues(report, checks) if i.severity == "error"]
     # vLLM built the config the recipe meant: the parallelism, context and quantisation it states.
-    verdicts = report.by_id()
     for recipe in BUNDLE.recipes:
         cfg = verdicts[recipe.recipe_id].config
         assert cfg["tensor_parallel_size"] == recipe.tp and cfg["pipeline_parallel_size"] == recipe.pp, recipe.recipe_id
@@ -171,18 +222,8 @@ def test_vllm_accepts_every_catalog_recipe(vllm_venv: EngineSettings) -> None:
         assert verdicts[recipe.recipe_id].inexact_flags == ()
 
 
-def test_vllm_refuses_broken_recipes_and_accepts_the_seed_custom_recipe(vllm_venv: EngineSettings) -> None:
-    custom = load_recipe_file(BUNDLE, ROOT / "examples" / "custom-recipe.yaml")
-    broken = [
-        _broken("tp3", tensor_parallel_size=3),  # 64 attention heads
-        _broken("len", max_model_len=131072),  # 40,960 positions
-        _broken("kvdtype", kv_cache_dtype="fp9"),
-        _broken("abbrev", tensor_parallel_size=None, tensor_parallel=2),  # renders --tensor-parallel 2
-    ]
-    checks, unchecked = checks_for([*custom, *broken], recipes_root=BUNDLE.root, catalog=BUNDLE.hardware)
-    assert unchecked == []
-    report = run_checker(checks, vllm_venv)
-    v = report.by_id()
+def test_vllm_refuses_broken_recipes_and_accepts_the_seed_custom_recipe(judged: Judged) -> None:
+    v = judged.report.by_id()
     assert v["custom-qwen-32b-4gpu-bf16"].ok, v["custom-qwen-32b-4gpu-bf16"].error
     assert v["custom-qwen-32b-4gpu-bf16"].config["tensor_parallel_size"] == 4  # filled in from gpu_count
     expected = {
@@ -200,30 +241,15 @@ def test_vllm_refuses_broken_recipes_and_accepts_the_seed_custom_recipe(vllm_ven
     # The abbreviation parses (vLLM alone would serve it): only the exact-flag check refuses it.
     assert v["broken-abbrev"].config["tensor_parallel_size"] == 2
     assert [f.resolves_to for f in v["broken-abbrev"].inexact_flags] == ["--tensor-parallel-size"]
-    codes = {(i.recipe_id, i.code) for i in engine_issues(report, checks) if i.severity == "error"}
+    codes = {(i.recipe_id, i.code) for i in engine_issues(judged.report, judged.mixed) if i.severity == "error"}
     assert codes == {(cid, "ENGINE_REFUSED") for cid in expected}
 
 
-def test_the_checker_reads_flags_and_platforms_as_vllm_does(vllm_venv: EngineSettings) -> None:
+def test_the_checker_reads_flags_and_platforms_as_vllm_does(judged: Judged) -> None:
     """Exact options only, but vLLM's own spellings are exact: `_` for `-`, `--flag=value`,
     short options, `--no-` booleans, `--json-arg.key value`; values are never taken for flags.
     A CPU recipe runs on vLLM's CPU platform unadapted; ROCm's quantisation list applies to AMD."""
-    qwen = model_config_path(BUNDLE.root, "Qwen/Qwen3-32B")
-    gpu = {"kind": "cuda", "name": "H100", "memory_bytes": 80 * 2**30}
-    spelled = ("serve", "Qwen/Qwen3-32B", "--max_model_len", "8192", "-tp=2", "--no-enable-prefix-caching")
-    spelled += ("--served-model-name", "qwen", "--compilation-config.mode", "0", "--max-num-seqs=64")
-    unknown = ("serve", "Qwen/Qwen3-32B", "--max-model-lenght", "8192")
-    cpu_argv = ("serve", "Qwen/Qwen3-8B", "--max-model-len", "4096")  # a CPU recipe: vLLM's CPU platform, unadapted
-    cpu = EngineCheck(
-        "cpu", cpu_argv, model_config_path(BUNDLE.root, "Qwen/Qwen3-8B"), {"kind": "cpu", "name": "cpu", "memory_bytes": 0}
-    )
-    # vLLM's ROCm platform takes only the quantisation methods of its list; CUDA takes them all.
-    moe = model_config_path(BUNDLE.root, "Qwen/Qwen3-235B-A22B")
-    int8 = ("serve", "Qwen/Qwen3-235B-A22B", "--quantization", "experts_int8", "--tensor-parallel-size", "8")
-    mi300x = {"kind": "rocm", "name": "MI300X", "memory_bytes": 192 * 2**30}
-    rocm = [EngineCheck("int8-rocm", int8, moe, mi300x), EngineCheck("int8-cuda", int8, moe, gpu)]
-    checks = [EngineCheck("spelled", spelled, qwen, gpu), EngineCheck("unknown", unknown, qwen, gpu), cpu, *rocm]
-    v = run_checker(checks, vllm_venv).by_id()
+    v = judged.report.by_id()
     assert v["int8-cuda"].ok, v["int8-cuda"].error
     assert (v["int8-rocm"].stage, v["int8-rocm"].error) == (
         "platform",

@@ -1,9 +1,10 @@
 """`aim-recipes tune` on the local cluster: each trial a real deployment through the chart, its
-selector hook and the webhook, vLLM's CPU build serving the test model on the real node, measured
-by the chart's `helm test` (vLLM's own client). Bounded: the baseline, one trial the selector's
-rules refuse before it is deployed, and one real trial; run in two parts (a trial budget, then a
-resume) to show an interrupted tune goes on where it stopped. The ≥6-trial tune of the closing
-note is the documented command in docs/tuning.md."""
+selector hook and the webhook, the session's engine (conftest.ENGINE: the engine simulator in
+`make e2e`, tune's workflow being what is tested; vLLM's CPU build serving the test model in `make
+test-engine`) on the real node, measured by the chart's `helm test` (vLLM's own client).
+Bounded: the baseline, one trial the selector's rules refuse before it is deployed, and one real
+trial; run in two parts (a trial budget, then a resume) to show an interrupted tune goes on where
+it stopped. The ≥6-trial tune of the closing note is the documented command in docs/tuning.md."""
 
 from __future__ import annotations
 
@@ -17,11 +18,26 @@ import yaml
 import realcluster
 from localcluster import wait_for
 
-from .conftest import IMAGE_VALUES, ROOT, E2ECluster
+from .conftest import ENGINE, IMAGE_VALUES, ROOT, E2ECluster, engine_sets
 
 NS = "aim-engine-tune"
 RELEASE = "tune"
-BASE = "tiny-llama-cpu-x86-bf16"
+CATALOG_RECIPE = "tiny-llama-cpu-x86-bf16"
+# The simulator's trials start from the catalog's recipe with a sliver of a core requested (the
+# modules beside this one share the node's two cores); the real engine's from the catalog's own.
+BASE = f"{CATALOG_RECIPE}-sim" if ENGINE == "simulator" else CATALOG_RECIPE
+
+
+def base_recipe(tmp: Path) -> list[str]:
+    """tune's `--recipe ID` (the real engine), or `--recipe-file` with the simulator's copy of it."""
+    if ENGINE != "simulator":
+        return ["--recipe", BASE]
+    recipe = yaml.safe_load((ROOT / "recipes" / "catalog" / "tiny-llama" / f"{CATALOG_RECIPE}.yaml").read_text())
+    recipe["recipe_id"] = BASE
+    recipe["resources"]["requests"]["cpu"] = "100m"
+    path = tmp / f"{BASE}.yaml"
+    path.write_text(yaml.safe_dump(recipe, sort_keys=False))
+    return ["--recipe-file", str(path)]
 
 
 def tune(e2e: E2ECluster, out: Path, *extra: str) -> subprocess.CompletedProcess[str]:
@@ -32,14 +48,19 @@ def tune(e2e: E2ECluster, out: Path, *extra: str) -> subprocess.CompletedProcess
         "image.vllm.tag": tag,
         "image.vllm.pull_policy": "Never",
         "service.type": "ClusterIP",
+        "benchmark.resources.requests.cpu": "200m",
+        # conftest.own_webhook
+        "admission_controller.resources.requests.cpu": "20m",
+        "admission_controller.webhook.namespaces": "{" + NS + "}",
         **IMAGE_VALUES,
     }
     cmd = [
-        str(ROOT / ".tools/venv/bin/aim-recipes"), "tune", "--recipe", BASE, "--namespace", NS, "--release", RELEASE,
+        str(ROOT / ".tools/venv/bin/aim-recipes"), "tune", *base_recipe(out.parent), "--namespace", NS, "--release", RELEASE,
         "--chart", str(ROOT / "chart"), "--helm", str(ROOT / ".tools/bin/helm"), "--kubeconfig", str(e2e.kubeconfig),
         "--grid", "max_num_seqs=0,8", "--slo", "itl_p95_ms=500", "--num-prompts", "64", "--trial-timeout", "600",
         "--out", str(out), "--no-progress",
         *[a for k, v in values.items() for a in ("--set", f"{k}={v}")],
+        *engine_sets(ttft_ms=20, itl_ms=5),
         *extra,
     ]  # fmt: skip
     t0 = time.monotonic()
@@ -49,8 +70,9 @@ def tune(e2e: E2ECluster, out: Path, *extra: str) -> subprocess.CompletedProcess
 
 
 def test_a_tune_deploys_measures_resumes_and_writes_the_best_as_a_custom_recipe(e2e: E2ECluster, tmp_path: Path) -> None:
-    # The node's two CPUs serve one engine at a time: the monitoring test's release must be gone.
-    wait_for(lambda: e2e.kubectl("get", "namespace", "aim-engine-perf").returncode != 0, timeout=300, what="aim-engine-perf gone")
+    if ENGINE == "vllm":  # the node's two CPUs serve one real engine at a time: the others must be gone
+        for ns in ("aim-engine-perf", "aim-engine-scale"):
+            wait_for(lambda ns=ns: e2e.kubectl("get", "namespace", ns).returncode != 0, timeout=300, what=f"{ns} gone")
     e2e.kubectl("create", "namespace", NS, check=True)
     out = tmp_path / "out"
     try:

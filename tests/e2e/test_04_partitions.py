@@ -5,7 +5,9 @@ under its single naming (amd.com/gpu, amd.com/gpu.compute-memory-partition=cpx_n
 small models select partition recipes through the chart's hook, the webhook injects the partition
 resource, and the second small model is packed onto the node the first already uses — by the real
 kube-scheduler, steered by the selection's preferred node term — while two empty MIG nodes stay
-empty. The nodes exist only for this module."""
+empty. The nodes exist only for this module, tainted as a pool of its own (`aim-e2e/pool=partitions`)
+that only its releases tolerate (`workload.tolerations`, which the selector hook counts): the
+modules running beside it never see them."""
 
 from __future__ import annotations
 
@@ -18,13 +20,14 @@ import pytest
 import realcluster
 from localcluster import wait_for
 
-from .conftest import IMAGE_VALUES, ROOT, E2ECluster
+from .conftest import IMAGE_VALUES, ROOT, E2ECluster, own_webhook
 
 NS = "aim-parts"
 MIG_NODES = ("h100-mig-0", "h100-mig-1", "h100-mig-2")
 CPX_NODE = "mi300x-cpx-0"
 MIG_LABELS = {**realcluster.GFD_H100, "nvidia.com/mig.strategy": "mixed", "nvidia.com/gpu.count": "8"}
 CPX_LABELS = {**realcluster.AMD_MI300X, "amd.com/gpu.compute-memory-partition": "cpx_nps4"}
+POOL = {"key": "aim-e2e/pool", "value": "partitions", "effect": "NoSchedule"}
 
 
 def get(e2e: E2ECluster, *args: str) -> Any:
@@ -47,7 +50,10 @@ def install(e2e: E2ECluster, release: str, model: str, gpu_type: str) -> None:
         f"aim_engine.hardware.gpu_type={gpu_type}",
         "--set",
         "model_cache.enabled=false",
+        "--set-json",
+        "workload.tolerations=" + json.dumps([{**POOL, "operator": "Equal"}]),
         *images,
+        *own_webhook(NS),
         "--wait",
         "--timeout",
         "5m",
@@ -77,9 +83,15 @@ def partitioned(e2e: E2ECluster) -> Iterator[E2ECluster]:
     core = client.CoreV1Api()
     for name in MIG_NODES:
         realcluster.create_gpu_node(
-            core, name=name, labels=MIG_LABELS, resource="nvidia.com/gpu", gpus=0, devices={"nvidia.com/mig-3g.40gb": 16}
+            core,
+            name=name,
+            labels=MIG_LABELS,
+            resource="nvidia.com/gpu",
+            gpus=0,
+            devices={"nvidia.com/mig-3g.40gb": 16},
+            taints=[POOL],
         )
-    realcluster.create_gpu_node(core, name=CPX_NODE, labels=CPX_LABELS, resource="amd.com/gpu", gpus=64)
+    realcluster.create_gpu_node(core, name=CPX_NODE, labels=CPX_LABELS, resource="amd.com/gpu", gpus=64, taints=[POOL])
 
     def ready() -> bool:
         nodes = [core.read_node(name) for name in (*MIG_NODES, CPX_NODE)]
@@ -94,7 +106,7 @@ def partitioned(e2e: E2ECluster) -> Iterator[E2ECluster]:
         # (their Service gone with the namespace) they would refuse every later Pod in the cluster.
         # Helm deletes them before it returns; the releases' pods then stop together, with the namespace.
         e2e.helm("uninstall", "qwen", "llama", "cpx", "-n", NS, "--ignore-not-found", "--timeout", "3m")
-        e2e.kubectl("delete", "namespace", NS, "--wait=true", "--timeout=180s")
+        e2e.kubectl("delete", "namespace", NS, "--wait=false")
         for name in (*MIG_NODES, CPX_NODE):
             e2e.kubectl("delete", "node", name, "--wait=false")
 

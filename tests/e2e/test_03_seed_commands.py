@@ -4,11 +4,12 @@ then uninstalled leaving no webhook configuration or workload behind.
 
 The commands are the seed's, verbatim, after `helm install RELEASE chart/` (the seed's `./helm`);
 only the namespace and this cluster's image are added. The production command is covered by
-test_e2e.py."""
+test_02_e2e.py."""
 
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -287,7 +288,8 @@ def report_timings(request: pytest.FixtureRequest) -> Iterator[None]:
     yield
     reporter = request.config.pluginmanager.get_plugin("terminalreporter")
     lines = [f"seed install {name}: {seconds:.1f} s (helm install/upgrade --wait)" for name, seconds in TIMINGS.items()]
-    (ROOT / ".tools" / "e2e-seed-timings.txt").write_text("\n".join(lines) + "\n")
+    lane = os.environ.get("AIM_E2E_LANE", "all")
+    (ROOT / ".tools" / f"e2e-seed-timings-{lane}.txt").write_text("\n".join(lines) + "\n")
     if reporter is not None:
         reporter.write_line("")
         for line in lines:
