@@ -76,6 +76,8 @@ def derived_variants(
             continue
         if request.gpu_count is not None and (request.gpu_count > capacity.max_free or not model.tp_divides(request.gpu_count)):
             continue
+        if request.gpu_count is not None and product.max_tp and request.gpu_count > product.max_tp:
+            continue  # MIG instances cannot be joined: the recipe's own PARTITION_PARALLELISM finding stands
         derived = _derive(
             recipe, product=product, capacity=capacity, model=model, request=request, rank=rank_key(recipe, catalog)
         )

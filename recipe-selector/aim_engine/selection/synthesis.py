@@ -123,6 +123,19 @@ def synthesis_options(
                 )
             )
             continue
+        if request.gpu_count is not None and product.max_tp and request.gpu_count > product.max_tp:
+            # MIG instances (and any partition with a parallelism bound) cannot be joined by
+            # tensor parallelism: the recipe would be one partition_findings() refuses.
+            notes.append(
+                Finding(
+                    code="PARTITION_PARALLELISM",
+                    message=f"gpu_count {request.gpu_count} on {product.name}: vLLM cannot join "
+                    f"{request.gpu_count} {product.partition.label if product.partition else 'partitions'}; "
+                    f"at most {product.max_tp} per engine",
+                    fix=f"use gpu_count {product.max_tp} on a larger profile, or whole GPUs",
+                )
+            )
+            continue
         if request.gpu_count is not None and not model.tp_divides(request.gpu_count):
             notes.append(
                 Finding(
@@ -141,7 +154,10 @@ def synthesis_options(
 
         sizing = size_for_context(
             fit,
-            sizes=[request.gpu_count] if request.gpu_count is not None else model.valid_tp_sizes(up_to=cap.max_allocatable),
+            # a partition's parallelism bound (MIG: 1) caps the sizes as it caps a catalog recipe's
+            sizes=[request.gpu_count]
+            if request.gpu_count is not None
+            else model.valid_tp_sizes(up_to=min(cap.max_allocatable, product.max_tp or cap.max_allocatable)),
             # A pinned count is not moved for capacity: capacity_findings() below says what is missing.
             free=request.gpu_count if request.gpu_count is not None else cap.max_free,
             context=model.max_context,
@@ -182,8 +198,18 @@ def _unsized_notes(
                 fix=f"use more than {n} GPUs",
             )
         ]
-    smallest = min_gpus(model, product, precision, max_model_len=length)
+    smallest = min_gpus(model, product, precision, max_model_len=length, limit=product.max_tp or 64)
     if smallest is None:
+        if product.max_tp:
+            return [
+                Finding(
+                    code="INSUFFICIENT_MEMORY",
+                    message=f"{model.id} at {precision} does not fit {product.max_tp} x {product.name}, the most "
+                    f"{product.partition.label if product.partition else 'partitions'} one engine can use "
+                    f"({length} tokens of context)",
+                    fix=f"use a larger profile or whole {product.physical.name} GPUs, or a lower precision",
+                )
+            ]
         return [
             Finding(
                 code="INSUFFICIENT_MEMORY",

@@ -1,0 +1,129 @@
+"""The selector never outputs a recipe its own rules refuse (issue 24): over the example clusters and
+clusters labelled the way GPU Feature Discovery and AMD's GPU Operator label partitioned nodes,
+for every catalog model and the requests that reach every selection level, whatever `select`
+returns passes `aim-recipes validate`'s rules (static_findings) and the webhook's rules for the
+Deployment it would create (mutate, then check_workload). A request the selector cannot place
+correctly has no recipe and says what would fit."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from aim_engine.adapters.catalog import load_bundle
+from aim_engine.rules.compat import static_findings
+from aim_engine.rules.pod import parse_workload
+from aim_engine.rules.workload import Toggles, check_workload
+from aim_webhook.mutate import apply, mutate
+from k8s_objects import amd_node, cluster, gfd_node, node
+from support import ROOT, run_select
+
+BUNDLE = load_bundle()
+HW = BUNDLE.hardware
+
+
+def _mig_single(name: str, profile: str, count: int) -> dict[str, Any]:
+    labels = {
+        "nvidia.com/gpu.product": f"NVIDIA-H100-80GB-HBM3-MIG-{profile}",
+        "nvidia.com/mig.strategy": "single",
+        "nvidia.com/gpu.count": str(count),
+    }
+    return node(name, labels=labels, gpus=count, resource="nvidia.com/gpu")
+
+
+def _mig_mixed(name: str, devices: dict[str, int]) -> dict[str, Any]:
+    n = gfd_node(name, "H100", gpus=0)
+    n["metadata"]["labels"]["nvidia.com/mig.strategy"] = "mixed"
+    for profile, count in devices.items():
+        n["status"]["allocatable"][f"nvidia.com/mig-{profile}"] = str(count)
+    return n
+
+
+def _amd_partitioned(name: str, style: str, count: int, vram: str) -> dict[str, Any]:
+    """AMD's node labeller with -compute-memory-partition: the per-partition memory in gpu.vram."""
+    labels = {"amd.com/gpu.compute-memory-partition": style, "amd.com/gpu.vram": vram}
+    return amd_node(name, "MI300X", gpus=count, labels=labels)
+
+
+CLUSTERS: dict[str, dict[str, Any]] = {
+    **{p.stem: json.loads(p.read_text()) for p in sorted((ROOT / "examples").glob("cluster-*.json"))},
+    "mig-single-3g": cluster([_mig_single("m0", "3g.40gb", 16), _mig_single("m1", "3g.40gb", 16)]),
+    "mig-single-1g": cluster([_mig_single("m0", "1g.10gb", 56)]),
+    "mig-mixed": cluster([_mig_mixed("m0", {"1g.10gb": 14, "3g.40gb": 4}), _mig_mixed("m1", {"7g.80gb": 8})]),
+    "cpx-labelled": cluster([_amd_partitioned(f"a{i}", "cpx_nps4", 64, "24G") for i in range(2)]),
+    "dpx-labelled": cluster([_amd_partitioned("a0", "dpx_nps2", 16, "96G")]),
+    "whole": cluster([gfd_node("h0", "H100", gpus=8), amd_node("a0", "MI300X", gpus=8)]),
+}
+
+# Requests that reach each level: the catalog, a pinned count (derived / reduced context), a
+# precision, and the synthesised default level's refusal (allow_default=False).
+REQUESTS: list[dict[str, Any]] = [
+    {},
+    {"gpu_count": 1},
+    {"gpu_count": 2},
+    {"gpu_count": 8},
+    {"precision": "fp8"},
+    {"allow_default": False},
+]
+
+MODELS = sorted(BUNDLE.model_map())
+
+
+def _deployment(model_id: str, recipe_id: str) -> dict[str, Any]:
+    labels = {"aim-engine.io/recipe-id": recipe_id}
+    container = {"name": "vllm", "image": "vllm/vllm-openai", "args": ["--model", model_id]}
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": "d", "namespace": "ns", "labels": labels},
+        "spec": {"template": {"metadata": {"labels": labels}, "spec": {"containers": [container]}}},
+    }
+
+
+def _webhook_findings(model_id: str, recipe: Any, model: Any) -> list[str]:
+    """What the webhook says about the Deployment the chart would create for the recipe."""
+    bare = _deployment(model_id, recipe.recipe_id)
+    patched = apply(bare, mutate(parse_workload(bare, kind="Deployment", namespace="ns"), recipe, catalog=HW).patch)
+    workload = parse_workload(patched, kind="Deployment", namespace="ns")
+    assert workload is not None
+    found = check_workload(workload, recipe, model=model, catalog=HW, registry=BUNDLE.registry, toggles=Toggles())
+    return [f"{f.code}: {f.message}" for f in found]
+
+
+@pytest.mark.parametrize("name", sorted(CLUSTERS))
+def test_whatever_select_outputs_its_own_rules_accept(name: str) -> None:
+    doc = CLUSTERS[name]
+    models = BUNDLE.model_map()
+    wrong: list[str] = []
+    for model_id in MODELS:
+        for request in REQUESTS:
+            sel = run_select(BUNDLE, doc, model_id=models[model_id].id, **request)
+            if sel.recipe is None:
+                # refused: the message says what is wrong (and what would fit)
+                assert sel.message.strip(), (name, model_id, request)
+                continue
+            recipe, model = sel.recipe, models[model_id]
+            static, _ = static_findings(recipe, model=model, catalog=HW, registry=BUNDLE.registry)
+            refused = [f"{f.code}: {f.message}" for f in static]
+            if recipe.nodes == 1:
+                refused += _webhook_findings(model.id, recipe, model)
+            if refused:
+                wrong.append(f"{model_id} {request} -> {recipe.recipe_id} ({sel.level}) on {recipe.hardware}: {refused}")
+    assert not wrong, "\n".join(wrong)
+
+
+def test_a_70b_model_on_mig_and_cpx_goes_to_whole_gpus_or_cpx_never_joined_mig() -> None:
+    # issue 24, case 1: 8 x MIG 3g.40gb with TP 8 was selected; CPX partitions have no such bound
+    sel = run_select(BUNDLE, CLUSTERS["cluster-partitions"], model_id="meta-llama/Llama-3.1-70B-Instruct")
+    assert sel.recipe is not None and not sel.recipe.hardware.startswith("H100-MIG"), sel.recipe
+    refused = run_select(BUNDLE, CLUSTERS["mig-single-3g"], model_id="meta-llama/Llama-3.1-70B-Instruct")
+    assert refused.recipe is None
+    assert "MIG" in refused.message or "partition" in refused.message.lower(), refused.message
+
+
+def test_a_pinned_count_above_the_partition_bound_says_why() -> None:
+    sel = run_select(BUNDLE, CLUSTERS["mig-single-1g"], model_id="Qwen/Qwen3-8B", gpu_count=4)
+    assert sel.recipe is None
+    assert "vLLM cannot join 4 MIG 1g.10gb; at most 1 per engine" in sel.message, sel.message
