@@ -235,3 +235,34 @@ def test_estimate_reproduces_the_catalog_figure(capsys):
     recipe = json.loads(run(capsys, "list", "-o", "json")[1])
     stated = next(r for r in recipe if r["recipe_id"] == "qwen3-32b-mi300x-1gpu-fp8")["performance"]
     assert code == 0 and doc["expected_tokens_per_second"] == stated["expected_tokens_per_second"]
+
+
+PARTITIONS = str(ROOT / "examples" / "cluster-partitions.json")
+
+JSON_COMMANDS = [
+    ["list", "-o", "json"],
+    ["show", "qwen3-8b-h100-mig-3g40gb-bf16", "-o", "json"],
+    ["validate", "-o", "json"],
+    ["detect", "--cluster", CLUSTER, "-o", "json"],
+    ["detect", "--cluster", PARTITIONS, "-o", "json"],
+    ["select", "--model", "Qwen/Qwen3-32B", "--cluster", CLUSTER, "-o", "json"],
+    ["select", "--model", "Qwen/Qwen3-32B", "--cluster", CLUSTER, "--explain", "-o", "json"],
+    ["select", "--model", "meta-llama/Llama-3.1-70B-Instruct", "--cluster", PARTITIONS, "-o", "json"],
+    ["select", "--model", "Qwen/Qwen3-8B", "--cluster", PARTITIONS, "--gpu-count", "4", "-o", "json"],
+    ["select", "--model", "Qwen/Qwen3-32B", "--cluster", CLUSTER, "--slo", "ttft_p95_ms=600000", "-o", "json"],
+    ["select", "--model", "Qwen/Qwen3-32B", "--cluster", CLUSTER, "--slo", "min_output_tokens_per_second=1e8", "-o", "json"],
+    ["select", "--model", "deepseek-ai/DeepSeek-R1", "--cluster", CLUSTER, "--no-default", "-o", "json"],
+]
+
+
+@pytest.mark.parametrize("argv", JSON_COMMANDS, ids=lambda a: " ".join(a[:1] + a[2:3]))
+def test_every_json_output_is_json(capsys, argv):
+    code, out, err = run(capsys, *argv)
+    assert code in (0, 1), err
+    json.loads(out, parse_constant=lambda c: pytest.fail(f"{c} is not JSON: {' '.join(argv)}"))
+
+
+def test_an_absurd_slo_exits_2_with_one_line(capsys):
+    code, out, err = run(capsys, "select", "--model", "Qwen/Qwen3-32B", "--cluster", CLUSTER, "--slo", "ttft_p95_ms=1e400")
+    assert code == 2 and out == ""
+    assert err.strip().count("\n") == 0 and "outside 1 to 600000 ms" in err

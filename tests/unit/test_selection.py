@@ -306,14 +306,15 @@ def test_selection_is_deterministic_whatever_the_catalog_order(bundle):
 def test_the_closest_recipe_named_when_none_fits_does_not_depend_on_the_catalog_order(bundle):
     """Two recipes equally close (same findings count, same rank): the recipe id decides, not
     which of them the catalog lists first."""
-    best = next(r for r in bundle.recipes if r.recipe_id == "qwen3-32b-mi325x-1gpu-fp8")
-    twin = with_changes(best, recipe_id="qwen3-32b-mi325x-1gpu-fp8-a-twin")
+    best = next(r for r in bundle.recipes if r.recipe_id == "qwen3-32b-a100-2gpu-bf16")
+    twin = with_changes(best, recipe_id="qwen3-32b-a100-2gpu-bf16-a-twin")
     messages = {
         run_select(bundle, cluster([gfd_node("a", "A100")]), model_id=QWEN, precision="fp8", recipes=recipes).message
         for recipes in ([*bundle.recipes, twin], [twin, *bundle.recipes])
     }
     assert len(messages) == 1
-    assert "closest: qwen3-32b-mi325x-1gpu-fp8:" in messages.pop()
+    # a recipe for the cluster's own A100 (drop the precision override), not one for an absent product
+    assert "closest: qwen3-32b-a100-2gpu-bf16: runs bf16; precision=fp8 was requested" in messages.pop()
 
 
 def test_request_overrides_are_reported(bundle):

@@ -57,6 +57,29 @@ def test_targets_are_parsed_and_bad_ones_refused_with_the_keys() -> None:
         parse_slo(["itl_p95_ms=1", "itl_p95_ms=2"])
 
 
+@pytest.mark.parametrize(
+    ("pair", "error"),
+    [
+        ("ttft_p95_ms=1e400", "ttft_p95_ms=1e400: outside 1 to 600000 ms; give the target in ms"),
+        ("ttft_p95_ms=1e-400", "ttft_p95_ms=1e-400: outside 1 to 600000 ms"),
+        ("ttft_p95_ms=0.5", "outside 1 to 600000 ms"),
+        ("itl_p95_ms=60001", "outside 0.1 to 60000 ms"),
+        ("min_output_tokens_per_second=1e9", "outside 0.1 to 100000000 tok/s"),
+    ],
+)
+def test_targets_outside_sane_bounds_are_refused_with_the_range(pair: str, error: str) -> None:
+    with pytest.raises(InputError, match=error.replace(".", r"\.")):
+        parse_slo([pair])
+
+
+def test_the_bounds_themselves_are_accepted() -> None:
+    from aim_engine.rules.slo import SLO_BOUNDS
+
+    for key, bound in SLO_BOUNDS.items():
+        assert parse_slo([f"{key}={bound.low}"]).targets().__next__() == (key, bound.low)
+        assert parse_slo([f"{key}={bound.high}"]).targets().__next__() == (key, bound.high)
+
+
 def test_a_mean_above_a_p95_target_is_a_miss_and_a_mean_below_it_proves_nothing(bundle: Any) -> None:
     fp8 = recipe(bundle, "qwen3-32b-mi300x-1gpu-fp8")  # 3140 tok/s, 17.2 ms mean ITL, estimated
     check = check_slo(fp8, Slo(itl_p95_ms=Decimal(15), min_output_tokens_per_second=Decimal(4000)))
@@ -137,7 +160,11 @@ def test_when_nothing_meets_the_slo_the_answer_says_what_would(bundle: Any) -> N
     blocker = "would meet it: qwen3-32b-mi300x-4gpu-bf16 (4 x MI300X), but needs 4 free amd.com/gpu on one MI300X node"
     assert blocker in sel.message
     # The fastest recipe that runs here (fp8 on 1 GPU, 17.2 ms), not one for a product it lacks.
-    assert "the best this cluster's recipes reach, target by target: --slo itl_p95_ms of 17.2 or more" in sel.message
+    assert (
+        "closest, target by target (placeable now): --slo itl_p95_ms 15: nearest is qwen3-32b-mi300x-1gpu-fp8 "
+        "(1 x MI300X), mean ITL 17.2 ms (estimated; misses it)"
+    ) in sel.message
+    assert "; closest: " not in sel.message  # the per-target line replaces the fewest-findings guess
     # No fallback to an untested configuration: it claims no performance.
     assert "a synthesised recipe states no performance, so it cannot be held to the SLO" in sel.message
 
@@ -176,7 +203,23 @@ def test_the_hook_names_targets_as_the_chart_values_do(bundle: Any) -> None:
     sel = run_select(
         bundle, cluster([amd_node("a", "MI300X")]), model_id=QWEN, slo=Slo(itl_p95_ms=Decimal(5)), slo_names=VALUES_NAMES
     )
-    assert "aim_engine.slo.itl_p95_ms is 5 ms" in sel.message
+    assert "aim_engine.slo.itl_p95_ms 5: nearest is qwen3-32b-mi300x-4gpu-bf16" in sel.message
+
+
+def test_the_closest_candidate_is_the_placeable_one_nearest_each_target(bundle: Any) -> None:
+    # Two targets no recipe meets at once: each names the recipe nearest it, with its number.
+    doc = cluster([amd_node("a", "MI300X")])
+    here = [r for r in bundle.recipes if r.model_key == QWEN.lower() and r.hardware == "MI300X" and r.performance]
+    fastest = max(here, key=lambda r: r.performance.tokens_per_second)
+    quickest = min(here, key=lambda r: r.performance.latency_ms)
+    slo = Slo(min_output_tokens_per_second=fastest.performance.tokens_per_second * 10, itl_p95_ms=Decimal("0.5"))
+    sel = run_select(bundle, doc, model_id=QWEN, slo=slo)
+    assert sel.result == "not_found"
+    tps = fastest.performance.tokens_per_second
+    assert f"--slo min_output_tokens_per_second {tps * 10}: nearest is {fastest.recipe_id}" in sel.message
+    assert f"expects {tps} tok/s" in sel.message.replace(".0 tok/s", " tok/s")
+    assert f"--slo itl_p95_ms 0.5: nearest is {quickest.recipe_id}" in sel.message
+    assert f"mean ITL {quickest.performance.latency_ms} ms" in sel.message
 
 
 def test_a_measured_slo_reaches_the_recipe_written(bundle: Any) -> None:
@@ -191,3 +234,14 @@ def test_a_measured_slo_reaches_the_recipe_written(bundle: Any) -> None:
     assert perf["provenance"]["expected_ttft_p95_ms"]["kind"] == "measured"
     bundle.validator.validate(sel.recipe.to_seed())
     assert dataclasses.replace(sel.request).slo == Slo()
+
+
+def test_the_charts_schema_bounds_are_the_selectors() -> None:
+    import json
+
+    from aim_engine.rules.slo import SLO_BOUNDS
+
+    schema = json.loads((ROOT / "chart" / "values.schema.json").read_text())
+    slo = schema["properties"]["aim_engine"]["properties"]["slo"]["properties"]
+    for key, bound in SLO_BOUNDS.items():
+        assert (Decimal(str(slo[key]["minimum"])), Decimal(str(slo[key]["maximum"]))) == (bound.low, bound.high), key

@@ -573,6 +573,7 @@ def test_the_model_check_is_part_of_recipe_compatibility(wbundle):
         ({"aim-engine.io/slo-max-latency-ms": "20", "aim-engine.io/slo-ttft-p95-ms": "500"}, True, []),
         ({"aim-engine.io/slo-ttft-p95-ms": "fast"}, False, ["SLO annotations must be positive numbers"]),
         ({"aim-engine.io/slo-min-tokens-per-second": "-5"}, False, ["SLO annotations must be positive numbers"]),
+        ({"aim-engine.io/slo-ttft-p95-ms": "1e400"}, False, ["within ttft_p95_ms 1 to 600000 ms", "outside 1 to 600000"]),
     ],
 )
 def test_slo_annotations_are_held_to_the_recipe_by_the_selectors_check(client, annotations, allowed, fragments):

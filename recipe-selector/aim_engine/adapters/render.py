@@ -26,7 +26,7 @@ def _default(value: object) -> object:
 
 
 def to_json(data: Any) -> str:
-    return json.dumps(data, indent=2, default=_default, sort_keys=False) + "\n"
+    return json.dumps(data, indent=2, default=_default, sort_keys=False, allow_nan=False) + "\n"
 
 
 def to_yaml(data: Any) -> str:

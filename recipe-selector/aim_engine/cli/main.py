@@ -67,7 +67,7 @@ from aim_engine.domain.recipe import Recipe
 from aim_engine.rules.evidence import FIGURES, Measurements, apply_measurements, figure_provenance, match_findings
 from aim_engine.rules.lint import lint_recipes
 from aim_engine.rules.perf import METHOD, estimate_recipe, recipe_conditions
-from aim_engine.rules.slo import CLI_NAMES, SLO_KEYS, VALUES_NAMES, parse_slo
+from aim_engine.rules.slo import CLI_NAMES, SLO_KEYS, VALUES_NAMES, parse_slo, slo_bounds_text
 from aim_engine.selection.selector import Request, Selection, select
 
 log = logging.getLogger("aim_engine")
@@ -220,7 +220,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=[],
         metavar="KEY=VALUE",
         help=f"service-level targets the recipe's figures must meet: {', '.join(SLO_KEYS)} "
-        "(e.g. --slo ttft_p95_ms=500 itl_p95_ms=30)",
+        f"(e.g. --slo ttft_p95_ms=500 itl_p95_ms=30); each within: {slo_bounds_text()}",
     )
     s.add_argument(
         "--benchmarks-configmap",

@@ -39,7 +39,7 @@ from aim_engine.domain.errors import InputError
 from aim_engine.domain.recipe import Recipe
 from aim_engine.domain.tuning import Params, Trial, TuneState, median_run, params_text, parse_grid, trial_id, trial_recipe
 from aim_engine.rules.perf import recipe_conditions
-from aim_engine.rules.slo import SLO_KEYS, Slo, parse_slo
+from aim_engine.rules.slo import SLO_KEYS, Slo, parse_slo, slo_bounds_text
 from aim_engine.rules.tune import best, beyond_noise, judge, tuned_recipe
 from aim_engine.selection.selector import Request, Selection, select
 
@@ -55,7 +55,14 @@ def add_parser(sub: Any, *, positive: Any) -> None:
     t.add_argument("--recipe-file", type=Path, help="start from a custom recipe (file or ConfigMap)")
     t.add_argument("--grid", action="append", default=[], metavar="NAME=V1,V2", help="an axis: a vLLM argument or env.NAME")
     t.add_argument("--grid-file", type=Path, help="YAML: grid: {max_num_seqs: [16, 32]}, slo: {...}, budget: {trials, time}")
-    t.add_argument("--slo", nargs="+", action="extend", default=[], metavar="KEY=VALUE", help=", ".join(SLO_KEYS))
+    t.add_argument(
+        "--slo",
+        nargs="+",
+        action="extend",
+        default=[],
+        metavar="KEY=VALUE",
+        help=f"{', '.join(SLO_KEYS)}; each within: {slo_bounds_text()}",
+    )
     t.add_argument("--max-trials", type=positive, help="budget: trials in all (the baseline counts), resumed ones included")
     t.add_argument("--max-time", help="budget: wall-clock for this run (90s, 30m, 2h); no trial starts after it")
     t.add_argument("--release", default="aim-tune", help="the release the trials are deployed as (default aim-tune)")

@@ -18,7 +18,7 @@ so selection with an SLO never falls back to one (aim_engine.selection.levels)."
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, fields
 from decimal import Decimal, InvalidOperation
 from typing import NamedTuple
@@ -51,9 +51,34 @@ class Slo:
 SLO_KEYS: tuple[str, ...] = tuple(f.name for f in fields(Slo))
 
 
+class SloBound(NamedTuple):
+    low: Decimal
+    high: Decimal
+    unit: str
+
+    def text(self) -> str:
+        return f"{_num(self.low)} to {_num(self.high)} {self.unit}"
+
+
+# What a target can sanely be: outside these it is a typo or a unit mistake (seconds for
+# milliseconds), and a value past a float's range would not even print as JSON.
+SLO_BOUNDS: Mapping[str, SloBound] = {
+    "ttft_p95_ms": SloBound(Decimal("1"), Decimal("600000"), "ms"),  # 1 ms to 10 minutes
+    "itl_p95_ms": SloBound(Decimal("0.1"), Decimal("60000"), "ms"),  # 0.1 ms to 1 minute a token
+    "min_output_tokens_per_second": SloBound(Decimal("0.1"), Decimal("100000000"), "tok/s"),
+}
+assert set(SLO_BOUNDS) == set(SLO_KEYS)
+
+
+def slo_bounds_text() -> str:
+    """The bounds, for --help."""
+    return "; ".join(f"{k} {b.text()}" for k, b in SLO_BOUNDS.items())
+
+
 def parse_slo(pairs: Iterable[str]) -> Slo:
     """`KEY=VALUE` pairs (the CLI's `--slo`, the chart's aim_engine.slo.*) as an Slo; a key named
-    twice, an unknown key or a value that is not a positive number is an InputError."""
+    twice, an unknown key, a value that is not a positive number or one outside SLO_BOUNDS is an
+    InputError."""
     values: dict[str, Decimal] = {}
     for pair in pairs:
         key, sep, raw = pair.partition("=")
@@ -68,6 +93,9 @@ def parse_slo(pairs: Iterable[str]) -> Slo:
             value = Decimal(-1)
         if not value.is_finite() or value <= 0:
             raise InputError(f"--slo {key}={raw}: the target must be a positive number")
+        bound = SLO_BOUNDS[key]
+        if not bound.low <= value <= bound.high:
+            raise InputError(f"--slo {key}={raw.strip()}: outside {bound.text()}; give the target in {bound.unit}")
         values[key] = value
     return Slo(**values)
 
@@ -174,26 +202,80 @@ def check_slo(recipe: Recipe, slo: Slo, *, names: TargetNames = CLI_NAMES) -> Sl
     return SloCheck(missed=tuple(missed), unverified=tuple(unverified))
 
 
+def figure(recipe: Recipe, key: str) -> Decimal | None:
+    """The recipe's figure that target `key` is held to (check_slo's choice): expected tokens/s,
+    the p95 ITL (else the mean), the p95 TTFT; None when it states none."""
+    perf = recipe.performance
+    if perf is None:
+        return None
+    if key == "min_output_tokens_per_second":
+        return perf.tokens_per_second
+    if key == "itl_p95_ms":
+        return perf.itl_p95_ms if perf.itl_p95_ms is not None else perf.latency_ms
+    return perf.ttft_p95_ms
+
+
+def better(key: str, a: Decimal, b: Decimal) -> bool:
+    """`a` is nearer target `key`'s good side than `b`: more throughput, less latency."""
+    return a > b if key.startswith("min_") else a < b
+
+
+def meets(key: str, value: Decimal, target: Decimal) -> bool:
+    return value >= target if key.startswith("min_") else value <= target
+
+
 def best_figures(recipes: Iterable[Recipe]) -> dict[str, Decimal]:
     """The best each target could be set to and still be met by one of `recipes`: the highest
     throughput, the lowest p95 (else mean) ITL, the lowest p95 TTFT."""
     best: dict[str, Decimal] = {}
     for r in recipes:
-        perf = r.performance
-        if perf is None:
-            continue
-        candidates = {
-            "min_output_tokens_per_second": perf.tokens_per_second,
-            "itl_p95_ms": perf.itl_p95_ms if perf.itl_p95_ms is not None else perf.latency_ms,
-            "ttft_p95_ms": perf.ttft_p95_ms,
-        }
-        for key, value in candidates.items():
-            if value is None:
-                continue
-            better = key not in best or (value > best[key] if key.startswith("min_") else value < best[key])
-            if better:
+        for key in SLO_KEYS:
+            value = figure(r, key)
+            if value is not None and (key not in best or better(key, value, best[key])):
                 best[key] = value
     return best
+
+
+class Nearest(NamedTuple):
+    key: str
+    target: Decimal
+    recipe: Recipe
+    value: Decimal
+
+    def text(self, names: TargetNames) -> str:
+        field, what = _FIGURE[self.key]
+        perf = self.recipe.performance
+        if self.key == "itl_p95_ms" and perf is not None and perf.itl_p95_ms is None:
+            field, what = "expected_latency_ms", "mean ITL"
+        unit = "tok/s" if self.key.startswith("min_") else "ms"
+        verdict = "meets it" if meets(self.key, self.value, self.target) else "misses it"
+        return (
+            f"{names[self.key]} {_num(self.target)}: nearest is {self.recipe.recipe_id} "
+            f"({self.recipe.gpu_count} x {self.recipe.hardware}), {what} {_num(self.value)} {unit} "
+            f"({figure_source(self.recipe, field)}; {verdict})"
+        )
+
+
+_FIGURE = {
+    "min_output_tokens_per_second": ("expected_tokens_per_second", "expects"),
+    "itl_p95_ms": ("expected_itl_p95_ms", "p95 ITL"),
+    "ttft_p95_ms": ("expected_ttft_p95_ms", "p95 TTFT"),
+}
+
+
+def nearest_per_target(recipes: Sequence[Recipe], slo: Slo) -> list[Nearest]:
+    """For each target, the recipe among `recipes` whose figure comes nearest it (the first in
+    `recipes`' order on a tie): what the user could have, target by target."""
+    out: list[Nearest] = []
+    for key, target in slo.targets():
+        best: Nearest | None = None
+        for r in recipes:
+            value = figure(r, key)
+            if value is not None and (best is None or better(key, value, best.value)):
+                best = Nearest(key=key, target=target, recipe=r, value=value)
+        if best is not None:
+            out.append(best)
+    return out
 
 
 def _num(value: Decimal) -> str:

@@ -41,7 +41,7 @@ from aim_engine.rules.pod import (
     serving_templates,
 )
 from aim_engine.rules.served_model import model_findings
-from aim_engine.rules.slo import check_slo, parse_slo
+from aim_engine.rules.slo import check_slo, parse_slo, slo_bounds_text
 
 QUANTIZATION_PRECISION = {
     "fp8": "fp8",
@@ -554,7 +554,7 @@ def _performance(workload: Workload, recipe: Recipe) -> list[Finding]:
         slo = parse_slo(f"{key}={value}" for key, value in declared.items() if value)
     except InputError as e:
         shown = ", ".join(f"{SLO_ANNOTATIONS[k]}={v!r}" for k, v in declared.items() if v)
-        raise MalformedObject(f"SLO annotations must be positive numbers: {shown}") from e
+        raise MalformedObject(f"SLO annotations must be positive numbers within {slo_bounds_text()}: {shown} ({e})") from e
     check = check_slo(recipe, slo, names=SLO_ANNOTATIONS)
     return [*check.missed, *(check.unverified if recipe.performance is None else ())]
 

@@ -40,7 +40,7 @@ from aim_engine.rules.compat import Finding
 from aim_engine.rules.evidence import Match, Measurements, apply_measurements, figure_source, match_findings
 from aim_engine.rules.memory import MemoryPlan
 from aim_engine.rules.ranking import gpu_share, pareto_front, rank_key, tokens_per_second_per_gpu
-from aim_engine.rules.slo import best_figures
+from aim_engine.rules.slo import nearest_per_target
 from aim_engine.selection.feasibility import (
     Evaluated,
     as_advertised,
@@ -381,12 +381,13 @@ def _not_found_message(evaluation: Evaluation, unavailable: Sequence[Finding]) -
         lines.append(line)
     if not request.allow_default:
         lines.append("the default (generic) level is disabled")
-    if request.slo:
-        lines += _slo_alternatives(evaluation)
+    slo_lines = _slo_alternatives(evaluation) if request.slo else []
+    lines += slo_lines
     near = [e for e in ranked if not e.feasible]
-    if near:
-        # The fewest findings, then the best rank; `ranked` breaks ties by recipe id.
-        closest = min(near, key=lambda e: len(e.findings))
+    if near and not any(line.startswith("closest, target by target") for line in slo_lines):
+        # A recipe whose hardware is here first, then the fewest findings, then the best rank
+        # (`ranked` breaks ties by recipe id).
+        closest = min(near, key=lambda e: (any(f.code == "HARDWARE_ABSENT" for f in e.findings), len(e.findings)))
         first = closest.findings[0]
         lines.append(f"closest: {closest.recipe.recipe_id}: {first.message}" + (f" — {first.fix}" if first.fix else ""))
     return "no recipe fits: " + "; ".join(lines)
@@ -411,16 +412,14 @@ def _slo_alternatives(evaluation: Evaluation) -> list[str]:
             f"would meet it: {e.recipe.recipe_id} ({e.recipe.gpu_count} x {e.recipe.hardware}), but {blocker.message}"
             + (f" — {blocker.fix}" if blocker.fix else "")
         )
-    # Recipes that run here but for the SLO: the targets they reach.
+    # Target by target, the recipe nearest it among those that could be placed now but for the
+    # SLO; failing any, among those whose hardware is here but that need free capacity.
+    placeable = [e.recipe for e in missed if all(f.code in SLO_CODES for f in e.findings)]
     here = [e.recipe for e in missed if all(f.code in SLO_CODES for f in e.static)]
-    reach = best_figures(here)
-    looser = [
-        f"{names[key]} of {reach[key]} or {'less' if key.startswith('min_') else 'more'}"
-        for key, target in slo.targets()
-        if key in reach and (reach[key] < target if key.startswith("min_") else reach[key] > target)
-    ]
-    if looser:
-        out.append("the best this cluster's recipes reach, target by target: " + ", ".join(looser))
+    nearest = nearest_per_target(placeable or here, slo)
+    if nearest:
+        where = "placeable now" if placeable else "on this cluster's hardware, once GPUs are free"
+        out.append(f"closest, target by target ({where}): " + "; ".join(n.text(names) for n in nearest))
     return out
 
 
