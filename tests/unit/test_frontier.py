@@ -13,12 +13,16 @@ from typing import Any
 import pytest
 
 from aim_engine.adapters.catalog import load_bundle
+from aim_engine.cluster.inventory import build_inventory, split_list
+from aim_engine.domain.model_config import model_from_hf_config
 from aim_engine.rules.compat import static_findings
 from aim_engine.rules.pod import parse_workload
 from aim_engine.rules.workload import Toggles, check_workload
+from aim_engine.selection.request import Request
+from aim_engine.selection.selector import select
 from aim_webhook.mutate import apply, mutate
 from k8s_objects import amd_node, cluster, gfd_node, node
-from support import ROOT, run_select
+from support import FIXTURES, ROOT, run_select
 
 BUNDLE = load_bundle()
 HW = BUNDLE.hardware
@@ -127,3 +131,43 @@ def test_a_pinned_count_above_the_partition_bound_says_why() -> None:
     sel = run_select(BUNDLE, CLUSTERS["mig-single-1g"], model_id="Qwen/Qwen3-8B", gpu_count=4)
     assert sel.recipe is None
     assert "vLLM cannot join 4 MIG 1g.10gb; at most 1 per engine" in sel.message, sel.message
+
+
+# ---- packing at the default level: the smallest device that holds the model ----
+
+LLAMA_1B = model_from_hf_config(
+    "meta-llama/Llama-3.2-1B-Instruct", json.loads((FIXTURES / "configs" / "llama-3.2-1b-instruct.config.json").read_text())
+)
+
+
+def _default_select(doc: dict[str, Any]) -> Any:
+    nodes, pods = split_list(doc)
+    return select(
+        request=Request(model_id=LLAMA_1B.id),
+        recipes=BUNDLE.recipes,
+        models=BUNDLE.model_map(LLAMA_1B),
+        catalog=HW,
+        registry=BUNDLE.registry,
+        inventory=build_inventory(HW, nodes, pods),
+    )
+
+
+@pytest.mark.parametrize(
+    ("name", "doc", "hardware"),
+    [
+        # a 1g.10gb cannot keep the whole 131072-token context: the 3g.40gb is the smallest that does
+        ("mig", cluster([gfd_node("h", "H100", gpus=8), _mig_mixed("m", {"1g.10gb": 7, "3g.40gb": 2})]), "H100-MIG-3g.40gb"),
+        ("cpx", cluster([amd_node("a", "MI300X"), _amd_partitioned("c", "cpx_nps4", 64, "24G")]), "MI300X-CPX"),
+        # whole GPUs: the smaller H100 before the faster, larger H200
+        ("whole", cluster([gfd_node("h2", "H200"), gfd_node("h1", "H100")]), "H100"),
+    ],
+)
+def test_a_small_model_without_a_recipe_takes_the_smallest_device_that_holds_it(name: str, doc: Any, hardware: str) -> None:
+    sel = _default_select(doc)
+    assert sel.level == "default" and sel.recipe is not None and sel.recipe.hardware == hardware, sel.message
+    note = next(f for f in sel.candidates[0].reasons if f.code == "SMALLEST_DEVICE")
+    assert note.message.startswith(f"synthesised for 1 x {hardware} (")
+    assert "the smallest device that holds meta-llama/Llama-3.2-1B-Instruct (131072 tokens of context)" in note.message
+    assert "faster memory breaks ties only between devices that pack equally" in note.message
+    static, _ = static_findings(sel.recipe, model=LLAMA_1B, catalog=HW, registry=BUNDLE.registry)
+    assert static == []

@@ -62,6 +62,7 @@ FindingCode = Literal[
     "FALLBACK",
     "DERIVED",
     "SIZING",
+    "SMALLEST_DEVICE",
     "MAX_MODEL_LEN_OVERRIDE",
     "MODEL_UNANALYSED",
     "OUTRANKED",

@@ -32,7 +32,7 @@ from aim_engine.selection.feasibility import Evaluated
 from aim_engine.selection.request import Request
 from aim_engine.selection.result import Level
 from aim_engine.selection.sizing import Sizing
-from aim_engine.selection.synthesis import synthesis_options
+from aim_engine.selection.synthesis import packing_note, synthesis_options
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,7 +173,13 @@ def default(evaluation: Evaluation) -> DefaultOutcome:
     if not options:
         return DefaultOutcome(choice=None, unavailable=tuple(notes))
     best = options[0]
-    choice = Choice(level="default", recipe=best.recipe, plan=best.plan, notes=(*_sizing_note(best.sizing), *notes))
+    packing = packing_note(options, model=model)
+    choice = Choice(
+        level="default",
+        recipe=best.recipe,
+        plan=best.plan,
+        notes=(*_sizing_note(best.sizing), *((packing,) if packing else ()), *notes),
+    )
     return DefaultOutcome(choice=choice, unavailable=tuple(notes))
 
 

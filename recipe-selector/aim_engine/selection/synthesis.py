@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -83,11 +84,44 @@ class Synthesised:
     sizing: Sizing
 
     @property
-    def order(self) -> tuple[SizingTier, int, int, int, str]:
-        """Best first, across products: the whole context first, then the fewest GPUs, the lowest
-        precision, the fastest memory."""
+    def order(self) -> tuple[SizingTier, int, int, int, int, str]:
+        """Best first, across products: the whole context first, then the fewest GPUs, then the
+        smallest device or partition that holds the model (dense packing: a 1B model takes a MIG
+        1g.10gb or a CPX partition, not a whole GPU, when one is free), then the lowest precision;
+        faster memory breaks ties only between devices that pack equally."""
         precision_rank = PRECISION_ORDER.get(self.recipe.precision, 99)
-        return self.sizing.tier, self.sizing.gpus, precision_rank, -self.product.bandwidth_gbps, self.product.name
+        return (
+            self.sizing.tier,
+            self.sizing.gpus,
+            self.product.memory_mib,
+            precision_rank,
+            -self.product.bandwidth_gbps,
+            self.product.name,
+        )
+
+    @property
+    def shape(self) -> str:
+        return f"{self.sizing.gpus} x {self.product.name} ({_gib(self.product.memory_mib)} GiB each)"
+
+
+def packing_note(options: Sequence[Synthesised], *, model: ModelProfile) -> Finding | None:
+    """Why the first option (options are best first) and not a larger device that also holds the
+    model: the packing rule, said when another product was an option."""
+    best, others = options[0], [o for o in options[1:] if o.product.name != options[0].product.name]
+    if not others:
+        return None
+    return Finding(
+        code="SMALLEST_DEVICE",
+        message=f"synthesised for {best.shape}: the most context on the fewest devices, then the smallest device "
+        f"that holds {model.id} ({best.sizing.max_model_len} tokens of context), so larger GPUs stay free; "
+        f"also hold it: {', '.join(o.shape for o in others[:4])}; faster memory breaks ties only between devices "
+        "that pack equally",
+        fix="pin aim_engine.hardware.gpu_type (--gpu-type) to serve from another product",
+    )
+
+
+def _gib(mib: int) -> str:
+    return f"{mib / 1024:.1f}"
 
 
 def synthesis_options(
