@@ -59,6 +59,9 @@ CLUSTERS: dict[str, dict[str, Any]] = {
     "cpx-labelled": cluster([_amd_partitioned(f"a{i}", "cpx_nps4", 64, "24G") for i in range(2)]),
     "dpx-labelled": cluster([_amd_partitioned("a0", "dpx_nps2", 16, "96G")]),
     "whole": cluster([gfd_node("h0", "H100", gpus=8), amd_node("a0", "MI300X", gpus=8)]),
+    # the GPU Operator's default labeller arguments: no partition label, only the devices' memory
+    "cpx-unlabelled": cluster([amd_node("a0", "MI300X", gpus=64, labels={"amd.com/gpu.vram": "24G"})]),
+    "mislabelled": cluster([amd_node("a0", "MI300X", gpus=64), gfd_node("h0", "H100", gpus=8)]),
 }
 
 # Requests that reach each level: the catalog, a pinned count (derived / reduced context), a
@@ -171,3 +174,79 @@ def test_a_small_model_without_a_recipe_takes_the_smallest_device_that_holds_it(
     assert "faster memory breaks ties only between devices that pack equally" in note.message
     static, _ = static_findings(sel.recipe, model=LLAMA_1B, catalog=HW, registry=BUNDLE.registry)
     assert static == []
+
+
+# ---- AMD partitions without the partition label; implausible counts ----
+
+
+def test_an_unlabelled_cpx_node_is_read_from_its_memory_label_and_a_70b_model_is_not_put_on_one_partition() -> None:
+    doc = CLUSTERS["cpx-unlabelled"]
+    inv = build_inventory(HW, *split_list(doc))
+    (view,) = inv.nodes
+    assert view.product is not None and view.product.name == "MI300X-CPX" and view.usable
+    assert any("CPX inferred from amd.com/gpu.vram=24G" in n for n in view.notes)
+    sel = run_select(BUNDLE, doc, model_id="meta-llama/Llama-3.1-70B-Instruct")
+    # 70B over CPX partitions, never one partition planned as a whole 192 GB MI300X
+    assert sel.recipe is not None and sel.recipe.hardware == "MI300X-CPX" and sel.recipe.gpu_count >= 4, sel.message
+    small = run_select(BUNDLE, doc, model_id="Qwen/Qwen3-8B")
+    assert small.recipe is not None and small.recipe.recipe_id == "qwen3-8b-mi300x-cpx-fp8"
+
+
+def test_more_devices_than_the_product_can_partition_into_is_refused_with_the_nodes_name() -> None:
+    inv = build_inventory(HW, *split_list(CLUSTERS["mislabelled"]))
+    amd = next(v for v in inv.nodes if v.name == "a0")
+    assert not amd.usable
+    assert amd.reason.startswith("node a0 advertises 64 amd.com/gpu as whole MI300X GPUs, more than 16")
+    sel = run_select(BUNDLE, CLUSTERS["mislabelled"], model_id="meta-llama/Llama-3.1-70B-Instruct", gpu_type="MI300X")
+    assert sel.recipe is None and "node a0 advertises 64 amd.com/gpu" in sel.message, sel.message
+
+
+@pytest.mark.parametrize(
+    ("labels", "product", "usable", "said"),
+    [
+        ({"amd.com/gpu.vram": "96G"}, "MI300X-DPX", True, "DPX inferred from amd.com/gpu.vram=96G"),
+        ({"amd.com/gpu.vram": "50G"}, "MI300X", False, "matches neither MI300X (196592 MiB) nor a partition of it"),
+        ({"amd.com/gpu.vram": "lots"}, "MI300X", False, "amd.com/gpu.vram=lots is not a memory size"),
+        # labelled DPX but the devices report a CPX partition's memory: the memory wins for fit
+        (
+            {"amd.com/gpu.compute-memory-partition": "dpx_nps2", "amd.com/gpu.vram": "24G"},
+            "MI300X-CPX",
+            True,
+            "the devices' memory wins, planned as MI300X-CPX",
+        ),
+        # more memory than the labelled partition's (NPS1 may report the GPU's): the partition's is planned
+        (
+            {"amd.com/gpu.compute-memory-partition": "cpx_nps1", "amd.com/gpu.vram": "192G"},
+            "MI300X-CPX",
+            True,
+            "planned at the partition's 24574 MiB",
+        ),
+        (
+            {"amd.com/gpu.compute-memory-partition": "cpx_nps4", "amd.com/gpu.vram": "10G"},
+            "MI300X-CPX",
+            False,
+            "less than any mode offers",
+        ),
+    ],
+)
+def test_the_amd_memory_label_is_cross_checked_against_the_product(
+    labels: dict[str, str], product: str, usable: bool, said: str
+) -> None:
+    inv = build_inventory(HW, [amd_node("a", "MI300X", gpus=16, labels=labels)], [])
+    (view,) = inv.nodes
+    assert view.product is not None and view.product.name == product and view.usable is usable
+    assert said in (view.reason if not usable else " ".join(view.notes)), (view.reason, view.notes)
+
+
+def test_detect_shows_the_partition_mode_and_the_label_that_says_it(capsys: Any) -> None:
+    from aim_engine.cli.main import main
+
+    assert main(["detect", "--cluster", str(ROOT / "examples" / "cluster-partitions.json"), "-o", "json"]) == 0
+    nodes = {(n["name"], n["resource"]): n["partition"] for n in json.loads(capsys.readouterr().out)["nodes"]}
+    assert nodes[("h100-mig-0", "nvidia.com/mig-3g.40gb")] == {"mode": "3g.40gb", "source": "nvidia.com/mig-3g.40gb"}
+    assert nodes[("h100-mig-single-0", "nvidia.com/gpu")] == {"mode": "3g.40gb", "source": "nvidia.com/gpu.product"}
+    assert nodes[("mi300x-cpx-0", "amd.com/gpu")] == {"mode": "CPX", "source": "amd.com/gpu.compute-memory-partition"}
+    inv = build_inventory(HW, *split_list(CLUSTERS["cpx-unlabelled"]))
+    assert inv.nodes[0].partition_source == "amd.com/gpu.vram (inferred)"
+    whole = build_inventory(HW, *split_list(CLUSTERS["whole"]))
+    assert {n.partition_source for n in whole.nodes} == {""}

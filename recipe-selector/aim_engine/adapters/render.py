@@ -96,6 +96,9 @@ def inventory_dict(inv: Inventory) -> dict[str, Any]:
                 "usable": n.usable,
                 "reason": n.reason or None,
                 "detected_by": n.source,
+                "partition": None
+                if n.product is None or n.product.partition is None
+                else {"mode": n.product.partition.profile, "source": n.partition_source},
                 "notes": list(n.notes),
             }
             for n in inv.nodes
@@ -114,11 +117,12 @@ def inventory_table(inv: Inventory) -> str:
             n.free,
             "yes" if n.usable else f"no: {n.reason}",
             n.source,
+            "-" if n.product is None or n.product.partition is None else f"{n.product.partition.profile} ({n.partition_source})",
         ]
         for n in inv.nodes
         if n.resource or n.notes
     ]
-    out = table(["NODE", "GPU", "RESOURCE", "ALLOCATABLE", "USED", "FREE", "USABLE", "DETECTED BY"], rows)
+    out = table(["NODE", "GPU", "RESOURCE", "ALLOCATABLE", "USED", "FREE", "USABLE", "DETECTED BY", "PARTITION (SAID BY)"], rows)
     notes = [f"  {n.name}: {note}" for n in inv.nodes for note in n.notes]
     if notes:
         out += "\nnotes:\n" + "\n".join(notes) + "\n"

@@ -17,8 +17,10 @@ Pure: works on Node and Pod objects as the API server serialises them (dicts).""
 from __future__ import annotations
 
 import bisect
+import math
+import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from typing import Any
 
@@ -57,6 +59,8 @@ class NodeGpus:
     labels: Mapping[str, str] = field(default_factory=dict, repr=False)
     # The node's labels that say which device this pool is (ANDed in a node affinity term).
     identity: tuple[tuple[str, str], ...] = ()
+    # For a partition: the label or resource name that says which partition mode it is.
+    partition_source: str = ""
     # Allocatable minus the requests of the node's pods (cores; bytes).
     cpu_free: Decimal = Decimal(0)
     memory_free: Decimal = Decimal(0)
@@ -248,6 +252,8 @@ class Pool:
     identity: tuple[tuple[str, str], ...]
     reason: str = ""  # why it cannot be used whatever the node's state
     notes: tuple[str, ...] = ()
+    # For a partition: the label or resource name that says which partition mode it is.
+    partition_source: str = ""
 
 
 def _pools(
@@ -267,15 +273,16 @@ def _pools(
     if det.mig_profile:  # single strategy: every nvidia.com/gpu is an instance of that profile
         part = catalog.partition_of(physical, "mig", det.mig_profile)
         reason = "" if part else f"MIG profile {det.mig_profile} of {physical.name} is not in recipes/hardware/gpus.yaml"
-        return [
-            Pool(
-                product=part or physical,
-                resource=physical.resource,
-                allocatable=count(physical.resource),
-                identity=identity,
-                reason=reason,
-            )
-        ]
+        resource = physical.resource
+        pool = Pool(
+            product=part or physical,
+            resource=resource,
+            allocatable=count(resource),
+            identity=identity,
+            reason=reason,
+            partition_source=det.source,
+        )
+        return [_plausible(pool, name)]
     pools: list[Pool] = []
     if physical.vendor == "nvidia":
         for res in sorted(r for r in alloc if r.startswith(MIG_RESOURCE_PREFIX)):
@@ -288,6 +295,7 @@ def _pools(
                     allocatable=count(res),
                     identity=identity,
                     reason="" if part else f"MIG profile {profile} of {physical.name} is not in recipes/hardware/gpus.yaml",
+                    partition_source=res,
                 )
             )
     if physical.vendor == "amd":
@@ -304,6 +312,7 @@ def _pools(
                         resource=res,
                         allocatable=count(res),
                         identity=identity,
+                        source=res,
                     )
                 )
         # "single" naming: every partition is an amd.com/gpu; the labeller's label says which style
@@ -311,21 +320,137 @@ def _pools(
         compute, _, memory = style.partition("_")
         if compute and compute != "spx" and not pools:
             label = ((AMD_PARTITION_LABEL, labels[AMD_PARTITION_LABEL]),)
-            return [
-                _amd_pool(
-                    catalog,
-                    physical=physical,
-                    compute=compute,
-                    memory=memory,
-                    resource=physical.resource,
-                    allocatable=count(physical.resource),
-                    identity=(*identity, *label),
-                )
-            ]
+            pool = _amd_pool(
+                catalog,
+                physical=physical,
+                compute=compute,
+                memory=memory,
+                resource=physical.resource,
+                allocatable=count(physical.resource),
+                identity=(*identity, *label),
+                source=AMD_PARTITION_LABEL,
+            )
+            return [_plausible(_vram_checked(catalog, pool, labels), name)]
+        if not style and not pools and AMD_VRAM_LABEL in labels:
+            # The partition label is opt-in (-compute-memory-partition): without it, the per-device
+            # memory the labeller reports says whether the amd.com/gpu devices are whole GPUs or
+            # partitions. The labels' memory wins; the explanation says so.
+            return [_plausible(_amd_pool_from_vram(catalog, physical, labels, count(physical.resource), identity), name)]
     whole = count(physical.resource)
     if whole or not pools:
         pools.insert(0, Pool(product=physical, resource=physical.resource, allocatable=whole, identity=identity))
-    return pools
+    return [_plausible(p, name) for p in pools]
+
+
+# AMD GPU node labeller: the memory of each device the node advertises ("192G"; a CPX partition of
+# an MI300X reports "24G"). GPU Feature Discovery's nvidia.com/gpu.memory is checked in detect.py.
+AMD_VRAM_LABEL = "amd.com/gpu.vram"
+_VRAM = re.compile(r"^\s*(?P<n>[0-9]+(?:\.[0-9]+)?)\s*(?P<unit>[MGT])i?B?\s*$", re.IGNORECASE)
+# A reported memory within this fraction of a product's is that product (labels round to the GB).
+VRAM_TOLERANCE = Decimal("0.1")
+# The most GPUs one node holds (8-GPU OAM and HGX boards; 10- and 16-GPU PCIe servers).
+MAX_GPUS_PER_NODE = 16
+
+
+def vram_mib(value: str) -> int | None:
+    """The amd.com/gpu.vram label's memory in MiB ("192G" -> 196608); None when unreadable."""
+    m = _VRAM.match(value)
+    if not m:
+        return None
+    scale = {"M": 1, "G": 1024, "T": 1024 * 1024}[m.group("unit").upper()]
+    return int(Decimal(m.group("n")) * scale)
+
+
+def _holds_vram(product: GpuProduct, mib: int) -> bool:
+    return abs(mib - product.memory_mib) <= product.memory_mib * VRAM_TOLERANCE
+
+
+def _amd_pool_from_vram(
+    catalog: HardwareCatalog,
+    physical: GpuProduct,
+    labels: Mapping[str, str],
+    allocatable: int,
+    identity: tuple[tuple[str, str], ...],
+) -> Pool:
+    raw = labels[AMD_VRAM_LABEL]
+    identity = (*identity, (AMD_VRAM_LABEL, raw))
+    mib = vram_mib(raw)
+    if mib is None:
+        return Pool(
+            product=physical,
+            resource=physical.resource,
+            allocatable=allocatable,
+            identity=identity,
+            reason=f"{AMD_VRAM_LABEL}={raw} is not a memory size (expected e.g. 192G)",
+        )
+    if _holds_vram(physical, mib):
+        return Pool(product=physical, resource=physical.resource, allocatable=allocatable, identity=identity)
+    for part in catalog.partitions_of(physical):
+        if part.partition is not None and part.partition.kind == "amd" and _holds_vram(part, mib):
+            note = (
+                f"{part.partition.profile} inferred from {AMD_VRAM_LABEL}={raw} ({part.memory_mib} MiB a device, not "
+                f"{physical.name}'s {physical.memory_mib}); {AMD_PARTITION_LABEL} is absent (the labeller's "
+                "-compute-memory-partition flag labels it)"
+            )
+            return Pool(
+                product=part,
+                resource=physical.resource,
+                allocatable=allocatable,
+                identity=identity,
+                notes=(note,),
+                partition_source=f"{AMD_VRAM_LABEL} (inferred)",
+            )
+    modes = ", ".join(
+        f"{p.partition.profile} {p.memory_mib} MiB" for p in catalog.partitions_of(physical) if p.partition is not None
+    )
+    return Pool(
+        product=physical,
+        resource=physical.resource,
+        allocatable=allocatable,
+        identity=identity,
+        reason=f"{AMD_VRAM_LABEL}={raw} matches neither {physical.name} ({physical.memory_mib} MiB) nor a partition "
+        f"of it ({modes or 'none known'}); label {AMD_PARTITION_LABEL} or check the node labeller",
+    )
+
+
+def _vram_checked(catalog: HardwareCatalog, pool: Pool, labels: Mapping[str, str]) -> Pool:
+    """A labelled partition pool against amd.com/gpu.vram. Where they disagree, fit never plans
+    on memory a device may not have: more memory than the partition's is noted and the partition
+    kept (under NPS1 a partition may report the GPU's whole memory); less is believed — the
+    partition mode whose memory it is, or the node refused when none is."""
+    raw = labels.get(AMD_VRAM_LABEL)
+    mib = vram_mib(raw) if raw else None
+    product = pool.product
+    if pool.reason or product is None or product.partition is None or mib is None or _holds_vram(product, mib):
+        return pool
+    said = f"{AMD_PARTITION_LABEL}={labels[AMD_PARTITION_LABEL]} says {product.name} ({product.memory_mib} MiB a device)"
+    if mib > product.memory_mib:
+        note = f"{said} but {AMD_VRAM_LABEL}={raw}; planned at the partition's {product.memory_mib} MiB"
+        return replace(pool, notes=(*pool.notes, note))
+    for part in catalog.partitions_of(product.physical):
+        if part.partition is not None and part.partition.kind == "amd" and _holds_vram(part, mib):
+            note = f"{said} but {AMD_VRAM_LABEL}={raw}: the devices' memory wins, planned as {part.name}"
+            return replace(pool, product=part, notes=(*pool.notes, note), partition_source=f"{AMD_VRAM_LABEL} (over the label)")
+    return replace(pool, reason=f"{said} but {AMD_VRAM_LABEL}={raw}, less than any mode offers; fix the label that is wrong")
+
+
+def _plausible(pool: Pool, node_name: str) -> Pool:
+    """More devices than the product can partition into on one node is a mislabelled node (whole
+    GPUs counted where partitions are advertised): refused, with the node's name."""
+    product = pool.product
+    if product is None or pool.reason or product.is_cpu:
+        return pool
+    per_gpu = math.ceil(1 / product.gpu_share)
+    most = MAX_GPUS_PER_NODE * per_gpu
+    if pool.allocatable <= most:
+        return pool
+    what = f"{per_gpu} {product.name} per GPU" if per_gpu > 1 else f"whole {product.name} GPUs"
+    return replace(
+        pool,
+        reason=f"node {node_name} advertises {pool.allocatable} {pool.resource} as {what}, more than {most} "
+        f"({MAX_GPUS_PER_NODE} GPUs a node); the devices are partitions or the labels are wrong — label the "
+        "partition mode or fix the node's labels",
+    )
 
 
 def _amd_pool(
@@ -337,8 +462,10 @@ def _amd_pool(
     resource: str,
     allocatable: int,
     identity: tuple[tuple[str, str], ...],
+    source: str,
 ) -> Pool:
-    """The pool of an AMD partition style (compute mode, memory mode); SPX is the whole GPU."""
+    """The pool of an AMD partition style (compute mode, memory mode); SPX is the whole GPU.
+    `source`: the label or resource name that says the style."""
     if compute.lower() == "spx":
         return Pool(product=physical, resource=resource, allocatable=allocatable, identity=identity)
     part = catalog.partition_of(physical, "amd", compute)
@@ -346,7 +473,14 @@ def _amd_pool(
     reason = "" if part else f"compute partition mode {mode} of {physical.name} is not in recipes/hardware/gpus.yaml"
     if part is not None and part.partition is not None and memory and memory.upper() not in part.partition.memory_modes:
         reason = f"{mode} with memory mode {memory.upper()} is not a mode {physical.name} offers"
-    return Pool(product=part or physical, resource=resource, allocatable=allocatable, identity=identity, reason=reason)
+    return Pool(
+        product=part or physical,
+        resource=resource,
+        allocatable=allocatable,
+        identity=identity,
+        reason=reason,
+        partition_source=source,
+    )
 
 
 def _unusable_reason(
@@ -438,6 +572,7 @@ def node_views(
                 notes=det.notes + pool.notes,
                 labels=labels,
                 identity=pool.identity,
+                partition_source=pool.partition_source if pool.product is not None and pool.product.is_partition else "",
                 cpu_free=cpu_free,
                 memory_free=memory_free,
             )
