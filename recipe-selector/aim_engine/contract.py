@@ -63,6 +63,11 @@ LAST_ATTEMPT_TEXT_KEY: Final = "last-attempt.txt"
 # The nodeSelectorTerms that keep pods on the selected product's nodes (NodeAffinity below).
 NODE_AFFINITY_KEY: Final = "node-affinity.json"
 SELECTION_METRICS_KEY: Final = "selection-metrics.json"
+# How the release is configured, in every mode: "auto" (the selector chose), "pinned" (a custom or
+# catalog recipe named in values), "manual" (auto_select=false: GPUs and precision set by hand, the
+# hook only checks where they fit). Manual mode writes PLACEMENT_KEY instead of a recipe.
+MODE_KEY: Final = "mode"
+PLACEMENT_KEY: Final = "placement.json"
 # A release's benchmark history (`helm test`): ConfigMap <release>-recipe-benchmarks, key benchmarks.json.
 BENCHMARKS_SUFFIX: Final = "-recipe-benchmarks"
 BENCHMARKS_KEY: Final = "benchmarks.json"

@@ -161,6 +161,7 @@ def test_install_runs_the_selector_hook_in_our_image_and_applies_its_recipe(rele
 
     cm = get(e2e, "configmap", "aim-engine-recipe-config", "-n", NS)
     assert cm["metadata"]["labels"]["aim-engine.io/recipe-id"] == "qwen3-32b-mi300x-1gpu-fp8"
+    assert cm["data"]["mode"] == "auto"
     recipe = yaml.safe_load(cm["data"]["recipe.yaml"])
 
     # The webhook serves the API server from real pods.

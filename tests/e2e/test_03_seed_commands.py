@@ -141,6 +141,12 @@ def test_seed_command_installs_and_lands_on_its_product(e2e: E2ECluster, namespa
         logs = e2e.kubectl("logs", "job/aim-engine-recipe-selector", "-n", namespace, check=True).stdout
         assert "1 pod(s) of 4 AMD GPUs fit: MI300X" in logs
         assert vllm["resources"]["limits"]["amd.com/gpu"] == "4" and "--tensor-parallel-size 4" in args
+        # The seed's verification command answers in manual mode too: the placement is recorded.
+        cm = get(e2e, "configmap", "aim-engine-recipe-config", "-n", namespace)
+        assert cm["data"]["mode"] == "manual" and "recipe.yaml" not in cm["data"]
+        placed = json.loads(cm["data"]["placement.json"])
+        assert placed["fits"] and placed["gpu_count"] == 4 and placed["precision"] == "bf16", placed
+        assert placed["product"] == "MI300X" and placed["fits_on"], placed
     elif command == "quickstart-custom-parameters":
         recipe = selected_recipe(e2e, inst)
         assert recipe["gpu_count"] == 8 and recipe["precision"] == "fp16", recipe

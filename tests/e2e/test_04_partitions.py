@@ -26,7 +26,7 @@ NS = "aim-parts"
 MIG_NODES = ("h100-mig-0", "h100-mig-1", "h100-mig-2")
 CPX_NODE = "mi300x-cpx-0"
 MIG_LABELS = {**realcluster.GFD_H100, "nvidia.com/mig.strategy": "mixed", "nvidia.com/gpu.count": "8"}
-CPX_LABELS = {**realcluster.AMD_MI300X, "amd.com/gpu.compute-memory-partition": "cpx_nps4"}
+CPX_LABELS = {**realcluster.AMD_MI300X, "amd.com/gpu.compute-memory-partition": "cpx_nps4", "amd.com/gpu.vram": "24G"}
 POOL = {"key": "aim-e2e/pool", "value": "partitions", "effect": "NoSchedule"}
 
 

@@ -114,3 +114,52 @@ def test_explicit_parallel_sizes_are_taken_as_written():
     raw["config"] = {"args": {"pipeline_parallel_size": 4}}
     recipe = parse_recipe(raw, origin="custom")
     assert recipe.tp == 1 and recipe.pp == 4
+
+
+class _FakeKube:
+    """Records write_configmap as the API would apply it to what is there."""
+
+    def __init__(self, current):
+        self.current = current
+        self.written = None
+
+    def write_configmap(self, namespace, name, *, data, labels, annotations, update=None, remove=()):
+        meta = self.current.get("metadata", {})
+        kept = {k: v for k, v in meta.get("labels", {}).items() if k not in remove}
+        self.written = {
+            "name": f"{namespace}/{name}",
+            "labels": {**kept, **labels},
+            "annotations": annotations,
+            "data": update(self.current) if update else data,
+        }
+
+
+def test_manual_mode_records_its_placement_where_the_seeds_verification_looks(monkeypatch, capsys):
+    import json
+
+    import aim_engine.cli.main as cli
+
+    earlier = {  # what an earlier automatic selection of this release left
+        "metadata": {"labels": {"aim-engine.io/recipe-id": "qwen3-32b-mi300x-1gpu-fp8", "app.kubernetes.io/name": "x"}},
+        "data": {"recipe.yaml": "recipe_id: x", "selection.json": "{}", "selection-metrics.json": '{"selected": 1}'},
+    }
+    kube = _FakeKube(earlier)
+    monkeypatch.setattr(cli, "_kube", lambda args: kube)
+    snap = str(ROOT / "examples" / "cluster-mixed.json")
+    argv = ["place", "--gpu-count", "4", "--precision", "bf16", "--backend", "vllm", "--cluster", snap]
+    assert main([*argv, "--namespace", "aim-engine", "--write-configmap", "aim-engine-recipe-config"]) == 0
+    capsys.readouterr()
+    w = kube.written
+    assert w["name"] == "aim-engine/aim-engine-recipe-config"
+    data = w["data"]
+    assert data["mode"] == "manual" and "recipe.yaml" not in data and "selection.json" not in data
+    assert data["selection-metrics.json"] == '{"selected": 1}'  # the selection history is kept
+    placed = json.loads(data["placement.json"])
+    assert placed["fits"] and placed["gpu_count"] == 4 and placed["precision"] == "bf16" and placed["backend"] == "vllm"
+    assert placed["product"] == "MI300X" and placed["fits_on"]
+    assert "aim-engine.io/recipe-id" not in w["labels"]  # it serves no recipe now
+    assert w["annotations"]["aim-engine.io/selection-level"] == "manual"
+    # a hand-set workload that does not fit is recorded too, and still fails the hook
+    argv = ["place", "--gpu-count", "4", "--gpu-type", "H100", "--cluster", snap, "--namespace", "aim-engine"]
+    assert main([*argv, "--write-configmap", "aim-engine-recipe-config"]) == 1
+    assert json.loads(kube.written["data"]["placement.json"])["fits"] is False

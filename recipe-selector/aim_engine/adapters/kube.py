@@ -8,7 +8,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -143,8 +143,10 @@ class Kube:
         labels: Mapping[str, str],
         annotations: Mapping[str, str],
         update: Callable[[dict[str, Any] | None], dict[str, str]] | None = None,
+        remove: Sequence[str] = (),
     ) -> None:
-        """Create or update, retrying on a write conflict; `update(current)` merges with what is there."""
+        """Create or update, retrying on a write conflict; `update(current)` merges with what is there.
+        `remove`: label and annotation keys an earlier write left that no longer hold."""
         api_exc = _api_exception()
         for attempt in range(5):
             current = self.configmap(namespace, name)
@@ -161,8 +163,10 @@ class Kube:
                 else:
                     meta = current.get("metadata") or {}
                     body["metadata"]["resourceVersion"] = meta.get("resourceVersion")
-                    body["metadata"]["labels"] = {**(meta.get("labels") or {}), **labels}
-                    body["metadata"]["annotations"] = {**(meta.get("annotations") or {}), **annotations}
+                    kept_labels = {k: v for k, v in (meta.get("labels") or {}).items() if k not in remove}
+                    kept_annotations = {k: v for k, v in (meta.get("annotations") or {}).items() if k not in remove}
+                    body["metadata"]["labels"] = {**kept_labels, **labels}
+                    body["metadata"]["annotations"] = {**kept_annotations, **annotations}
                     self.core.replace_namespaced_config_map(name, namespace, body)
                 return
             except api_exc as e:

@@ -49,7 +49,9 @@ from aim_engine.contract import (
     EXPLANATION_KEY,
     LAST_ATTEMPT_JSON_KEY,
     LAST_ATTEMPT_TEXT_KEY,
+    MODE_KEY,
     NODE_AFFINITY_KEY,
+    PLACEMENT_KEY,
     RECIPE_CONFIG_SELECTOR,
     RECIPE_KEY,
     RECIPE_LABEL,
@@ -61,7 +63,7 @@ from aim_engine.contract import (
     release_of,
 )
 from aim_engine.domain.errors import AimError, InputError
-from aim_engine.domain.hardware import HardwareCatalog
+from aim_engine.domain.hardware import PRECISIONS, HardwareCatalog
 from aim_engine.domain.models import ModelProfile
 from aim_engine.domain.recipe import Recipe
 from aim_engine.rules.evidence import FIGURES, Measurements, apply_measurements, figure_provenance, match_findings
@@ -245,6 +247,14 @@ def build_parser() -> argparse.ArgumentParser:
     pl.add_argument(
         "--node-selector", action="append", type=_label, default=[], metavar="KEY=VALUE", help="the workload's nodeSelector"
     )
+    pl.add_argument("--precision", choices=list(PRECISIONS), help="the hand-set precision, recorded with the placement")
+    pl.add_argument("--backend", help="the hand-set backend, recorded with the placement")
+    pl.add_argument(
+        "--write-configmap",
+        metavar="NAME",
+        help="hook mode: record the placement (mode manual, GPUs, precision, where it fits) in this ConfigMap in --namespace",
+    )
+    pl.add_argument("--release", help="Helm release name, for labels (hook mode)")
     _hook_args(pl)
 
     est = sub.add_parser("estimate", help="recompute a recipe's estimated figures (method aim-engine-roofline-v1)")
@@ -657,6 +667,8 @@ def _write_selection(
                 data.pop(NODE_AFFINITY_KEY, None)
         data[LAST_ATTEMPT_JSON_KEY] = selection_json
         data[LAST_ATTEMPT_TEXT_KEY] = explain_text
+        data[MODE_KEY] = "pinned" if sel.request.custom_recipe is not None else "auto"
+        data.pop(PLACEMENT_KEY, None)
         data[SELECTION_METRICS_KEY] = updated_counts(
             data, result=sel.result, level=sel.level, duration_seconds=duration, timestamp=now, recipe_id=recipe_id
         )
@@ -696,10 +708,39 @@ def cmd_place(args: argparse.Namespace) -> int:
     )
     placement = check_placement(_inventory(args, bundle, kube), request)
     sys.stdout.write(placement.text())
+    if args.write_configmap:
+        _write_placement(args, kube if kube is not None else _kube(args), placement, request)
     if not placement.ok:
         args.failure = f"{placement.message}; to fix: {placement.fix}"
         return EXIT_NOT_FOUND
     return EXIT_OK
+
+
+def _write_placement(args: argparse.Namespace, kube: Any, placement: Any, request: Any) -> None:
+    """Manual mode's record in the release's recipe ConfigMap, so the seed's verification
+    (`kubectl get configmap <release>-recipe-config`) works in every mode. A recipe an earlier
+    automatic selection left there is removed: this release serves no recipe now."""
+    ns = _namespace(args)
+    name = args.write_configmap
+    release = args.release or release_of(name)
+    record = placement.record(request=request, precision=args.precision, backend=args.backend)
+    text = placement.text()
+
+    def update(current: dict[str, Any] | None) -> dict[str, str]:
+        data = dict((current or {}).get("data") or {})
+        for key in (RECIPE_KEY, SELECTION_KEY, NODE_AFFINITY_KEY):
+            data.pop(key, None)
+        data[MODE_KEY] = "manual"
+        data[PLACEMENT_KEY] = to_json(record)
+        data[EXPLANATION_KEY] = text
+        data[LAST_ATTEMPT_JSON_KEY] = data[PLACEMENT_KEY]
+        data[LAST_ATTEMPT_TEXT_KEY] = text
+        return data
+
+    labels = recipe_config_labels(release=release, recipe_id=None, managed_by="aim-recipe-selector")
+    annotations = {SELECTION_RESULT_ANNOTATION: "placed" if placement.ok else "not_placed", SELECTION_LEVEL_ANNOTATION: "manual"}
+    kube.write_configmap(ns, name, data={}, labels=labels, annotations=annotations, update=update, remove=(RECIPE_LABEL,))
+    log.info("wrote the manual placement to configmap %s/%s: %s", ns, name, "fits" if placement.ok else "does not fit")
 
 
 def _report_failure(args: argparse.Namespace, message: str) -> None:

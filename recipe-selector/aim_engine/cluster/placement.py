@@ -36,6 +36,26 @@ class Placement:
     fix: str = ""
     node_affinity: NodeAffinity = ANYWHERE
 
+    def record(self, *, request: PlacementRequest, precision: str | None, backend: str | None) -> dict[str, object]:
+        """What manual mode writes to the release's recipe ConfigMap (placement.json): the hand-set
+        GPUs and precision, and where they fit."""
+        return {
+            "mode": "manual",
+            "fits": self.ok,
+            "gpu_count": request.gpus_per_pod * request.pods,
+            "gpus_per_pod": request.gpus_per_pod,
+            "pods": request.pods,
+            "vendor": request.vendor,
+            "gpu_type": request.product.name if request.product is not None else None,
+            "precision": precision,
+            "backend": backend,
+            "product": self.product,
+            "fits_on": list(self.nodes),
+            "message": self.message,
+            "fix": self.fix or None,
+            "node_selector": dict(request.node_selector),
+        }
+
     def text(self) -> str:
         lines = [self.message]
         if self.nodes:
