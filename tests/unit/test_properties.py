@@ -10,8 +10,9 @@ from hypothesis import strategies as st
 from aim_engine.adapters.catalog import load_bundle
 from aim_engine.cluster.inventory import build_inventory, split_list
 from aim_engine.rules.compat import FindingCode, static_findings
+from aim_engine.rules.ranking import Ranks
 from aim_engine.selection.request import Request
-from aim_engine.selection.result import Level, Result, Verdict
+from aim_engine.selection.result import VERDICTS, Level, Result, Verdict
 from aim_engine.selection.selector import select
 from k8s_objects import AMD, GFD, amd_node, cluster, gfd_node, pod
 
@@ -119,6 +120,11 @@ def test_every_selection_has_one_shape(doc, req):
         assert c.reasons and all(r.code in get_args(FindingCode) for r in c.reasons)
     verdicts = [c.verdict for c in sel.candidates]
     assert verdicts == sorted(verdicts, key=("selected", "eligible", "rejected").index)
+    # within a verdict, best rank first, then the recipe id (the order _order() sorts to)
+    ranks = Ranks(BUNDLE.hardware)
+    assert list(sel.candidates) == sorted(
+        sel.candidates, key=lambda c: (VERDICTS.index(c.verdict), ranks(c.recipe), c.recipe.recipe_id)
+    )
     if not sel.ok:
         assert "selected" not in verdicts
         return

@@ -245,3 +245,35 @@ def test_the_charts_schema_bounds_are_the_selectors() -> None:
     slo = schema["properties"]["aim_engine"]["properties"]["slo"]["properties"]
     for key, bound in SLO_BOUNDS.items():
         assert (Decimal(str(slo[key]["minimum"])), Decimal(str(slo[key]["maximum"]))) == (bound.low, bound.high), key
+
+
+def test_the_pareto_sweep_is_the_definition_on_random_points(bundle: Any) -> None:
+    """pareto_front sorts and sweeps (n log n); it keeps exactly the points no other beats."""
+    import random
+
+    from aim_engine.domain.recipe import Performance, with_changes
+
+    base = recipe(bundle, "qwen3-32b-mi300x-1gpu-fp8")
+    rng = random.Random(7)
+    for _ in range(50):
+        pts = [
+            with_changes(
+                base,
+                recipe_id=f"r{i}",
+                performance=Performance(
+                    tokens_per_second=Decimal(rng.choice([100, 200, 300, 400])),
+                    latency_ms=Decimal(rng.choice([5, 10, 15, 20])),
+                    conditions={},
+                    provenance={},
+                ),
+            )
+            for i in range(rng.randrange(1, 30))
+        ]
+
+        def beats(q: Any, p: Any) -> bool:
+            qt, pt = q.performance.tokens_per_second, p.performance.tokens_per_second
+            ql, pl = q.performance.latency_ms, p.performance.latency_ms
+            return qt >= pt and ql <= pl and (qt > pt or ql < pl)
+
+        expected = {p.recipe_id for p in pts if not any(beats(q, p) for q in pts)}
+        assert {p.recipe_id for p in pareto_front(pts, bundle.hardware)} == expected

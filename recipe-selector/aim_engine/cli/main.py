@@ -353,6 +353,9 @@ def _inventory(args: argparse.Namespace, bundle: Bundle, kube: Any | None) -> In
     else:
         assert kube is not None
         nodes, pods = kube.nodes(), kube.pods()
+    # The cluster's objects (acyclic JSON, freed by reference counting once the inventory exists)
+    # would otherwise be scanned by every full collection the inventory's allocations trigger.
+    gc.freeze()
     return build_inventory(
         bundle.hardware,
         nodes,

@@ -19,10 +19,10 @@ from __future__ import annotations
 import bisect
 import math
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
-from typing import Any
+from typing import Any, NamedTuple
 
 from aim_engine.cluster.detect import (
     AMD_MIXED_RESOURCE,
@@ -150,47 +150,86 @@ def _quantity(value: object, where: str) -> Decimal:
     return parse_quantity(value, field=where) if value is not None else Decimal(0)
 
 
+def _node_quantity(value: object, node_name: str, res: str) -> Decimal:
+    if value is None:
+        return Decimal(0)
+    try:
+        return parse_quantity(value)
+    except InputError:
+        return parse_quantity(value, field=f"node {node_name} allocatable {res}")
+
+
 def _count(value: object, where: str) -> int:
     q = parse_quantity(value, field=where)
     return int(q) if q >= 0 else 0
 
 
-def _pod_gpu_requests(pod: Mapping[str, Any], resources: Iterable[str]) -> dict[str, int]:
-    """Effective GPU request of a pod: max(sum over containers, max over init containers).
-    For extended resources a limit without a request means request = limit."""
+class PodRequests(NamedTuple):
+    gpus: dict[str, int]  # device resource -> count
+    cpu: Decimal  # cores
+    memory: Decimal  # bytes
+
+
+def _pod_requests(pod: Mapping[str, Any], resources: frozenset[str]) -> PodRequests:
+    """Effective requests of a pod, in one pass over its containers: max(sum over containers, max
+    over init containers) for each GPU resource, cores and memory. For extended resources (the
+    devices) a limit without a request means request = limit; only the resources a container names
+    are looked at (a pod names one or two; the catalog knows dozens)."""
     spec = pod.get("spec") or {}
-    where = f"pod {(pod.get('metadata') or {}).get('namespace')}/{(pod.get('metadata') or {}).get('name')}"
-    totals: dict[str, int] = {}
-    for res in resources:
+    gpus: dict[str, int] = {}
+    init_gpus: dict[str, int] = {}
+    cpu = memory = init_cpu = init_memory = Decimal(0)
+    for containers, is_init in ((spec.get("containers"), False), (spec.get("initContainers"), True)):
+        for container in containers or ():
+            r = container.get("resources")
+            if not r:
+                continue
+            requests = r.get("requests") or {}
+            c = m = Decimal(0)
+            for res, value in requests.items():  # one pass: devices, cores, memory
+                if res in resources:
+                    n = _device_count(value, pod, res)
+                    if is_init:
+                        init_gpus[res] = max(init_gpus.get(res, 0), n)
+                    else:
+                        gpus[res] = gpus.get(res, 0) + n
+                elif res == "cpu":
+                    c = _core_quantity(value, pod, res)
+                elif res == "memory":
+                    m = _core_quantity(value, pod, res)
+            for res, value in (r.get("limits") or {}).items():  # a device limit without a request
+                if res in resources and res not in requests:
+                    n = _device_count(value, pod, res)
+                    if is_init:
+                        init_gpus[res] = max(init_gpus.get(res, 0), n)
+                    else:
+                        gpus[res] = gpus.get(res, 0) + n
+            if is_init:
+                init_cpu, init_memory = max(init_cpu, c), max(init_memory, m)
+            else:
+                cpu, memory = cpu + c, memory + m
+    for res, n in init_gpus.items():
+        gpus[res] = max(gpus.get(res, 0), n)
+    return PodRequests(gpus={res: n for res, n in gpus.items() if n}, cpu=max(cpu, init_cpu), memory=max(memory, init_memory))
 
-        def amount(container: Mapping[str, Any], res: str = res) -> int:
-            r = container.get("resources") or {}
-            value = (r.get("requests") or {}).get(res, (r.get("limits") or {}).get(res))
-            return _count(value, f"{where} {res}") if value is not None else 0
 
-        main = sum(amount(c) for c in spec.get("containers") or [])
-        init = max((amount(c) for c in spec.get("initContainers") or []), default=0)
-        total = max(main, init)
-        if total:
-            totals[res] = total
-    return totals
+def _device_count(value: object, pod: Mapping[str, Any], res: str) -> int:
+    if value is None:
+        return 0
+    if isinstance(value, str) and value.isdigit():  # how the API server serialises a device count
+        return int(value)
+    meta = pod.get("metadata") or {}
+    return _count(value, f"pod {meta.get('namespace')}/{meta.get('name')} {res}")
 
 
-def _pod_core_requests(pod: Mapping[str, Any]) -> tuple[Decimal, Decimal]:
-    """Effective CPU and memory request of a pod (max of the containers' sum and any init container)."""
-    spec = pod.get("spec") or {}
-    where = f"pod {(pod.get('metadata') or {}).get('namespace')}/{(pod.get('metadata') or {}).get('name')}"
-
-    def amount(container: Mapping[str, Any], res: str) -> Decimal:
-        value = ((container.get("resources") or {}).get("requests") or {}).get(res)
-        return parse_quantity(value, field=f"{where} {res}") if value is not None else Decimal(0)
-
-    out = []
-    for res in ("cpu", "memory"):
-        main = sum((amount(c, res) for c in spec.get("containers") or []), Decimal(0))
-        init = max((amount(c, res) for c in spec.get("initContainers") or []), default=Decimal(0))
-        out.append(max(main, init))
-    return out[0], out[1]
+def _core_quantity(value: object, pod: Mapping[str, Any], res: str) -> Decimal:
+    if value is None:
+        return Decimal(0)
+    try:
+        return parse_quantity(value)
+    except InputError:
+        meta = pod.get("metadata") or {}
+        return parse_quantity(value, field=f"pod {meta.get('namespace')}/{meta.get('name')} {res}")
 
 
 def _resource_for(catalog: HardwareCatalog, product: GpuProduct | None, vendor: str | None) -> str | None:
@@ -215,7 +254,7 @@ class Usage:
 
 
 def pod_usage(
-    pods: Sequence[Mapping[str, Any]], *, resources: Sequence[str], reclaim_selector: Mapping[str, str] | None
+    pods: Sequence[Mapping[str, Any]], *, resources: frozenset[str], reclaim_selector: Mapping[str, str] | None
 ) -> Usage:
     """Requests of the non-terminated, scheduled pods, by node. Pods being deleted do not count:
     their devices are free within their grace period, and the scheduler places a new pod there once
@@ -224,7 +263,7 @@ def pod_usage(
     gpus: dict[str, dict[str, int]] = {}
     cores: dict[str, tuple[Decimal, Decimal]] = {}
     for pod in pods:
-        if not isinstance(pod, Mapping):
+        if type(pod) is not dict and not isinstance(pod, Mapping):  # dict first: the ABC check is slow
             raise InputError("pod entries must be objects")
         node_name = (pod.get("spec") or {}).get("nodeName")
         meta = pod.get("metadata") or {}
@@ -232,12 +271,13 @@ def pod_usage(
             continue
         if reclaim_selector and _matches(meta.get("labels") or {}, reclaim_selector):
             continue
-        for res, n in _pod_gpu_requests(pod, resources).items():
+        asked = _pod_requests(pod, resources)
+        if asked.gpus:
             per_node = gpus.setdefault(node_name, {})
-            per_node[res] = per_node.get(res, 0) + n
-        cpu, memory = _pod_core_requests(pod)
-        before = cores.get(node_name, (Decimal(0), Decimal(0)))
-        cores[node_name] = (before[0] + cpu, before[1] + memory)
+            for res, n in asked.gpus.items():
+                per_node[res] = per_node.get(res, 0) + n
+        before = cores.get(node_name)
+        cores[node_name] = (asked.cpu, asked.memory) if before is None else (before[0] + asked.cpu, before[1] + asked.memory)
     return Usage(gpus=gpus, cores=cores)
 
 
@@ -282,7 +322,7 @@ def _pools(
             reason=reason,
             partition_source=det.source,
         )
-        return [_plausible(pool, name)]
+        return [pool]
     pools: list[Pool] = []
     if physical.vendor == "nvidia":
         for res in sorted(r for r in alloc if r.startswith(MIG_RESOURCE_PREFIX)):
@@ -330,16 +370,16 @@ def _pools(
                 identity=(*identity, *label),
                 source=AMD_PARTITION_LABEL,
             )
-            return [_plausible(_vram_checked(catalog, pool, labels), name)]
+            return [_vram_checked(catalog, pool, labels)]
         if not style and not pools and AMD_VRAM_LABEL in labels:
             # The partition label is opt-in (-compute-memory-partition): without it, the per-device
             # memory the labeller reports says whether the amd.com/gpu devices are whole GPUs or
             # partitions. The labels' memory wins; the explanation says so.
-            return [_plausible(_amd_pool_from_vram(catalog, physical, labels, count(physical.resource), identity), name)]
+            return [_amd_pool_from_vram(catalog, physical, labels, count(physical.resource), identity)]
     whole = count(physical.resource)
     if whole or not pools:
         pools.insert(0, Pool(product=physical, resource=physical.resource, allocatable=whole, identity=identity))
-    return [_plausible(p, name) for p in pools]
+    return pools
 
 
 # AMD GPU node labeller: the memory of each device the node advertises ("192G"; a CPX partition of
@@ -484,7 +524,12 @@ def _amd_pool(
 
 
 def _unusable_reason(
-    node: Mapping[str, Any], pool: Pool, *, tolerated_taints: frozenset[str], node_selector: Mapping[str, str]
+    node: Mapping[str, Any],
+    pool: Pool,
+    *,
+    labels: Mapping[str, str],
+    tolerated_taints: frozenset[str],
+    node_selector: Mapping[str, str],
 ) -> str:
     """Why the pool cannot take a recipe's pods ('' when it can)."""
     spec = node.get("spec") or {}
@@ -500,7 +545,6 @@ def _unusable_reason(
         return "cordoned"
     if not _is_ready(node):
         return "NotReady"
-    labels = _labels(node)
     outside = [f"{k}={v}" for k, v in sorted(node_selector.items()) if labels.get(k) != v]
     if outside:
         return f"not selected by the workload's nodeSelector ({', '.join(outside)})"
@@ -517,26 +561,41 @@ def node_views(
     *,
     tolerated_taints: frozenset[str],
     node_selector: Mapping[str, str] | None = None,
+    memo: dict[Any, tuple[Detection, list[Pool]]] | None = None,
 ) -> list[NodeGpus]:
     """One node's device pools: its product (a GPU product or partition, or a CPU product when it
-    has no GPUs), devices allocatable and used, free cores and memory, and whether it is usable."""
-    if not isinstance(node, Mapping):
+    has no GPUs), devices allocatable and used, free cores and memory, and whether it is usable.
+    `memo`: detections by the labels (but the hostname) and devices, shared across one inventory."""
+    if type(node) is not dict and not isinstance(node, Mapping):  # dict first: the ABC check is slow
         raise InputError("node entries must be objects")
     name = str((node.get("metadata") or {}).get("name") or "")
     if not name:
         raise InputError("a node without metadata.name")
     labels = _labels(node)
     alloc_raw = (node.get("status") or {}).get("allocatable") or {}
+    known = catalog.gpu_resources
     gpu_alloc = {
-        res: _count(alloc_raw[res], f"node {name} allocatable {res}") for res in sorted(catalog.gpu_resources) if res in alloc_raw
+        res: int(v) if isinstance(v, str) and v.isdigit() else _count(v, f"node {name} allocatable {res}")
+        for res, v in alloc_raw.items()
+        if res in known
     }
-    det = detect_node(catalog, labels, gpu_alloc)
     device_alloc = {
         k: v
         for k, v in alloc_raw.items()
-        if k in catalog.gpu_resources or str(k).startswith(MIG_RESOURCE_PREFIX) or AMD_MIXED_RESOURCE.match(str(k))
+        if k in known or ("/" in k and (k.startswith(MIG_RESOURCE_PREFIX) or AMD_MIXED_RESOURCE.match(k)))
     }
-    pools = _pools(catalog, det, labels, device_alloc, name)
+    # Nodes of one node pool share their labels (but the hostname) and devices: detect them once.
+    key = (
+        tuple(sorted((k, v) for k, v in labels.items() if k != HOSTNAME_LABEL)),
+        tuple(sorted((str(k), str(v)) for k, v in device_alloc.items())),
+    )
+    found = memo.get(key) if memo is not None else None
+    if found is None:
+        det = detect_node(catalog, labels, gpu_alloc)
+        found = (det, [_plausible(p, name) for p in _pools(catalog, det, labels, device_alloc, name)])
+        if memo is not None and not any(p.reason.startswith(f"node {name} ") for p in found[1]):
+            memo[key] = found
+    det, pools = found
     if det.product is None and not any(gpu_alloc.values()) and det.vendor is None:
         cpu_det = detect_cpu(catalog, labels)
         if cpu_det.product is not None:  # one engine slot; whether a recipe fits is its cores and memory
@@ -552,11 +611,11 @@ def node_views(
         elif cpu_det.notes:
             det = Detection(product=None, vendor=None, source="none", notes=det.notes + cpu_det.notes)
     cpu_used, memory_used = usage.cores.get(name, (Decimal(0), Decimal(0)))
-    cpu_free = max(Decimal(0), _quantity(alloc_raw.get("cpu"), f"node {name} allocatable cpu") - cpu_used)
-    memory_free = max(Decimal(0), _quantity(alloc_raw.get("memory"), f"node {name} allocatable memory") - memory_used)
+    cpu_free = max(Decimal(0), _node_quantity(alloc_raw.get("cpu"), name, "cpu") - cpu_used)
+    memory_free = max(Decimal(0), _node_quantity(alloc_raw.get("memory"), name, "memory") - memory_used)
     out = []
     for pool in pools:
-        reason = _unusable_reason(node, pool, tolerated_taints=tolerated_taints, node_selector=node_selector or {})
+        reason = _unusable_reason(node, pool, labels=labels, tolerated_taints=tolerated_taints, node_selector=node_selector or {})
         used = 0 if pool.product is not None and pool.product.is_cpu else usage.gpus.get(name, {}).get(pool.resource or "", 0)
         out.append(
             NodeGpus(
@@ -614,13 +673,14 @@ def build_inventory(
     usage = (
         Usage(gpus={}, cores={})
         if ignore_usage
-        else pod_usage(pods, resources=sorted(catalog.gpu_resources), reclaim_selector=reclaim_selector)
+        else pod_usage(pods, resources=frozenset(catalog.gpu_resources), reclaim_selector=reclaim_selector)
     )
+    memo: dict[Any, tuple[Detection, list[Pool]]] = {}
     out = sorted(
         (
             pool
             for n in nodes
-            for pool in node_views(catalog, n, usage, tolerated_taints=tolerated_taints, node_selector=node_selector)
+            for pool in node_views(catalog, n, usage, tolerated_taints=tolerated_taints, node_selector=node_selector, memo=memo)
         ),
         key=lambda n: (n.name, n.product.name if n.product else ""),
     )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from decimal import Decimal, InvalidOperation
+from functools import lru_cache
 
 from aim_engine.domain.errors import InputError
 
@@ -39,19 +40,29 @@ def parse_quantity(value: object, *, field: str = "quantity") -> Decimal:
         return Decimal(str(value))
     if not isinstance(value, str):
         raise InputError(f"{field}: expected a quantity such as '64Gi' or '16', got {type(value).__name__}")
+    parsed = _parse_text(value)
+    if parsed is None:
+        raise InputError(f"{field}: {value!r} is not a Kubernetes quantity (examples: '500m', '16', '64Gi')")
+    return parsed
+
+
+@lru_cache(maxsize=4096)
+def _parse_text(value: str) -> Decimal | None:
+    """The quantity a string spells, None when it spells none. Cached: a cluster's pods and nodes
+    repeat a handful of quantities thousands of times, and a Decimal is immutable."""
     if value.isdigit():
         return Decimal(int(value))
     match = _QUANTITY.match(value.strip())
     if not match:
-        raise InputError(f"{field}: {value!r} is not a Kubernetes quantity (examples: '500m', '16', '64Gi')")
+        return None
     number, exponent, suffix = match.groups()
     try:
         base = Decimal(number)
         if exponent:
             return base * (Decimal(10) ** int(exponent[1:]))
         return base * _SUFFIX[suffix or ""]
-    except InvalidOperation as e:  # pragma: no cover - the regex admits only valid decimals
-        raise InputError(f"{field}: {value!r} is not a Kubernetes quantity") from e
+    except InvalidOperation:  # pragma: no cover - the regex admits only valid decimals
+        return None
 
 
 def format_gib(value: Decimal | float) -> str:

@@ -7,6 +7,7 @@ reason code, a message that names the value found and the value needed, and the 
 
 from __future__ import annotations
 
+from collections.abc import Hashable
 from dataclasses import dataclass
 from decimal import Decimal
 from functools import lru_cache
@@ -357,6 +358,31 @@ def partition_findings(recipe: Recipe, product: GpuProduct) -> list[Finding]:
             )
         )
     return out
+
+
+def config_key(recipe: Recipe) -> Hashable:
+    """What static_findings() reads of a recipe, hashable: two recipes with one key (a tuned
+    variant's priority or figures aside) get the same findings and memory plan. Equal keys mean
+    the same items in the same order with values of the same types (True is not 1); two equal
+    mappings in another order only miss the memo. Unhashable values (lists) are keyed by repr."""
+    a = recipe.args
+    key = (
+        recipe.model_key,
+        recipe.hardware,
+        recipe.gpu_count,
+        recipe.nodes,
+        recipe.precision,
+        tuple(a.items()),
+        tuple(map(type, a.values())),
+        tuple(recipe.env.items()),
+        tuple(recipe.requests.items()),
+        tuple(recipe.limits.items()),
+    )
+    try:
+        hash(key)
+    except TypeError:
+        return (key[:5], repr(sorted(a.items())), key[7:])
+    return key
 
 
 def static_findings(

@@ -14,8 +14,9 @@ a recipe is ranked by, and breaks ties between equal figures."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from decimal import Decimal
+from operator import itemgetter
 from typing import NamedTuple
 
 from aim_engine.domain.hardware import PRECISION_ORDER, HardwareCatalog
@@ -47,15 +48,56 @@ def tokens_per_second_per_gpu(recipe: Recipe, catalog: HardwareCatalog) -> Decim
     return recipe.performance.tokens_per_second / gpu_share(recipe, catalog)
 
 
+_ONE = Decimal(1)
+
+
 def rank_key(recipe: Recipe, catalog: HardwareCatalog) -> RankKey:
-    return RankKey(
-        type_rank=TYPE_RANK.get(recipe.type, len(TYPE_RANK)),
-        negated_priority=-recipe.priority,
-        negated_tokens_per_second_per_gpu=-tokens_per_second_per_gpu(recipe, catalog),
-        evidence_rank=EVIDENCE_RANK[figure_source(recipe)],
-        gpu_count=recipe.gpu_count,
-        precision_rank=PRECISION_ORDER.get(recipe.precision, 99),
+    perf = recipe.performance
+    if perf is None:
+        per_gpu = Decimal(0)
+    else:  # tokens_per_second_per_gpu(), inlined: this runs once per recipe of every selection
+        product = catalog.get(recipe.hardware)
+        share = product.gpu_share if product is not None and product.partition is not None else _ONE
+        per_gpu = perf.tokens_per_second / (recipe.gpu_count * share)
+    return RankKey(  # positional, in RankKey's field order (keywords cost a tenth of the call)
+        TYPE_RANK.get(recipe.type, len(TYPE_RANK)),
+        -recipe.priority,
+        -per_gpu,
+        EVIDENCE_RANK[figure_source(recipe)],
+        recipe.gpu_count,
+        PRECISION_ORDER.get(recipe.precision, 99),
     )
+
+
+class Ranks:
+    """rank_key of each recipe, computed once for one selection: a selection sorts, compares and
+    explains the same recipes several times, and recipes are immutable. Keyed by identity (the
+    recipe is held, so its id is not reused while the memo lives)."""
+
+    __slots__ = ("_memo", "catalog")
+
+    def __init__(self, catalog: HardwareCatalog) -> None:
+        self.catalog = catalog
+        self._memo: dict[int, tuple[Recipe, RankKey]] = {}
+
+    def sort(self, recipes: Sequence[Recipe]) -> list[int]:
+        """The indices of `recipes` best first, the recipe id breaking ties (so the catalog's
+        order never matters); their keys stay memoised. One C-level sort of plain tuples."""
+        keyed = []
+        for i, r in enumerate(recipes):
+            key = rank_key(r, self.catalog)
+            self._memo[id(r)] = (r, key)
+            keyed.append((key, r.recipe_id, i))
+        keyed.sort()
+        return [i for _, _, i in keyed]
+
+    def __call__(self, recipe: Recipe) -> RankKey:
+        hit = self._memo.get(id(recipe))
+        if hit is not None and hit[0] is recipe:
+            return hit[1]
+        key = rank_key(recipe, self.catalog)
+        self._memo[id(recipe)] = (recipe, key)
+        return key
 
 
 class ParetoPoint(NamedTuple):
@@ -68,27 +110,34 @@ class ParetoPoint(NamedTuple):
     source: str
 
 
-def pareto_front(recipes: Iterable[Recipe], catalog: HardwareCatalog) -> tuple[ParetoPoint, ...]:
+def pareto_front(recipes: Iterable[Recipe], catalog: HardwareCatalog, *, ranks: Ranks | None = None) -> tuple[ParetoPoint, ...]:
     """The recipes no other beats on both tokens/s per GPU and latency (ties kept), best
-    throughput first. Recipes without figures have no point."""
-    points = [
-        ParetoPoint(
-            recipe_id=r.recipe_id,
-            tokens_per_second_per_gpu=tokens_per_second_per_gpu(r, catalog),
-            latency_ms=r.performance.latency_ms,
-            source=figure_source(r),
-        )
-        for r in recipes
-        if r.performance is not None
-    ]
-
-    def dominated(p: ParetoPoint) -> bool:
-        return any(
-            q.tokens_per_second_per_gpu >= p.tokens_per_second_per_gpu
-            and q.latency_ms <= p.latency_ms
-            and (q.tokens_per_second_per_gpu > p.tokens_per_second_per_gpu or q.latency_ms < p.latency_ms)
-            for q in points
-        )
-
-    front = {p.recipe_id: p for p in points if not dominated(p)}
+    throughput first. Recipes without figures have no point. One sort and a sweep (n log n):
+    q beats p when q's tokens/s per GPU are higher and its latency no worse, or equal and its
+    latency lower. `ranks`: the selection's rank keys, which hold the tokens/s per GPU."""
+    # (tokens/s per GPU, latency, recipe): the point of each recipe with figures; a ParetoPoint
+    # (with its evidence) is built only for the front.
+    points: list[tuple[Decimal, Decimal, Recipe]] = []
+    for r in recipes:
+        if r.performance is None:
+            continue
+        tps = -ranks(r).negated_tokens_per_second_per_gpu if ranks is not None else tokens_per_second_per_gpu(r, catalog)
+        points.append((tps, r.performance.latency_ms, r))
+    points.sort(key=itemgetter(1))  # then by tokens/s per GPU, best first: a stable sort keeps latency order
+    points.sort(key=itemgetter(0), reverse=True)
+    front: dict[str, ParetoPoint] = {}
+    best_faster: Decimal | None = None  # the lowest latency among points with more tokens/s per GPU
+    i = 0
+    while i < len(points):
+        j = i
+        while j < len(points) and points[j][0] == points[i][0]:
+            j += 1
+        lowest = points[i][1]  # of this group of equal tokens/s per GPU (sorted by latency)
+        for tps, latency, r in points[i:j]:
+            if not ((best_faster is not None and best_faster <= latency) or lowest < latency):
+                front[r.recipe_id] = ParetoPoint(
+                    recipe_id=r.recipe_id, tokens_per_second_per_gpu=tps, latency_ms=latency, source=figure_source(r)
+                )
+        best_faster = lowest if best_faster is None else min(best_faster, lowest)
+        i = j
     return tuple(sorted(front.values(), key=lambda p: (-p.tokens_per_second_per_gpu, p.latency_ms, p.recipe_id)))

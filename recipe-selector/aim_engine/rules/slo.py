@@ -35,8 +35,8 @@ class Slo:
     itl_p95_ms: Decimal | None = None
     min_output_tokens_per_second: Decimal | None = None
 
-    def __bool__(self) -> bool:
-        return any(v is not None for _, v in self.targets())
+    def __bool__(self) -> bool:  # called once per recipe evaluated: no dataclasses.fields() here
+        return self.ttft_p95_ms is not None or self.itl_p95_ms is not None or self.min_output_tokens_per_second is not None
 
     def targets(self) -> Iterator[tuple[str, Decimal]]:
         for f in fields(self):

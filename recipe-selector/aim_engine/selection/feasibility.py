@@ -3,7 +3,7 @@ aim_engine.rules.compat (the same the webhook enforces), and the cluster's nodes
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Hashable, Mapping
 from decimal import Decimal
 from typing import NamedTuple
 
@@ -13,7 +13,7 @@ from aim_engine.domain.models import ModelProfile
 from aim_engine.domain.quantity import format_gib
 from aim_engine.domain.recipe import Recipe, with_changes
 from aim_engine.domain.vllm_args import ArgRegistry
-from aim_engine.rules.compat import Finding, FindingCode, static_findings
+from aim_engine.rules.compat import Finding, FindingCode, config_key, static_findings
 from aim_engine.rules.memory import MemoryPlan
 from aim_engine.rules.slo import check_slo
 from aim_engine.selection.request import Request
@@ -55,6 +55,19 @@ class Evaluated(NamedTuple):
         return not self.static and not self.capacity
 
 
+class Judged(NamedTuple):
+    """What a configuration gets whatever its id, priority or figures: the rules' findings, its
+    memory plan, and against the cluster: a missing product (static) or too little capacity."""
+
+    rules: tuple[Finding, ...]
+    plan: MemoryPlan | None
+    missing: tuple[Finding, ...]
+    capacity: tuple[Finding, ...]
+
+
+StaticMemo = dict[Hashable, Judged]
+
+
 def evaluate(
     recipe: Recipe,
     *,
@@ -63,20 +76,38 @@ def evaluate(
     catalog: HardwareCatalog,
     registry: ArgRegistry,
     inventory: Inventory,
+    memo: StaticMemo | None = None,
 ) -> Evaluated:
-    static = override_findings(recipe, request)
-    rules, plan = static_findings(recipe, model=model, catalog=catalog, registry=registry, max_model_len=request.max_model_len)
-    static += rules
+    """`memo`: each configuration judged once (by config_key()), shared by the recipes one
+    selection evaluates (model, catalog, registry, request and cluster are the same for all)."""
+    key = config_key(recipe) if memo is not None else None
+    judged = memo.get(key) if memo is not None else None
+    if judged is None:
+        judged = _judge(recipe, request=request, model=model, catalog=catalog, registry=registry, inventory=inventory)
+        if memo is not None:
+            memo[key] = judged
     slo = check_slo(recipe, request.slo, names=request.slo_names)
-    static += slo.missed
+    static = (*override_findings(recipe, request), *judged.rules, *slo.missed, *judged.missing)
+    return Evaluated(recipe=recipe, static=static, capacity=judged.capacity, plan=judged.plan, notes=slo.unverified)
+
+
+def _judge(
+    recipe: Recipe,
+    *,
+    request: Request,
+    model: ModelProfile | None,
+    catalog: HardwareCatalog,
+    registry: ArgRegistry,
+    inventory: Inventory,
+) -> Judged:
+    found, plan = static_findings(recipe, model=model, catalog=catalog, registry=registry, max_model_len=request.max_model_len)
     product = catalog.get(recipe.hardware)
     capacity = capacity_findings(recipe, product, inventory) if product is not None else []
     if product is not None and product.is_cpu:
         capacity = cpu_policy(product, request, inventory) or capacity
     if capacity and any(f.code in HARDWARE_MISSING for f in capacity):
-        static += capacity
-        capacity = []
-    return Evaluated(recipe=recipe, static=tuple(static), capacity=tuple(capacity), plan=plan, notes=slo.unverified)
+        return Judged(rules=tuple(found), plan=plan, missing=tuple(capacity), capacity=())
+    return Judged(rules=tuple(found), plan=plan, missing=(), capacity=tuple(capacity))
 
 
 def override_findings(recipe: Recipe, request: Request) -> list[Finding]:

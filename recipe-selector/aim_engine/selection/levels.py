@@ -26,7 +26,7 @@ from aim_engine.domain.recipe import Recipe
 from aim_engine.rules.compat import Finding
 from aim_engine.rules.evidence import Match
 from aim_engine.rules.memory import MemoryPlan
-from aim_engine.rules.ranking import rank_key
+from aim_engine.rules.ranking import Ranks
 from aim_engine.selection.derive import derived_variants
 from aim_engine.selection.feasibility import Evaluated
 from aim_engine.selection.request import Request
@@ -49,6 +49,7 @@ class Evaluation:
     inventory: Inventory
     ranked: tuple[Evaluated, ...]
     runnable: tuple[Evaluated, ...]
+    ranks: Ranks
     measured: Mapping[str, Match] = field(default_factory=dict)
 
     @classmethod
@@ -61,10 +62,13 @@ class Evaluation:
         catalog: HardwareCatalog,
         inventory: Inventory,
         measured: Mapping[str, Match] | None = None,
+        ranks: Ranks | None = None,
     ) -> Evaluation:
         """Rank the evaluated recipes, best first; the recipe id breaks ties, so the catalog's
         order never matters."""
-        ranked = tuple(sorted(evaluated, key=lambda e: (rank_key(e.recipe, catalog), e.recipe.recipe_id)))
+        ranks = ranks if ranks is not None else Ranks(catalog)
+        judged = list(evaluated)
+        ranked = tuple(judged[i] for i in ranks.sort([e.recipe for e in judged]))
         runnable = tuple(e for e in ranked if e.runs_here and e.recipe.type != "general")
         return cls(
             request=request,
@@ -73,6 +77,7 @@ class Evaluation:
             inventory=inventory,
             ranked=ranked,
             runnable=runnable,
+            ranks=ranks,
             measured=measured or {},
         )
 
@@ -101,7 +106,7 @@ def primary(evaluation: Evaluation) -> Choice | None:
         return None
     best = runnable[0]
     return Choice(
-        level="primary", recipe=best.recipe, plan=best.plan, notes=best.notes, ties=_ties(best, runnable, evaluation.catalog)
+        level="primary", recipe=best.recipe, plan=best.plan, notes=best.notes, ties=_ties(best, runnable, evaluation.ranks)
     )
 
 
@@ -125,7 +130,7 @@ def secondary(evaluation: Evaluation) -> Choice | None:
         recipe=chosen.recipe,
         plan=chosen.plan,
         notes=(fallback, *chosen.notes),
-        ties=_ties(chosen, runnable, evaluation.catalog),
+        ties=_ties(chosen, runnable, evaluation.ranks),
     )
 
 
@@ -183,14 +188,10 @@ def default(evaluation: Evaluation) -> DefaultOutcome:
     return DefaultOutcome(choice=choice, unavailable=tuple(notes))
 
 
-def _ties(chosen: Evaluated, runnable: Sequence[Evaluated], catalog: HardwareCatalog) -> tuple[str, ...]:
+def _ties(chosen: Evaluated, runnable: Sequence[Evaluated], ranks: Ranks) -> tuple[str, ...]:
     """Ids of the other placeable recipes that rank equal to the chosen one."""
-    key = rank_key(chosen.recipe, catalog)
-    return tuple(
-        e.recipe.recipe_id
-        for e in runnable
-        if e.feasible and e.recipe is not chosen.recipe and rank_key(e.recipe, catalog) == key
-    )
+    key = ranks(chosen.recipe)
+    return tuple(e.recipe.recipe_id for e in runnable if e.feasible and e.recipe is not chosen.recipe and ranks(e.recipe) == key)
 
 
 def _sizing_note(sizing: Sizing) -> tuple[Finding, ...]:

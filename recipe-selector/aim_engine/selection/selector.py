@@ -39,10 +39,11 @@ from aim_engine.domain.vllm_args import ArgRegistry
 from aim_engine.rules.compat import Finding
 from aim_engine.rules.evidence import Match, Measurements, apply_measurements, figure_source, match_findings
 from aim_engine.rules.memory import MemoryPlan
-from aim_engine.rules.ranking import gpu_share, pareto_front, rank_key, tokens_per_second_per_gpu
+from aim_engine.rules.ranking import RankKey, Ranks, gpu_share, pareto_front, tokens_per_second_per_gpu
 from aim_engine.rules.slo import nearest_per_target
 from aim_engine.selection.feasibility import (
     Evaluated,
+    StaticMemo,
     as_advertised,
     capacity_findings,
     evaluate,
@@ -109,18 +110,25 @@ def select(
         )
     key = request.model_id.lower()
     applied = apply_measurements([r for r in recipes if r.model_key == key], measurements)
+    memo: StaticMemo = {}  # recipes sharing a configuration are judged once
     evaluated = [
-        evaluate(r, request=request, model=model, catalog=catalog, registry=registry, inventory=inventory)
+        evaluate(r, request=request, model=model, catalog=catalog, registry=registry, inventory=inventory, memo=memo)
         for r in applied.recipes
     ]
     evaluation = Evaluation.of(
-        evaluated, request=request, model=model, catalog=catalog, inventory=inventory, measured=applied.matches
+        evaluated,
+        request=request,
+        model=model,
+        catalog=catalog,
+        inventory=inventory,
+        measured=applied.matches,
+        ranks=Ranks(catalog),
     )
     choice = primary(evaluation) or secondary(evaluation) or tertiary(evaluation)
     unavailable: tuple[Finding, ...] = ()
     if choice is None:
         choice, unavailable = default(evaluation)
-    others = _other_verdicts(evaluation.ranked, choice, evaluation.measured, catalog)
+    others = _other_verdicts(evaluation.ranked, choice, evaluation.measured, evaluation.ranks)
     if choice is None:
         return _not_found(evaluation, others, unavailable=unavailable, hardware=hardware)
     if choice.ties:
@@ -159,11 +167,13 @@ def _selected(
         level=choice.level,
         result="selected",
         message=reasons[0].message,
-        candidates=_order((selected, *others), evaluation.catalog),
+        candidates=(selected, *_by_verdict(others)),
         placement=pack.nodes[:5],
         packing=pack,
         hardware=hardware,
-        pareto=pareto_front([recipe, *(e.recipe for e in evaluation.runnable if e.feasible)], evaluation.catalog),
+        pareto=pareto_front(
+            [recipe, *(e.recipe for e in evaluation.runnable if e.feasible)], evaluation.catalog, ranks=evaluation.ranks
+        ),
     )
 
 
@@ -199,7 +209,7 @@ def _ambiguous(
         message=f"recipes {', '.join(listed)} rank equal (same type, priority, tokens/s per GPU and its evidence, GPU count "
         "and precision): "
         "the catalog must say which is preferred (set priority), or pin one with custom_recipe",
-        candidates=_order((*(c for c in others if c.recipe.recipe_id not in tied), *refused), evaluation.catalog),
+        candidates=_order((*(c for c in others if c.recipe.recipe_id not in tied), *refused), evaluation.ranks),
         hardware=hardware,
     )
 
@@ -218,7 +228,7 @@ def _not_found(
         level=None,
         result="not_found",
         message=_not_found_message(evaluation, unavailable),
-        candidates=_order(others, evaluation.catalog),
+        candidates=_order(others, evaluation.ranks),
         hardware=hardware,
     )
 
@@ -228,13 +238,14 @@ def _evidence(match: Match | None, recipe: Recipe) -> tuple[Finding, ...]:
 
 
 def _other_verdicts(
-    ranked: Sequence[Evaluated], choice: Choice | None, measured: Mapping[str, Match], catalog: HardwareCatalog
+    ranked: Sequence[Evaluated], choice: Choice | None, measured: Mapping[str, Match], ranks: Ranks
 ) -> list[Candidate]:
     """The verdict on every catalog candidate but the chosen one (one per recipe id), with what
     the measurements say of it."""
     chosen_id = choice.recipe.recipe_id if choice is not None else None
     level: Level = choice.level if choice is not None else "primary"
     verdicts: dict[str, Candidate] = {}
+    chosen_key = ranks(choice.recipe) if choice is not None else None
     for e in ranked:
         recipe = e.recipe
         if recipe.recipe_id == chosen_id:
@@ -247,7 +258,7 @@ def _other_verdicts(
                 recipe=recipe, verdict="eligible", reasons=(general,), level="default", plan=e.plan
             )
         else:
-            outranked = _outranked(recipe, choice.recipe if choice is not None else None, catalog)
+            outranked = _outranked(recipe, choice.recipe if choice is not None else None, ranks, chosen_key=chosen_key)
             verdicts[recipe.recipe_id] = Candidate(
                 recipe=recipe, verdict="eligible", reasons=(outranked,), level=level, plan=e.plan
             )
@@ -305,8 +316,14 @@ def _partition_note(recipe: Recipe, evaluation: Evaluation) -> tuple[Finding, ..
     return (Finding(code="PARTITION", message=f"{mine}. Against a whole GPU: {theirs}"),)
 
 
-def _order(candidates: Sequence[Candidate], catalog: HardwareCatalog) -> tuple[Candidate, ...]:
-    return tuple(sorted(candidates, key=lambda c: (VERDICTS.index(c.verdict), rank_key(c.recipe, catalog), c.recipe.recipe_id)))
+def _by_verdict(others: Sequence[Candidate]) -> tuple[Candidate, ...]:
+    """_order() of _other_verdicts()'s list, which keeps the evaluation's rank order: the eligible
+    ones, then the rejected, each in that order (no sort of thousands of keys again)."""
+    return (*(c for c in others if c.verdict == "eligible"), *(c for c in others if c.verdict == "rejected"))
+
+
+def _order(candidates: Sequence[Candidate], ranks: Ranks) -> tuple[Candidate, ...]:
+    return tuple(sorted(candidates, key=lambda c: (VERDICTS.index(c.verdict), ranks(c.recipe), c.recipe.recipe_id)))
 
 
 _LEVEL_SUMMARY: dict[Level, str] = {
@@ -333,18 +350,19 @@ def _why(recipe: Recipe, level: Level, plan: MemoryPlan | None, catalog: Hardwar
     return f"{level}: {summary}; " + "; ".join(parts)
 
 
-def _outranked(recipe: Recipe, chosen: Recipe | None, catalog: HardwareCatalog) -> Finding:
+def _outranked(recipe: Recipe, chosen: Recipe | None, ranks: Ranks, *, chosen_key: RankKey | None = None) -> Finding:
     if chosen is None:
         return Finding(code="OUTRANKED", message="fits")
-    a, b = rank_key(recipe, catalog), rank_key(chosen, catalog)
+    catalog = ranks.catalog
+    a, b = ranks(recipe), chosen_key if chosen_key is not None else ranks(chosen)
     if a.type_rank != b.type_rank:
         why = f"type {recipe.type} ranks below {chosen.type}"
     elif a.negated_priority != b.negated_priority:
         why = f"priority {recipe.priority} is below {chosen.priority}"
     elif a.negated_tokens_per_second_per_gpu != b.negated_tokens_per_second_per_gpu:
         why = (
-            f"{tokens_per_second_per_gpu(recipe, catalog):.0f} expected tok/s per GPU{_share_text(recipe, catalog)} "
-            f"({figure_source(recipe)}) against {tokens_per_second_per_gpu(chosen, catalog):.0f}"
+            f"{-a.negated_tokens_per_second_per_gpu:.0f} expected tok/s per GPU{_share_text(recipe, catalog)} "
+            f"({figure_source(recipe)}) against {-b.negated_tokens_per_second_per_gpu:.0f}"
             f"{_share_text(chosen, catalog)} ({figure_source(chosen)})"
         )
     elif a.evidence_rank != b.evidence_rank:
