@@ -46,6 +46,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import stages
 
 MANIFEST = ".aim-cache-manifest.json"
+# Directories the cache holds that are not keyed entries: dockerd's data root (its layer cache) and
+# the cluster's containerd image store (tools/cluster/build-images.sh, tools/realcluster.py).
+STORES = frozenset({"docker", "containerd"})
 KEEP = 2  # entries kept per name (the newest)
 CHUNK = 1 << 20
 
@@ -304,6 +307,10 @@ def main(argv: list[str] | None = None) -> int:
         elif args.cmd == "list":
             r = root()
             for name_dir in sorted(r.iterdir()) if r.exists() else []:
+                if name_dir.name in STORES:
+                    size = sum(f.stat().st_size for f in name_dir.rglob("*") if f.is_file() and not f.is_symlink())
+                    print(f"{name_dir.name:<24} {'(a store, not an entry)':<20}  {size / 2**20:>9.1f} MiB")
+                    continue
                 for e in sorted(x for x in name_dir.iterdir() if x.is_dir() and not x.name.startswith(".")):
                     size = sum(f.stat().st_size for f in e.rglob("*") if f.is_file() and not f.is_symlink())
                     state = "complete" if (e / MANIFEST).exists() else "INCOMPLETE"
@@ -312,7 +319,7 @@ def main(argv: list[str] | None = None) -> int:
             r = root()
             bad = 0
             for name_dir in sorted(r.iterdir()) if r.exists() else []:
-                if args.name and name_dir.name != args.name:
+                if (args.name and name_dir.name != args.name) or name_dir.name in STORES:
                     continue
                 for e in sorted(x for x in name_dir.iterdir() if x.is_dir() and not x.name.startswith(".")):
                     found = problems(e)
@@ -345,4 +352,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except BrokenPipeError:  # `list | head`: the reader has what it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(0)
