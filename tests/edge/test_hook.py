@@ -75,10 +75,16 @@ def test_hook_reads_all_pages_and_writes_the_selection(capsys, api):
     assert cm["metadata"]["labels"]["aim-engine.io/recipe-id"] == recipe["recipe_id"]
     assert cm["metadata"]["annotations"]["aim-engine.io/selection-level"] == "primary"
     assert json.loads(cm["data"]["selection.json"])["level"] == "primary"
-    # How the webhook keeps the pods on the selected product's nodes (h100-0 is left out).
+    # How the webhook keeps the pods on the selected product's nodes (h100-0 is left out): the product
+    # and the devices' memory, so that whole-GPU pods never land on a CPX node without the partition label.
     assert json.loads(cm["data"]["node-affinity.json"]) == {
         "nodeSelectorTerms": [
-            {"matchExpressions": [{"key": "amd.com/gpu.product-name", "operator": "In", "values": ["AMD_Instinct_MI300X_OAM"]}]}
+            {
+                "matchExpressions": [
+                    {"key": "amd.com/gpu.product-name", "operator": "In", "values": ["AMD_Instinct_MI300X_OAM"]},
+                    {"key": "amd.com/gpu.vram", "operator": "In", "values": ["192G"]},
+                ]
+            }
         ]
     }
     assert "Selected (primary)" in cm["data"]["explanation.txt"]
