@@ -21,7 +21,7 @@ from aim_engine.rules.workload import Toggles, check_workload
 from aim_engine.selection.request import Request
 from aim_engine.selection.selector import select
 from aim_webhook.mutate import apply, mutate
-from k8s_objects import amd_node, cluster, gfd_node, node
+from k8s_objects import AMD, GFD, amd_node, cluster, gfd_node, node
 from support import FIXTURES, ROOT, run_select
 
 BUNDLE = load_bundle()
@@ -59,6 +59,10 @@ CLUSTERS: dict[str, dict[str, Any]] = {
     "cpx-labelled": cluster([_amd_partitioned(f"a{i}", "cpx_nps4", 64, "24G") for i in range(2)]),
     "dpx-labelled": cluster([_amd_partitioned("a0", "dpx_nps2", 16, "96G")]),
     "whole": cluster([gfd_node("h0", "H100", gpus=8), amd_node("a0", "MI300X", gpus=8)]),
+    # one node of every whole GPU the labels name (GPU Feature Discovery's and AMD's labeller's values)
+    "every-product": cluster(
+        [gfd_node(f"n-{p.lower()}", p, gpus=8) for p in sorted(GFD)] + [amd_node(f"a-{p.lower()}", p) for p in sorted(AMD)]
+    ),
     # the GPU Operator's default labeller arguments: no partition label, only the devices' memory
     "cpx-unlabelled": cluster([amd_node("a0", "MI300X", gpus=64, labels={"amd.com/gpu.vram": "24G"})]),
     "mislabelled": cluster([amd_node("a0", "MI300X", gpus=64), gfd_node("h0", "H100", gpus=8)]),
