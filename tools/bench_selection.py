@@ -3,10 +3,11 @@
 
 Catalogs of 100 / 1,000 / 10,000 recipes against clusters of 10 / 1,000 / 5,000 nodes (two pods
 per node), in one process as `aim-recipes select` runs (catalog and inventory frozen out of the
-cyclic GC once loaded). Worst case for the selector: every recipe is for the requested model, so every one is
-evaluated (feasibility, memory plan, capacity, ranking). Reported: the median of several runs of
-select() on typed inputs, and, apart, the median of as many builds of the inventory from Node/Pod
-JSON (each with the quantity cache emptied, as the CLI builds once). `--distinct` gives every
+cyclic GC once loaded, the collector paused while the inventory is built and while selecting).
+Worst case for the selector: every recipe is for the requested model, so every one is evaluated
+(feasibility, memory plan, capacity, ranking). Reported: the median of several runs of select()
+on typed inputs, and, apart, the median of as many builds of the inventory from Node/Pod JSON
+(each with the quantity cache emptied, as the CLI builds once). `--distinct` gives every
 recipe its own configuration, the worst case for select()'s one judgement per configuration.
 
     make bench            (or: .tools/venv/bin/python tools/bench_selection.py [--repeat N]
@@ -28,6 +29,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
 from aim_engine.adapters.catalog import load_bundle  # noqa: E402
+from aim_engine.cli.collector import collector_paused  # noqa: E402
 from aim_engine.cluster.inventory import build_inventory  # noqa: E402
 from aim_engine.domain.quantity import _parse_text  # noqa: E402
 from aim_engine.domain.recipe import Performance, Recipe  # noqa: E402
@@ -111,7 +113,8 @@ def main() -> None:
         for _ in range(args.repeat):
             _parse_text.cache_clear()  # each build as the CLI's one build: nothing cached from the last
             t0 = time.perf_counter()
-            inv = build_inventory(bundle.hardware, nodes, pods)
+            with collector_paused():  # as the CLI builds it
+                inv = build_inventory(bundle.hardware, nodes, pods)
             builds.append((time.perf_counter() - t0) * 1000)
         inv_ms = statistics.median(builds)
         del nodes, pods  # as in `aim-recipes select`: the raw JSON is dropped once the inventory exists
@@ -122,14 +125,15 @@ def main() -> None:
             sel = None
             for _ in range(args.repeat):
                 t0 = time.perf_counter()
-                sel = select(
-                    request=Request(model_id=MODEL),
-                    recipes=recipes,
-                    models=models,
-                    catalog=bundle.hardware,
-                    registry=bundle.registry,
-                    inventory=inv,
-                )
+                with collector_paused():  # as the CLI selects
+                    sel = select(
+                        request=Request(model_id=MODEL),
+                        recipes=recipes,
+                        models=models,
+                        catalog=bundle.hardware,
+                        registry=bundle.registry,
+                        inventory=inv,
+                    )
                 times.append((time.perf_counter() - t0) * 1000)
             assert sel is not None
             print(

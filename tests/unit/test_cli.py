@@ -266,3 +266,24 @@ def test_an_absurd_slo_exits_2_with_one_line(capsys):
     code, out, err = run(capsys, "select", "--model", "Qwen/Qwen3-32B", "--cluster", CLUSTER, "--slo", "ttft_p95_ms=1e400")
     assert code == 2 and out == ""
     assert err.strip().count("\n") == 0 and "outside 1 to 600000 ms" in err
+
+
+def test_the_collector_is_paused_for_the_block_and_restored_after_even_on_error():
+    import gc
+
+    from aim_engine.cli.collector import collector_paused
+
+    assert gc.isenabled()
+    with collector_paused():
+        assert not gc.isenabled()
+    assert gc.isenabled()
+    with pytest.raises(RuntimeError), collector_paused():
+        raise RuntimeError("boom")
+    assert gc.isenabled()
+    gc.disable()  # a caller that had it off keeps it off
+    try:
+        with collector_paused():
+            pass
+        assert not gc.isenabled()
+    finally:
+        gc.enable()

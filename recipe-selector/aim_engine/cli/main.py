@@ -42,6 +42,7 @@ from aim_engine.adapters.render import (
 )
 from aim_engine.cli.bench import add_parser as add_bench_parser
 from aim_engine.cli.bench import cmd_bench
+from aim_engine.cli.collector import collector_paused
 from aim_engine.cli.tune import add_parser as add_tune_parser
 from aim_engine.cli.tune import cmd_tune
 from aim_engine.cluster.inventory import DEFAULT_TOLERATED_TAINTS, Inventory, build_inventory, product_node_affinity, split_list
@@ -356,15 +357,16 @@ def _inventory(args: argparse.Namespace, bundle: Bundle, kube: Any | None) -> In
     # The cluster's objects (acyclic JSON, freed by reference counting once the inventory exists)
     # would otherwise be scanned by every full collection the inventory's allocations trigger.
     gc.freeze()
-    return build_inventory(
-        bundle.hardware,
-        nodes,
-        pods,
-        reclaim_selector=dict(args.reclaim_label) or None,
-        tolerated_taints=DEFAULT_TOLERATED_TAINTS | frozenset(args.tolerate_taint),
-        node_selector=dict(getattr(args, "node_selector", None) or []) or None,
-        ignore_usage=args.ignore_usage,
-    )
+    with collector_paused():
+        return build_inventory(
+            bundle.hardware,
+            nodes,
+            pods,
+            reclaim_selector=dict(args.reclaim_label) or None,
+            tolerated_taints=DEFAULT_TOLERATED_TAINTS | frozenset(args.tolerate_taint),
+            node_selector=dict(getattr(args, "node_selector", None) or []) or None,
+            ignore_usage=args.ignore_usage,
+        )
 
 
 def _namespace(args: argparse.Namespace) -> str:
@@ -579,15 +581,16 @@ def cmd_select(args: argparse.Namespace) -> int:
     )
     recipes = [r for r in bundle.recipes if not (args.single_node and r.multi_node)]
     measurements = _measurements(args, kube)
-    sel = select(
-        request=request,
-        recipes=recipes,
-        models=bundle.model_map(extra),
-        catalog=bundle.hardware,
-        registry=bundle.registry,
-        inventory=inv,
-        measurements=measurements,
-    )
+    with collector_paused():
+        sel = select(
+            request=request,
+            recipes=recipes,
+            models=bundle.model_map(extra),
+            catalog=bundle.hardware,
+            registry=bundle.registry,
+            inventory=inv,
+            measurements=measurements,
+        )
     duration = time.perf_counter() - started
     if args.write_configmap:
         _write_selection(args, kube, sel, inv, duration, catalog=bundle.hardware)

@@ -164,6 +164,9 @@ def _count(value: object, where: str) -> int:
     return int(q) if q >= 0 else 0
 
 
+_ZERO = Decimal(0)
+
+
 class PodRequests(NamedTuple):
     gpus: dict[str, int]  # device resource -> count
     cpu: Decimal  # cores
@@ -174,43 +177,55 @@ def _pod_requests(pod: Mapping[str, Any], resources: frozenset[str]) -> PodReque
     """Effective requests of a pod, in one pass over its containers: max(sum over containers, max
     over init containers) for each GPU resource, cores and memory. For extended resources (the
     devices) a limit without a request means request = limit; only the resources a container names
-    are looked at (a pod names one or two; the catalog knows dozens)."""
+    are looked at (a pod names one or two; the catalog knows dozens). This runs once per pod of the
+    cluster: no Decimal is built for a zero, and init containers are walked only where there are some."""
     spec = pod.get("spec") or {}
     gpus: dict[str, int] = {}
-    init_gpus: dict[str, int] = {}
-    cpu = memory = init_cpu = init_memory = Decimal(0)
-    for containers, is_init in ((spec.get("containers"), False), (spec.get("initContainers"), True)):
-        for container in containers or ():
+    cpu = memory = _ZERO
+    for container in spec.get("containers") or ():
+        r = container.get("resources")
+        if r:
+            c, m = _container_requests(r, pod, resources, gpus, init=False)
+            cpu, memory = cpu + c, memory + m
+    init = spec.get("initContainers")
+    if init:
+        init_gpus: dict[str, int] = {}
+        init_cpu = init_memory = _ZERO
+        for container in init:
             r = container.get("resources")
-            if not r:
-                continue
-            requests = r.get("requests") or {}
-            c = m = Decimal(0)
-            for res, value in requests.items():  # one pass: devices, cores, memory
-                if res in resources:
-                    n = _device_count(value, pod, res)
-                    if is_init:
-                        init_gpus[res] = max(init_gpus.get(res, 0), n)
-                    else:
-                        gpus[res] = gpus.get(res, 0) + n
-                elif res == "cpu":
-                    c = _core_quantity(value, pod, res)
-                elif res == "memory":
-                    m = _core_quantity(value, pod, res)
-            for res, value in (r.get("limits") or {}).items():  # a device limit without a request
-                if res in resources and res not in requests:
-                    n = _device_count(value, pod, res)
-                    if is_init:
-                        init_gpus[res] = max(init_gpus.get(res, 0), n)
-                    else:
-                        gpus[res] = gpus.get(res, 0) + n
-            if is_init:
+            if r:
+                c, m = _container_requests(r, pod, resources, init_gpus, init=True)
                 init_cpu, init_memory = max(init_cpu, c), max(init_memory, m)
-            else:
-                cpu, memory = cpu + c, memory + m
-    for res, n in init_gpus.items():
-        gpus[res] = max(gpus.get(res, 0), n)
-    return PodRequests(gpus={res: n for res, n in gpus.items() if n}, cpu=max(cpu, init_cpu), memory=max(memory, init_memory))
+        for res, n in init_gpus.items():
+            gpus[res] = max(gpus.get(res, 0), n)
+        cpu, memory = max(cpu, init_cpu), max(memory, init_memory)
+    if 0 in gpus.values():
+        gpus = {res: n for res, n in gpus.items() if n}
+    return PodRequests(gpus=gpus, cpu=cpu, memory=memory)
+
+
+def _container_requests(
+    r: Mapping[str, Any], pod: Mapping[str, Any], resources: frozenset[str], gpus: dict[str, int], *, init: bool
+) -> tuple[Decimal, Decimal]:
+    """One container's cores and memory requested; its devices added to `gpus` (summed over app
+    containers, the largest of init containers)."""
+    requests = r.get("requests") or {}
+    c = m = _ZERO
+    for res, value in requests.items():  # one pass: devices, cores, memory
+        if res in resources:
+            n = _device_count(value, pod, res)
+            gpus[res] = max(gpus.get(res, 0), n) if init else gpus.get(res, 0) + n
+        elif res == "cpu":
+            c = _core_quantity(value, pod, res)
+        elif res == "memory":
+            m = _core_quantity(value, pod, res)
+    limits = r.get("limits")
+    if limits:
+        for res, value in limits.items():  # a device limit without a request
+            if res in resources and res not in requests:
+                n = _device_count(value, pod, res)
+                gpus[res] = max(gpus.get(res, 0), n) if init else gpus.get(res, 0) + n
+    return c, m
 
 
 def _device_count(value: object, pod: Mapping[str, Any], res: str) -> int:
@@ -585,10 +600,13 @@ def node_views(
         if k in known or ("/" in k and (k.startswith(MIG_RESOURCE_PREFIX) or AMD_MIXED_RESOURCE.match(k)))
     }
     # Nodes of one node pool share their labels (but the hostname) and devices: detect them once.
-    key = (
-        tuple(sorted((k, v) for k, v in labels.items() if k != HOSTNAME_LABEL)),
-        tuple(sorted((str(k), str(v)) for k, v in device_alloc.items())),
-    )
+    # Keyed by sets (no sort per node); a device count that is not a plain value is keyed as text.
+    key: tuple[frozenset[tuple[str, Any]], ...]
+    hostname = {(HOSTNAME_LABEL, labels.get(HOSTNAME_LABEL))}
+    try:
+        key = (frozenset(labels.items()) - hostname, frozenset(device_alloc.items()))
+    except TypeError:
+        key = (frozenset(labels.items()) - hostname, frozenset((str(k), str(v)) for k, v in device_alloc.items()))
     found = memo.get(key) if memo is not None else None
     if found is None:
         det = detect_node(catalog, labels, gpu_alloc)
@@ -610,9 +628,9 @@ def node_views(
             ]
         elif cpu_det.notes:
             det = Detection(product=None, vendor=None, source="none", notes=det.notes + cpu_det.notes)
-    cpu_used, memory_used = usage.cores.get(name, (Decimal(0), Decimal(0)))
-    cpu_free = max(Decimal(0), _node_quantity(alloc_raw.get("cpu"), name, "cpu") - cpu_used)
-    memory_free = max(Decimal(0), _node_quantity(alloc_raw.get("memory"), name, "memory") - memory_used)
+    cpu_used, memory_used = usage.cores.get(name, (_ZERO, _ZERO))
+    cpu_free = max(_ZERO, _node_quantity(alloc_raw.get("cpu"), name, "cpu") - cpu_used)
+    memory_free = max(_ZERO, _node_quantity(alloc_raw.get("memory"), name, "memory") - memory_used)
     out = []
     for pool in pools:
         reason = _unusable_reason(node, pool, labels=labels, tolerated_taints=tolerated_taints, node_selector=node_selector or {})

@@ -34,6 +34,11 @@ MIB = Decimal(2**20)
 
 def parse_quantity(value: object, *, field: str = "quantity") -> Decimal:
     """Parse a Kubernetes quantity ("500m", "64Gi", "1e3", 4) into a Decimal in base units."""
+    if type(value) is str:  # first: how the API server writes every quantity (an inventory parses thousands)
+        parsed = _parse_text(value)
+        if parsed is None:
+            raise InputError(f"{field}: {value!r} is not a Kubernetes quantity (examples: '500m', '16', '64Gi')")
+        return parsed
     if isinstance(value, bool):
         raise InputError(f"{field}: expected a quantity such as '64Gi' or '16', got boolean {value!r}")
     if isinstance(value, int | float):

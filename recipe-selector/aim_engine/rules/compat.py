@@ -364,17 +364,19 @@ def config_key(recipe: Recipe) -> Hashable:
     """What static_findings() reads of a recipe, hashable: two recipes with one key (a tuned
     variant's priority or figures aside) get the same findings and memory plan. Equal keys mean
     the same items in the same order with values of the same types (True is not 1); two equal
-    mappings in another order only miss the memo. Unhashable values (lists) are keyed by repr."""
+    mappings in another order, or model ids differing only in case, only miss the memo.
+    Unhashable values (lists) are keyed by repr. This runs once per recipe of every selection:
+    the model id is taken as written (not lowered) and the key hashed once, by the caller's dict."""
     a = recipe.args
     key = (
-        recipe.model_key,
+        recipe.huggingface_id,
         recipe.hardware,
         recipe.gpu_count,
         recipe.nodes,
         recipe.precision,
         tuple(a.items()),
         tuple(map(type, a.values())),
-        tuple(recipe.env.items()),
+        tuple(recipe.env.items()) if recipe.env else (),
         tuple(recipe.requests.items()),
         tuple(recipe.limits.items()),
     )

@@ -27,6 +27,7 @@ FigureSource = Literal["measured", "published", "estimated", "unstated"]
 FIGURE_SOURCES: tuple[FigureSource, ...] = get_args(FigureSource)
 EVIDENCE_RANK: dict[FigureSource, int] = {s: i for i, s in enumerate(FIGURE_SOURCES)}
 FIGURES = ("expected_tokens_per_second", "expected_latency_ms")
+_SOURCE_OF: dict[str, FigureSource] = {s: s for s in FIGURE_SOURCES}
 
 
 def figure_source(recipe: Recipe, figure: str = "expected_tokens_per_second") -> FigureSource:
@@ -35,10 +36,7 @@ def figure_source(recipe: Recipe, figure: str = "expected_tokens_per_second") ->
     if recipe.performance is None:
         return "unstated"
     kind = (recipe.performance.provenance.get(figure) or {}).get("kind")
-    for source in FIGURE_SOURCES:
-        if kind == source:
-            return source
-    return "unstated"
+    return _SOURCE_OF.get(kind, "unstated") if isinstance(kind, str) else "unstated"
 
 
 def figure_provenance(recipe: Recipe, figure: str = "expected_tokens_per_second") -> str:

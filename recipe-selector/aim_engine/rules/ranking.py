@@ -49,6 +49,7 @@ def tokens_per_second_per_gpu(recipe: Recipe, catalog: HardwareCatalog) -> Decim
 
 
 _ONE = Decimal(1)
+_new_tuple = tuple.__new__
 
 
 def rank_key(recipe: Recipe, catalog: HardwareCatalog) -> RankKey:
@@ -59,13 +60,18 @@ def rank_key(recipe: Recipe, catalog: HardwareCatalog) -> RankKey:
         product = catalog.get(recipe.hardware)
         share = product.gpu_share if product is not None and product.partition is not None else _ONE
         per_gpu = perf.tokens_per_second / (recipe.gpu_count * share)
-    return RankKey(  # positional, in RankKey's field order (keywords cost a tenth of the call)
-        TYPE_RANK.get(recipe.type, len(TYPE_RANK)),
-        -recipe.priority,
-        -per_gpu,
-        EVIDENCE_RANK[figure_source(recipe)],
-        recipe.gpu_count,
-        PRECISION_ORDER.get(recipe.precision, 99),
+    # tuple.__new__ in RankKey's field order: a NamedTuple's own __new__ is a Python call, and
+    # this runs once per recipe of every selection.
+    return _new_tuple(
+        RankKey,
+        (
+            TYPE_RANK.get(recipe.type, len(TYPE_RANK)),
+            -recipe.priority,
+            -per_gpu,
+            EVIDENCE_RANK[figure_source(recipe)],
+            recipe.gpu_count,
+            PRECISION_ORDER.get(recipe.precision, 99),
+        ),
     )
 
 

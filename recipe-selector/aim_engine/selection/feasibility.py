@@ -86,8 +86,13 @@ def evaluate(
         judged = _judge(recipe, request=request, model=model, catalog=catalog, registry=registry, inventory=inventory)
         if memo is not None:
             memo[key] = judged
+    # Without overrides or an SLO (the common request) their checks are skipped: this runs per recipe.
+    overrides = override_findings(recipe, request) if request.overrides_any else ()
+    if not request.slo:
+        static = (*overrides, *judged.rules, *judged.missing) if overrides or judged.missing else judged.rules
+        return Evaluated(recipe=recipe, static=static, capacity=judged.capacity, plan=judged.plan)
     slo = check_slo(recipe, request.slo, names=request.slo_names)
-    static = (*override_findings(recipe, request), *judged.rules, *slo.missed, *judged.missing)
+    static = (*overrides, *judged.rules, *slo.missed, *judged.missing)
     return Evaluated(recipe=recipe, static=static, capacity=judged.capacity, plan=judged.plan, notes=slo.unverified)
 
 

@@ -189,9 +189,18 @@ def default(evaluation: Evaluation) -> DefaultOutcome:
 
 
 def _ties(chosen: Evaluated, runnable: Sequence[Evaluated], ranks: Ranks) -> tuple[str, ...]:
-    """Ids of the other placeable recipes that rank equal to the chosen one."""
+    """Ids of the other placeable recipes that rank equal to the chosen one. `runnable` is in rank
+    order (Evaluation.of sorts it), so the equal ones are one run of it: the walk stops past it."""
     key = ranks(chosen.recipe)
-    return tuple(e.recipe.recipe_id for e in runnable if e.feasible and e.recipe is not chosen.recipe and ranks(e.recipe) == key)
+    out = []
+    for e in runnable:
+        other = ranks(e.recipe)
+        if other == key:
+            if e.feasible and e.recipe is not chosen.recipe:
+                out.append(e.recipe.recipe_id)
+        elif other > key:
+            break
+    return tuple(out)
 
 
 def _sizing_note(sizing: Sizing) -> tuple[Finding, ...]:

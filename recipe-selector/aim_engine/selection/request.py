@@ -52,6 +52,17 @@ class Request:
             raise InputError(f"nodes {self.nodes}: must be between 1 and 64")
 
     @property
+    def overrides_any(self) -> bool:
+        """Any override feasibility.override_findings() checks a recipe against."""
+        return (
+            self.backend is not None
+            or self.gpu_count is not None
+            or self.precision is not None
+            or self.nodes is not None
+            or self.gpu_type is not None
+        )
+
+    @property
     def single_pod(self) -> bool:
         """The workload is (or may be) one pod: derived and synthesised configurations, which are
         single-node, may serve it; a multi-node group needs a catalog recipe of its size."""
