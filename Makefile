@@ -243,7 +243,7 @@ $(STAMP): pyproject.toml
 	@t0=$$(date +%s); mkdir -p $(TOOLS) && \
 	  { test -x $(PY) || $(PYTHON3) -m venv $(VENV); } && \
 	  $(PY) -m pip install --quiet --disable-pip-version-check --upgrade "pip==$(PIP_VERSION)" && \
-	  $(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev,tune]' || \
+	  $(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev,tune,router]' || \
 	  { echo ">> the project's venv could not be installed: check that PyPI is reachable, then rerun make setup" >&2; exit 1; }; \
 	  $(PYTHON3) tools/stages.py record "setup: project venv (pip)" $$(( $$(date +%s) - t0 )) ran
 	@rm -f $(VENV)/.stamp-*
@@ -359,6 +359,12 @@ setup-load:
 
 bench-webhook: setup setup-load
 	$(PY) tools/bench_webhook.py
+
+# The router (vllm-router) against a per-connection balancer, and its policies, on loopback with two
+# engine simulators and vLLM's benchmark client: p50/p99 TTFT and ITL, each replica's share and its
+# prefix-cache hit rate (docs/chart.md, "Router").
+bench-router: setup
+	$(PY) tools/bench_router.py
 
 clean:
 	rm -rf $(TOOLS) .pytest_cache .mypy_cache .ruff_cache .hypothesis

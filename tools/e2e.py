@@ -65,8 +65,8 @@ SIMULATOR_JOBS: list[Job] = [
     Job("engine", (f"{E2E}/test_00_demo.py", f"{E2E}/test_01_real_engine.py"), cpu=1.5, memory=6.5),
     # a simulator (5 GiB: the CPU recipe's), its webhooks, the benchmark client (1 GiB)
     Job("monitoring", (f"{E2E}/test_06_monitoring.py",), cpu=0.45, memory=7.0),
-    # two simulators, the client, KEDA's operator and metrics server
-    Job("autoscaling", (f"{E2E}/test_07_autoscaling.py",), cpu=0.7, memory=12.0),
+    # two simulators, the router in front of them, the client, KEDA's operator and metrics server
+    Job("autoscaling", (f"{E2E}/test_07_autoscaling.py",), cpu=0.8, memory=12.1),
     Job(
         "seeds-c",
         (
@@ -88,6 +88,8 @@ SIMULATOR_JOBS: list[Job] = [
     ),
     Job("partitions", (f"{E2E}/test_04_partitions.py",), cpu=0.25, memory=1.5),
     Job("tune", (f"{E2E}/test_08_tune.py",), cpu=0.4, memory=7.0),
+    # two simulators (a sliver of a core, the CPU recipe's 5 GiB each), the router, its webhooks
+    Job("router", (f"{E2E}/test_09_router.py",), cpu=0.4, memory=10.6),
     # It counts failed recipe Pod creations, which the webhook of a seed command's release starting
     # up would cause (those see every namespace; the other modules' releases keep to their own).
     Job(

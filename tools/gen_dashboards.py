@@ -277,6 +277,55 @@ def performance() -> Board:
     )
     b.panel("timeseries", "Prompt tokens/s", [(f"aim:recipe_prompt_tokens_per_second{{{SEL_MODEL}}}", "{{recipe_id}}")])
     b.panel("timeseries", "Replicas", [(f"aim:recipe_replicas{{{SEL}}}", "{{recipe_id}}")])
+    b.row("Engine replicas and the router")
+    per_pod = f"sum by (namespace, pod) (rate(vllm:request_success_total{{{VLLM_SEL}}}[$__rate_interval]))"
+    b.panel(
+        "timeseries",
+        "Requests/s per engine replica",
+        [(per_pod, "{{namespace}}/{{pod}}")],
+        unit="reqps",
+        description="Each engine pod's own vllm:request_success_total. With the router (router.enabled) the "
+        "replicas of a release share its requests; behind a plain Service a client's keep-alive connections "
+        "stay on one (AIMEngineReplicaImbalance).",
+    )
+    b.panel(
+        "timeseries",
+        "Share of the release's requests per replica",
+        [(f"{per_pod} / on (namespace) group_left sum by (namespace) ({per_pod})", "{{namespace}}/{{pod}}")],
+        unit="percentunit",
+    )
+    for title, hist in (("TTFT p99", "time_to_first_token_seconds"), ("Inter-token latency p99", "inter_token_latency_seconds")):
+        b.panel(
+            "timeseries",
+            f"{title} per engine replica",
+            [
+                (
+                    "histogram_quantile(0.99, sum by (le, namespace, pod) "
+                    f"(rate(vllm:{hist}_bucket{{{VLLM_SEL}}}[$__rate_interval])))",
+                    "{{namespace}}/{{pod}}",
+                )
+            ],
+            unit="s",
+        )
+    router = 'namespace=~"$namespace"'
+    b.panel(
+        "timeseries",
+        "Router: requests/s and errors/s",
+        [
+            (f"sum by (namespace, pod) (rate(vllm_router_requests_total{{{router}}}[$__rate_interval]))", "requests {{pod}}"),
+            (f"sum by (namespace, pod) (rate(vllm_router_request_errors_total{{{router}}}[$__rate_interval]))", "errors {{pod}}"),
+            (f"sum by (namespace, pod) (rate(vllm_router_retries_total{{{router}}}[$__rate_interval]))", "retries {{pod}}"),
+        ],
+        unit="reqps",
+        description="vLLM's router (vllm_router_*): every request it took, those it answered with an error, "
+        "and its retries on another engine.",
+    )
+    b.panel(
+        "timeseries",
+        "Router: engines it sends to",
+        [(f"max by (namespace, pod) (vllm_router_active_workers{{{router}}})", "{{pod}}")],
+        description="Ready engine pods the router has discovered (it sends to no other).",
+    )
     return b
 
 

@@ -287,3 +287,25 @@ taints do. By key: a toleration of a NoSchedule or NoExecute taint (or of any ef
 {{- end }}
 {{- end }}
 {{- end -}}
+
+{{/* "true" when the router is on: router.enabled as set, else on for several replicas or autoscaling. */}}
+{{- define "aim-engine.routerEnabled" -}}
+{{- $r := .Values.router.enabled -}}
+{{- if kindIs "bool" $r -}}{{ ternary "true" "" $r }}
+{{- else if or (gt (int .Values.workload.replicas) 1) .Values.autoscaling.enabled -}}true
+{{- end -}}
+{{- end -}}
+{{- define "aim-engine.router" -}}{{ include "aim-engine.component" (dict "root" . "name" "router") }}{{- end -}}
+{{/* The Service in front of the engine pods: service/<release>-service, or <release>-engine when the router takes that name's traffic. */}}
+{{- define "aim-engine.engineService" -}}
+{{- if include "aim-engine.routerEnabled" . -}}{{ include "aim-engine.component" (dict "root" . "name" "engine") }}
+{{- else -}}{{ include "aim-engine.service" . }}
+{{- end -}}
+{{- end -}}
+{{/* The labels that select this release's serving engine pods (LeaderWorkerSet: the group leaders). */}}
+{{- define "aim-engine.servingSelector" -}}
+{{ include "aim-engine.selectorLabels" (dict "root" . "component" "inference") }}
+{{- if eq .Values.workload.kind "LeaderWorkerSet" }}
+aim-engine.io/role: leader
+{{- end }}
+{{- end -}}

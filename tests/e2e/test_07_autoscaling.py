@@ -5,10 +5,11 @@ simulator in `make e2e` (KEDA, the chart's triggers and the HPA are what is test
 in `make test-engine` (autoscaling on real replicas). A load (the chart's `helm test` benchmark: vLLM's own client, 32
 requests in flight) scales it from 1 to 2 replicas on the recipe-capacity trigger (output tokens/s
 over the recipe's expected tokens/s, here with a low target so that this node's throughput calls for
-two). Once the second replica is Ready the client is replaced by a new one: a client's keep-alive
-connections stay on the replica they were opened to (with one client throughout, the second replica
-served nothing), a new client's spread over both. The load lasts until each replica has served
-SERVED_BY_EACH requests, then the test stops it; it is bounded all the same (at most MAX_PROMPTS
+two). The chart puts its router in front of the replicas (router.enabled is on with autoscaling):
+one client throughout, its keep-alive connections to the router, and once the second replica is
+Ready the router sends it requests too (behind a plain Service the second replica served nothing
+until the client was replaced). The load lasts until each replica has served SERVED_BY_EACH
+requests since both were Ready, then the test stops it; it is bounded all the same (at most MAX_PROMPTS
 requests per client and the client pod's deadline). When the load has ended the Deployment scales
 back to 1 after the stabilization window. The timeline (replicas, ready replicas and the trigger's
 input over time) is printed.
@@ -214,29 +215,29 @@ def test_keda_scales_the_engine_up_under_load_and_back_down_after(scaled: tuple[
 
         wait_for(second_ready, timeout=600, what="the second replica Ready while the load lasts")
         timeline.add(2, 2, "second replica Ready")
-        # A client's connections stay on the replica they were opened to: vLLM's client keeps its
-        # 32 keep-alive connections on the first replica (the second served nothing in two runs),
-        # so a new replica gets new connections only. A new client opens them across both.
-        stop_load(e2e, bench)
-        bench = start_load(e2e)
-        timeline.add(2, 2, "the first client stopped, a second started")
-
+        # The router in front of the replicas (router.enabled: on with autoscaling) follows the
+        # scale-up: the same client's requests, on its keep-alive connections to the router, reach
+        # the new replica (behind a plain Service they stayed on the first: the second served
+        # nothing until the client was replaced). Counted from the second replica Ready on.
         def served() -> dict[str, float]:
             return {
                 r["metric"]["pod"]: float(r["value"][1])
                 for r in query_all(prometheus, f'sum by (pod) (vllm:request_success_total{{namespace="{NS}"}})')
             }
 
+        at_ready = served()
+
         def both_served() -> dict[str, float] | None:
             observe()
             if bench.poll() is not None:
                 raise AssertionError(f"the load ended before both replicas served:\n{timeline.text()}\n{served()}")
-            now = served()
+            now = {pod: n - at_ready.get(pod, 0.0) for pod, n in served().items()}
             return now if len(now) >= 2 and min(now.values()) >= SERVED_BY_EACH else None
 
         per_pod = wait_for(both_served, timeout=300, what=f"both replicas serving {SERVED_BY_EACH} requests")
         d = deployment(e2e)
-        timeline.add(d["spec"]["replicas"], d["status"].get("readyReplicas", 0), f"requests served per pod {per_pod}")
+        note = f"served per pod since both Ready, one client {per_pod}"
+        timeline.add(d["spec"]["replicas"], d["status"].get("readyReplicas", 0), note)
         stop_load(e2e, bench)
         d = deployment(e2e)
         timeline.add(d["spec"]["replicas"], d["status"].get("readyReplicas", 0), "load stopped")

@@ -177,6 +177,16 @@ def series(start: int, end: int) -> dict[str, dict[str, list[tuple[int, float]]]
             {"hostname": "mi300x-node-0", "gpu_id": str(gpu), "namespace": "inference", "pod": f"qwen-{gpu}"},
             lambda t: 180000,
         )
+    # vLLM's router in front of the two qwen replicas (router.enabled).
+    router = {"namespace": "inference", "pod": "qwen-router-0", "job": "aim-engine-router", "instance": "qwen-router-0:29000"}
+    add("vllm_router_requests_total", {**router, "route": "/v1/chat/completions"}, lambda t: 12.4 * t)
+    add(
+        "vllm_router_request_errors_total",
+        {**router, "route": "/v1/chat/completions", "error_type": "upstream"},
+        lambda t: 0.01 * t,
+    )
+    add("vllm_router_retries_total", {**router, "route": "/v1/chat/completions"}, lambda t: 0.02 * t)
+    add("vllm_router_active_workers", router, lambda t: 2)
     add(
         "kube_job_status_failed",
         {"namespace": "aim-engine", "job_name": "aim-engine-llama-recipe-selector", "job": "kube-state-metrics"},
