@@ -138,15 +138,15 @@ def engine_pods(e2e: E2ECluster, *, ready_only: bool = True) -> list[dict[str, A
     return pods
 
 
-def pod_metric(ip: str, family: str) -> float:
-    """The sum of one family's samples on an engine pod's own /metrics."""
-    conn = http.client.HTTPConnection(ip, 8000, timeout=10)
+def pod_metric(ip: str, family: str, *, port: int = 8000) -> float:
+    """The sum of one family's samples on a pod's own /metrics (an engine's at 8000 by default)."""
+    conn = http.client.HTTPConnection(ip, port, timeout=10)
     try:
         conn.request("GET", "/metrics")
         text = conn.getresponse().read().decode()
     finally:
         conn.close()
-    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(family + "{"))
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith((family + "{", family + " ")))
 
 
 def served(ips: list[str]) -> dict[str, float]:
@@ -173,20 +173,7 @@ def wait_ready_replicas(e2e: E2ECluster, n: int, *, timeout: float = 300) -> lis
 
 def router_workers(e2e: E2ECluster) -> int:
     """vllm_router_active_workers from the router's own metrics (through its Service)."""
-    return int(pod_metric_plain(service_ip(e2e, f"{RELEASE}-router"), 29000, "vllm_router_active_workers"))
-
-
-def pod_metric_plain(ip: str, port: int, name: str) -> float:
-    conn = http.client.HTTPConnection(ip, port, timeout=10)
-    try:
-        conn.request("GET", "/metrics")
-        text = conn.getresponse().read().decode()
-    finally:
-        conn.close()
-    for line in text.splitlines():
-        if line.startswith(name + " ") or line.startswith(name + "{"):
-            return float(line.rsplit(" ", 1)[1])
-    return 0.0
+    return int(pod_metric(service_ip(e2e, f"{RELEASE}-router"), "vllm_router_active_workers", port=29000))
 
 
 @pytest.fixture(scope="module")
