@@ -28,6 +28,7 @@ from __future__ import annotations
 import json
 import subprocess
 import time
+import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
@@ -41,6 +42,7 @@ import realcluster
 from localcluster import wait_for
 
 from .conftest import ENGINE, IMAGE_VALUES, ROOT, E2ECluster, engine_sets, own_webhook, require_monitoring_stack
+from .dashboards import dashboard_queries, is_router_query
 
 NS = "aim-engine-scale"
 RELEASE = "scale"
@@ -215,6 +217,7 @@ def test_keda_scales_the_engine_up_under_load_and_back_down_after(scaled: tuple[
 
         wait_for(second_ready, timeout=600, what="the second replica Ready while the load lasts")
         timeline.add(2, 2, "second replica Ready")
+
         # The router in front of the replicas (router.enabled: on with autoscaling) follows the
         # scale-up: the same client's requests, on its keep-alive connections to the router, reach
         # the new replica (behind a plain Service they stayed on the first: the second served
@@ -267,3 +270,33 @@ def test_keda_scales_the_engine_up_under_load_and_back_down_after(scaled: tuple[
 def so_status(e2e: E2ECluster) -> list[dict[str, Any]]:
     so = json.loads(e2e.kubectl("get", "scaledobject", RELEASE, "-n", NS, "-o", "json", check=True).stdout)
     return list(so.get("status", {}).get("conditions", []))
+
+
+def test_the_dashboards_router_panels_show_the_router_in_front_of_the_replicas(scaled: tuple[E2ECluster, str]) -> None:
+    """The router's panels (the Performance board's replica row) against this Prometheus: a release
+    with one replica has no router, so the monitoring test leaves them to this one. One request for
+    a model the release does not serve makes the router's error series (a non-retryable error, the
+    engine's 404); a healthy run retries nothing, so the retries series is held to the router's own
+    /metrics on loopback instead (tests/integration/test_router.py, a dead worker)."""
+    e2e, prometheus = scaled
+    service = json.loads(e2e.kubectl("get", "service", f"{RELEASE}-service", "-n", NS, "-o", "json", check=True).stdout)
+    body = json.dumps({"model": "no-such-model", "prompt": "x", "max_tokens": 1}).encode()
+    req = urllib.request.Request(
+        f"http://{service['spec']['clusterIP']}:8000/v1/completions", data=body, headers={"Content-Type": "application/json"}
+    )
+    try:
+        urllib.request.urlopen(req, timeout=30).close()
+        raise AssertionError("the router answered a request for a model the release does not serve")
+    except urllib.error.HTTPError as e:
+        assert e.code == 404, e.code
+    checked, empty = [], []
+    for pq in (q for q in dashboard_queries(namespace=NS, recipe=RECIPE_ID) if is_router_query(q)):
+        if "vllm_router_retries_total" in pq.expr:
+            continue
+        try:
+            wait_for(lambda e=pq.expr: query_all(prometheus, e) or None, timeout=60, what=pq.name)
+            checked.append(pq.expr)
+        except AssertionError:
+            empty.append(f"{pq.name}: {pq.expr}")
+    print(f"\nrouter panel queries with data: {len(checked)}")
+    assert checked and not empty, "router panel queries without data:\n" + "\n".join(empty)

