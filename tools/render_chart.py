@@ -140,6 +140,67 @@ def kube_score(scenarios: list[Path]) -> list[str]:
     return out
 
 
+def pod_specs(doc: dict) -> list[dict]:
+    """The pod specs an object runs (a Pod's own, a workload's template, a CronJob's, a LWS's)."""
+    spec = doc.get("spec") or {}
+    if doc["kind"] == "Pod":
+        return [spec]
+    if doc["kind"] == "LeaderWorkerSet":
+        lws = spec.get("leaderWorkerTemplate", {})
+        return [t["spec"] for t in (lws.get("leaderTemplate"), lws.get("workerTemplate")) if t]
+    if doc["kind"] == "CronJob":
+        return [spec["jobTemplate"]["spec"]["template"]["spec"]]
+    template = spec.get("template")
+    return [template["spec"]] if isinstance(template, dict) and "spec" in template else []
+
+
+def convention_errors(docs: list[dict], values: Path, where: str) -> list[str]:
+    """With common_labels, global.imageRegistry, image_pull_secrets and bring-your-own accounts
+    (service_account.create false) set: every object, pod and image follows them."""
+    v = yaml.safe_load(values.read_text()) or {}
+    errors: list[str] = []
+    labels = v.get("common_labels") or {}
+    mirror = ((v.get("global") or {}).get("imageRegistry") or "").rstrip("/")
+    secrets = v.get("image_pull_secrets") or []
+    sa = v.get("service_account") or {}
+    for d in docs:
+        name = f"{where}: {d['kind']}/{d['metadata']['name']}"
+        have = d["metadata"].get("labels") or {}
+        errors += [f"{name}: label {k}={val!r} missing" for k, val in labels.items() if have.get(k) != str(val)]
+        if sa.get("create") is False and d["kind"] == "ServiceAccount":
+            errors.append(f"{name}: created with service_account.create false")
+        for pod in pod_specs(d):
+            for c in pod.get("initContainers", []) + pod.get("containers", []):
+                if mirror and not c["image"].startswith(mirror + "/"):
+                    errors.append(f"{name}: container {c['name']} image {c['image']} not from the mirror {mirror}")
+            if secrets and pod.get("imagePullSecrets") != secrets:
+                errors.append(f"{name}: imagePullSecrets {pod.get('imagePullSecrets')} (want {secrets})")
+            if sa.get("create") is False:
+                want = set((sa.get("names") or {}).values()) | {sa.get("name")}
+                if pod.get("serviceAccountName") not in want:
+                    errors.append(f"{name}: serviceAccountName {pod.get('serviceAccountName')!r} not one brought")
+        if sa.get("create") is False and d["kind"] in ("RoleBinding", "ClusterRoleBinding"):
+            want = set((sa.get("names") or {}).values()) | {sa.get("name")}
+            errors += [f"{name}: binds {s['name']!r}, not one brought" for s in d.get("subjects", []) if s["name"] not in want]
+    return errors
+
+
+def prewarm_errors(helm: Path) -> list[str]:
+    """The model pre-warm Job is named after its pod template: a change to the template (here a
+    pull secret) is a new Job, never a patch of an immutable one (an upgrade would fail)."""
+    base = ROOT / "chart" / "ci" / "autoscaling-values.yaml"
+    apis = [a for api in API_VERSIONS for a in ("--api-versions", api)]
+    cmd = [str(helm), "template", "aim-engine", str(ROOT / "chart"), "-n", "aim-engine", "-f", str(base),
+           "-s", "templates/workload/model-prewarm-job.yaml", *apis]  # fmt: skip
+    names = []
+    for extra in ([], ["--set", "image_pull_secrets[0].name=regcred"], ["--set", "aim_engine.model_id=Qwen/Qwen3-32B"]):
+        out = subprocess.run(cmd + extra, capture_output=True, text=True, check=False)
+        if out.returncode != 0:
+            return [f"{helm.name} prewarm Job render: {out.stderr.strip()}"]
+        names.append(yaml.safe_load(out.stdout)["metadata"]["name"])
+    return [] if len(set(names)) == 3 else [f"{helm.name}: the prewarm Job keeps its name across template changes: {names}"]
+
+
 def main() -> int:
     errors: list[str] = []
     scenarios = sorted((ROOT / "chart" / "ci").glob("*-values.yaml"))
@@ -156,6 +217,8 @@ def main() -> int:
                 continue
             counts[(label, values.name)] = len(docs)
             errors += validate(docs, f"{label} {values.name}")
+            errors += convention_errors(docs, values, f"{label} {values.name}")
+        errors += prewarm_errors(helm)
         # Two releases side by side: no object may collide (cluster-scoped ones included).
         seen: dict[tuple[str, str, str], str] = {}
         for values in (ROOT / "chart/ci/seed-multi-model-qwen-values.yaml", ROOT / "chart/ci/seed-multi-model-llama-values.yaml"):

@@ -28,9 +28,10 @@ that release + the longest suffix ("-recipe-validator-certs", 23 characters) fit
 {{- printf "%s/aim-engine-prewarm/%s.done" .Values.model_cache.mount_path (.Values.aim_engine.model_id | replace "/" "--") -}}
 {{- end -}}
 
-{{/* The model-prewarm Job of the release's model (a new model, a new Job: a Job's pod template cannot change). */}}
+{{/* The model-prewarm Job, (dict "root" $ "template" ITS-POD-TEMPLATE): named after the model and
+its pod template (a new model or template, a new Job: a Job's pod template cannot change). */}}
 {{- define "aim-engine.prewarmJob" -}}
-{{- printf "%s-prewarm-%s" (include "aim-engine.fullname" . | trunc 40 | trimSuffix "-") (.Values.aim_engine.model_id | sha256sum | trunc 10) -}}
+{{- printf "%s-prewarm-%s" (include "aim-engine.fullname" .root | trunc 40 | trimSuffix "-") (list .root.Values.aim_engine.model_id .template | toJson | sha256sum | trunc 10) -}}
 {{- end -}}
 
 {{- define "aim-engine.cache" -}}{{ include "aim-engine.component" (dict "root" . "name" "model-cache") }}{{- end -}}
@@ -51,11 +52,30 @@ app.kubernetes.io/part-of: aim-engine
 app.kubernetes.io/managed-by: {{ .root.Release.Service }}
 app.kubernetes.io/version: {{ .root.Chart.AppVersion | quote }}
 helm.sh/chart: {{ include "aim-engine.chart" .root }}
+{{- range $k, $v := .root.Values.common_labels }}
+{{- if or (hasPrefix "app.kubernetes.io/" $k) (hasPrefix "aim-engine.io/" $k) (eq $k "helm.sh/chart") }}
+{{- fail (printf "common_labels: %q is a label the chart sets itself (app.kubernetes.io/*, aim-engine.io/*, helm.sh/chart): choose another key" $k) }}
+{{- end }}
+{{ $k }}: {{ $v | quote }}
+{{- end }}
 {{- end -}}
 
-{{/* image reference: a digest wins over the tag */}}
+{{/* An image reference, (dict "root" $ "image" IMAGE): a digest wins over the tag; with a mirror
+(global.imageRegistry) the registry part of the repository is the mirror (a repository whose
+first part is no host, Docker Hub's, keeps its whole path: library/ for a one-part name). */}}
 {{- define "aim-engine.image" -}}
-{{- if .digest -}}{{ printf "%s@%s" .repository .digest }}{{- else -}}{{ printf "%s:%s" .repository .tag }}{{- end -}}
+{{- $repo := .image.repository -}}
+{{- with include "aim-engine.imageRegistry" .root -}}
+{{- $parts := splitList "/" $repo -}}
+{{- $first := first $parts -}}
+{{- if and (gt (len $parts) 1) (or (contains "." $first) (contains ":" $first) (eq $first "localhost")) -}}
+{{- $repo = rest $parts | join "/" -}}
+{{- else if eq (len $parts) 1 -}}
+{{- $repo = printf "library/%s" $repo -}}
+{{- end -}}
+{{- $repo = printf "%s/%s" . $repo -}}
+{{- end -}}
+{{- if .image.digest -}}{{ printf "%s@%s" $repo .image.digest }}{{- else -}}{{ printf "%s:%s" $repo .image.tag }}{{- end -}}
 {{- end -}}
 
 {{/* The explicit GPU count: aim_engine.overrides.gpu_count wins over aim_engine.gpu_count. */}}
@@ -195,14 +215,14 @@ hardware.gpu_type or image.vllm.repository when it will not be an AMD one.
 {{- if not (or $v.tag $v.digest) -}}
 {{- fail "image.vllm.repository needs image.vllm.tag or image.vllm.digest (or unset it: image.vllm.vendor_images pins one image per GPU vendor)" -}}
 {{- end -}}
-{{- include "aim-engine.image" (dict "repository" $v.repository "tag" $v.tag "digest" $v.digest) -}}
+{{- include "aim-engine.image" (dict "root" . "image" (dict "repository" $v.repository "tag" $v.tag "digest" $v.digest)) -}}
 {{- else -}}
 {{- $vendor := include "aim-engine.servingVendor" . -}}
 {{- $image := get $v.vendor_images $vendor -}}
 {{- if not $image -}}
 {{- fail (printf "image.vllm.vendor_images.%s is not set: the vLLM image for %s GPUs (or set image.vllm.repository)" $vendor $vendor) -}}
 {{- end -}}
-{{- include "aim-engine.image" $image -}}
+{{- include "aim-engine.image" (dict "root" . "image" $image) -}}
 {{- end -}}
 {{- end -}}
 
@@ -308,4 +328,66 @@ taints do. By key: a toleration of a NoSchedule or NoExecute taint (or of any ef
 {{- if eq .Values.workload.kind "LeaderWorkerSet" }}
 aim-engine.io/role: leader
 {{- end }}
+{{- end -}}
+
+{{/*
+ServiceAccounts (service_account.*). Called with (dict "root" $ "sa" KEY), KEY one of webhook,
+selector, certs, reconcile, router, benchmark, engine.
+*/}}
+{{- define "aim-engine.saDefault" -}}
+{{- $r := .root -}}
+{{- $names := dict
+  "webhook" (include "aim-engine.validator" $r)
+  "selector" (include "aim-engine.selector" $r)
+  "certs" (include "aim-engine.certsJob" $r)
+  "reconcile" (include "aim-engine.reconcileJob" $r)
+  "router" (include "aim-engine.router" $r)
+  "benchmark" (include "aim-engine.component" (dict "root" $r "name" "benchmark"))
+  "engine" (include "aim-engine.component" (dict "root" $r "name" "engine")) -}}
+{{- index $names .sa | required (printf "internal: no ServiceAccount component %q" .sa) -}}
+{{- end -}}
+
+{{- define "aim-engine.serviceAccountName" -}}
+{{- $sa := .root.Values.service_account -}}
+{{- $own := index ($sa.names | default dict) .sa | default "" -}}
+{{- if $own -}}
+{{- $own -}}
+{{- else if $sa.create -}}
+{{- if $sa.name -}}
+{{- fail (printf "service_account.name (%q) names the one ServiceAccount every component runs as, with service_account.create: false; to name one the chart creates, set service_account.names.%s" $sa.name .sa) -}}
+{{- end -}}
+{{- include "aim-engine.saDefault" . -}}
+{{- else if $sa.name -}}
+{{- $sa.name -}}
+{{- else -}}
+{{- fail (printf "service_account.create is false: set service_account.name (every component) or service_account.names.%s to the ServiceAccount the %s runs as" .sa .sa) -}}
+{{- end -}}
+{{- end -}}
+
+{{/* A component's ServiceAccount and the document separator after it, when the chart creates them.
+(dict "root" $ "sa" KEY "component" LABEL "hook" ANNOTATIONS-or-nil) */}}
+{{- define "aim-engine.serviceAccount" -}}
+{{- if .root.Values.service_account.create }}
+apiVersion: v1
+kind: ServiceAccount
+metadata:
+  name: {{ include "aim-engine.serviceAccountName" . }}
+  labels:
+    {{- include "aim-engine.labels" (dict "root" .root "component" .component) | nindent 4 }}
+  {{- with merge (deepCopy (.hook | default dict)) (.root.Values.service_account.annotations | default dict) }}
+  annotations:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+automountServiceAccountToken: false
+---
+{{- end }}
+{{- end -}}
+
+{{/* The registry mirror (global.imageRegistry), its trailing slash dropped; a scheme is refused. */}}
+{{- define "aim-engine.imageRegistry" -}}
+{{- $m := (.Values.global | default dict).imageRegistry | default "" | trimSuffix "/" -}}
+{{- if contains "://" $m -}}
+{{- fail (printf "global.imageRegistry %q: a registry host[:port][/path] without a scheme (e.g. %s)" $m (regexReplaceAll "^[a-z]+://" $m "")) -}}
+{{- end -}}
+{{- $m -}}
 {{- end -}}

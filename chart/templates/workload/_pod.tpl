@@ -55,6 +55,7 @@ metadata:
     checksum/selection-inputs: {{ list $ae.model_id $ae.gpu_count $ae.precision $ae.backend $ae.overrides $ae.custom_recipe $ae.recipe_id $ae.pinned_recipe $ae.hardware.gpu_type $ae.performance $ae.slo | toJson | sha256sum | trunc 16 }}
     checksum/serving: {{ list (include "aim-engine.vllmArgs" $root) (include "aim-engine.env" $root) | toJson | sha256sum | trunc 16 }}
 spec:
+  serviceAccountName: {{ include "aim-engine.serviceAccountName" (dict "root" $root "sa" "engine") }}
   automountServiceAccountToken: false
   {{- with $root.Values.workload.drain }}
   terminationGracePeriodSeconds: {{ add .pre_stop_seconds .shutdown_timeout_seconds 10 }}
@@ -101,7 +102,7 @@ spec:
       command:
         - sh
         - -c
-        - until [ -f "$MARKER" ]; do echo "waiting for Job {{ include "aim-engine.prewarmJob" $root }} to put {{ $ae.model_id }} in the model cache"; sleep 5; done
+        - until [ -f "$MARKER" ]; do echo "waiting for the model pre-warm Job (pods -l app.kubernetes.io/component=model-prewarm) to put {{ $ae.model_id }} in the model cache"; sleep 5; done
       env:
         - name: MARKER
           value: {{ include "aim-engine.prewarmMarker" $root | quote }}
