@@ -24,102 +24,111 @@ from typing import Any
 EXIT_ERROR = 2
 
 
-def _flag(parser: argparse.ArgumentParser, name: str, env: str, help_text: str) -> None:
-    default = os.environ.get(env, "true").lower() not in ("0", "false", "no")
+TRUE, FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
+
+
+def _typed(convert: Any, env: str) -> Any:
+    """`convert` as an argparse type whose error names the environment variable when the value
+    came from it (argparse converts a string default with the type, at parse time: a bad value is
+    one line and exit 2, never a traceback)."""
+
+    def parse(raw: str) -> Any:
+        try:
+            return convert(raw)
+        except (TypeError, ValueError) as e:
+            source = f" (from ${env})" if os.environ.get(env) == raw else ""
+            raise argparse.ArgumentTypeError(f"{raw!r}{source} is not a valid {getattr(convert, '__name__', 'value')}") from e
+
+    parse.__name__ = getattr(convert, "__name__", "value")
+    return parse
+
+
+def _boolean(raw: str) -> bool:
+    if raw.lower() in TRUE:
+        return True
+    if raw.lower() in FALSE:
+        return False
+    raise ValueError(raw)
+
+
+_boolean.__name__ = "boolean (true or false)"
+
+
+def _one_of(*values: str, fold: Any = str) -> Any:
+    """A type accepting one of `values` (after `fold`): argparse checks `choices` only on values
+    given on the command line, not on a default from the environment."""
+
+    def convert(raw: str) -> str:
+        if (value := fold(raw)) not in values:
+            raise ValueError(raw)
+        return str(value)
+
+    convert.__name__ = f"value (one of {', '.join(values)})"
+    return convert
+
+
+def _env(
+    parser: argparse.ArgumentParser,
+    flag: str,
+    *,
+    env: str,
+    default: str | None,
+    convert: Any = str,
+    help_text: str = "",
+    **kwargs: Any,
+) -> None:
+    """A flag whose default is the environment variable `env` (else `default`), both converted and
+    checked by the same type."""
+    raw = os.environ.get(env, default)
+    parser.add_argument(
+        flag,
+        type=_typed(convert, env),
+        default=raw,
+        help=f"{help_text + ' ' if help_text else ''}(env {env}; default {default if default is not None else 'none'})",
+        **kwargs,
+    )
+
+
+def _switch(parser: argparse.ArgumentParser, name: str, *, env: str, help_text: str) -> None:
+    """--NAME / --no-NAME, its default from `env` (true/false, 1/0, yes/no, on/off; default on); any
+    other value is refused when the arguments are parsed."""
     parser.add_argument(
         f"--{name}",
         dest=name.replace("-", "_"),
         action=argparse.BooleanOptionalAction,
-        default=default,
+        default=None,
         help=f"{help_text} (env {env}; default on)",
     )
+    parser.set_defaults(**{f"_env_{name.replace('-', '_')}": env})
+
+
+def _resolve_switches(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """The switches not given on the command line take their environment variable's value."""
+    for key in [k for k in vars(args) if k.startswith("_env_")]:
+        dest, env = key.removeprefix("_env_"), getattr(args, key)
+        delattr(args, key)
+        if getattr(args, dest) is not None:
+            continue
+        raw = os.environ.get(env, "true")
+        try:
+            setattr(args, dest, _boolean(raw))
+        except ValueError:
+            parser.error(f"${env}={raw!r}: use true or false (or 1/0, yes/no, on/off)")
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """Each subcommand declares its own arguments beside its code (add_serve, add_certs, add_reconcile)."""
     p = argparse.ArgumentParser(prog="aim-webhook", description="aim-engine admission webhook")
     sub = p.add_subparsers(dest="command", required=True)
-    s = sub.add_parser("serve", help="serve /validate, /mutate, /healthz, /readyz, /metrics over TLS")
-    s.add_argument("--host", default=os.environ.get("AIM_WEBHOOK_HOST", "0.0.0.0"))
-    s.add_argument("--port", type=int, default=int(os.environ.get("AIM_WEBHOOK_PORT", "8443")))
-    s.add_argument(
-        "--tls-cert", required="AIM_WEBHOOK_TLS_CERT" not in os.environ, default=os.environ.get("AIM_WEBHOOK_TLS_CERT")
-    )
-    s.add_argument("--tls-key", required="AIM_WEBHOOK_TLS_KEY" not in os.environ, default=os.environ.get("AIM_WEBHOOK_TLS_KEY"))
-    s.add_argument("--catalog", type=Path, default=os.environ.get("AIM_RECIPES_DIR"), help="recipes directory")
-    s.add_argument("--workers", type=int, default=int(os.environ.get("AIM_WEBHOOK_WORKERS", "2")))
-    s.add_argument("--threads", type=int, default=int(os.environ.get("AIM_WEBHOOK_THREADS", "4")))
-    s.add_argument(
-        "--worker-connections",
-        type=int,
-        default=int(os.environ.get("AIM_WEBHOOK_WORKER_CONNECTIONS", "1000")),
-        help="connections one worker holds at most (idle and slow ones included; they cost no thread)",
-    )
-    s.add_argument(
-        "--inline",
-        action=argparse.BooleanOptionalAction,
-        default=True,
-        help="answer a complete request in the worker's event loop; one that must read the API server moves to a "
-        "thread (--threads), as does /metrics (--no-inline: every request on a thread)",
-    )
-    s.add_argument("--graceful-timeout", type=int, default=25, help="seconds SIGTERM waits for in-flight requests")
-    s.add_argument(
-        "--shutdown-delay",
-        type=float,
-        default=float(os.environ.get("AIM_WEBHOOK_SHUTDOWN_DELAY", "0")),
-        help="seconds SIGTERM drains before stopping: still serving, /readyz 503, every response with "
-        "Connection: close — long enough for the endpoint removal to reach the API server (the chart sets 5)",
-    )
-    s.add_argument("--handshake-timeout", type=float, default=5.0, help="seconds a TLS handshake may take")
-    s.add_argument("--header-timeout", type=float, default=5.0, help="seconds from a request's first byte to the end of its head")
-    s.add_argument("--body-timeout", type=float, default=10.0, help="seconds from the end of a request's head to its last byte")
-    s.add_argument(
-        "--keepalive",
-        type=float,
-        default=120.0,
-        help="seconds an idle connection is kept; above the API server's 90 s, so the client closes first "
-        "(a server-side close can race a request the API server is sending, which it does not retry)",
-    )
-    s.add_argument(
-        "--worker-tmp-dir",
-        default=os.environ.get("AIM_WEBHOOK_TMP", tempfile.gettempdir()),
-        help="writable dir (a tmpfs with a read-only root filesystem)",
-    )
-    s.add_argument("--exempt-namespace", action="append", default=[], help="never police this namespace (kube-system always)")
-    s.add_argument(
-        "--kube",
-        action=argparse.BooleanOptionalAction,
-        default=os.environ.get("AIM_WEBHOOK_KUBE", "true") != "false",
-        help="read recipe ConfigMaps and selection counters from the API server",
-    )
-    s.add_argument(
-        "--tls-ca",
-        default=os.environ.get("AIM_WEBHOOK_TLS_CA"),
-        help="CA certificate to write into the caBundle of --ca-bundle-for configurations at start-up",
-    )
-    s.add_argument(
-        "--ca-bundle-for",
-        action="append",
-        default=[],
-        metavar="NAME",
-        help="a Validating and Mutating WebhookConfiguration (same name) whose caBundle this server keeps current",
-    )
-    s.add_argument("--log-level", default=os.environ.get("AIM_LOG_LEVEL", "INFO"))
-    s.add_argument("--log-format", default=os.environ.get("AIM_LOG_FORMAT", "json"), choices=["json", "text"])
-    _flag(s, "mutate", "AIM_WEBHOOK_MUTATE", "inject recipes on /mutate")
-    _flag(s, "check-resource-limits", "AIM_CHECK_RESOURCE_LIMITS", "admission_controller.validation.check_resource_limits")
-    _flag(
-        s,
-        "check-recipe-compatibility",
-        "AIM_CHECK_RECIPE_COMPATIBILITY",
-        "admission_controller.validation.check_recipe_compatibility",
-    )
-    _flag(
-        s,
-        "check-performance-constraints",
-        "AIM_CHECK_PERFORMANCE_CONSTRAINTS",
-        "admission_controller.validation.check_performance_constraints",
-    )
+    add_serve(sub)
+    add_certs(sub)
+    add_reconcile(sub)
+    return p
+
+
+def add_certs(sub: Any) -> None:
     c = sub.add_parser("certs", help="create or renew the serving certificate and patch caBundle (no manual step)")
+    c.set_defaults(run=certs)
     c.add_argument("--namespace", required=True)
     c.add_argument("--service", required=True, help="the webhook Service name (certificate DNS names derive from it)")
     c.add_argument("--secret", required=True, help="Secret holding tls.crt, tls.key, ca.crt, ca.key")
@@ -128,18 +137,6 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--days", type=int, default=365)
     c.add_argument("--renew-before-days", type=int, default=30)
     c.add_argument("--kubeconfig")
-    r = sub.add_parser(
-        "reconcile",
-        help="once the webhook serves, replace the Pods created before it was registered (a Job per chart revision)",
-    )
-    r.add_argument("--namespace", required=True, help="the release namespace")
-    r.add_argument("--deployment", help="the webhook Deployment to wait for (without it: replace at once)")
-    r.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for an available webhook replica")
-    r.add_argument("--release", help="the release whose Pods serving an outdated recipe are replaced (with --recipe-config)")
-    r.add_argument("--recipe-config", help="the release's selection ConfigMap (<release>-recipe-config)")
-    r.add_argument("--catalog", type=Path, default=os.environ.get("AIM_RECIPES_DIR"), help="recipes directory")
-    r.add_argument("--kubeconfig")
-    return p
 
 
 def certs(args: argparse.Namespace) -> int:
@@ -285,6 +282,21 @@ def _discard(_: object) -> None:
     return None
 
 
+def add_reconcile(sub: Any) -> None:
+    r = sub.add_parser(
+        "reconcile",
+        help="once the webhook serves, replace the Pods created before it was registered (a Job per chart revision)",
+    )
+    r.set_defaults(run=reconcile)
+    r.add_argument("--namespace", required=True, help="the release namespace")
+    r.add_argument("--deployment", help="the webhook Deployment to wait for (without it: replace at once)")
+    r.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for an available webhook replica")
+    r.add_argument("--release", help="the release whose Pods serving an outdated recipe are replaced (with --recipe-config)")
+    r.add_argument("--recipe-config", help="the release's selection ConfigMap (<release>-recipe-config)")
+    _env(r, "--catalog", env="AIM_RECIPES_DIR", default=None, convert=Path, help_text="recipes directory")
+    r.add_argument("--kubeconfig")
+
+
 def reconcile(args: argparse.Namespace) -> int:
     from kubernetes import client
 
@@ -361,6 +373,91 @@ def reconcile(args: argparse.Namespace) -> int:
         return EXIT_ERROR
     (sys.stdout if outcome.ok else sys.stderr).write(f"{'' if outcome.ok else 'aim-webhook: error: '}{outcome.message}\n")
     return 0 if outcome.ok else EXIT_ERROR
+
+
+def add_serve(sub: Any) -> None:
+    s = sub.add_parser("serve", help="serve /validate, /mutate, /healthz, /readyz, /metrics over TLS")
+    s.set_defaults(run=serve)
+    _env(s, "--host", env="AIM_WEBHOOK_HOST", default="0.0.0.0")
+    _env(s, "--port", env="AIM_WEBHOOK_PORT", default="8443", convert=int)
+    for flag, env in (("--tls-cert", "AIM_WEBHOOK_TLS_CERT"), ("--tls-key", "AIM_WEBHOOK_TLS_KEY")):
+        _env(s, flag, env=env, default=None, required=env not in os.environ)
+    _env(s, "--catalog", env="AIM_RECIPES_DIR", default=None, convert=Path, help_text="recipes directory")
+    _env(s, "--workers", env="AIM_WEBHOOK_WORKERS", default="2", convert=int)
+    _env(s, "--threads", env="AIM_WEBHOOK_THREADS", default="4", convert=int)
+    _env(
+        s,
+        "--worker-connections",
+        env="AIM_WEBHOOK_WORKER_CONNECTIONS",
+        default="1000",
+        convert=int,
+        help_text="connections one worker holds at most (idle and slow ones included; they cost no thread)",
+    )
+    s.add_argument(
+        "--inline",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="answer a complete request in the worker's event loop; one that must read the API server moves to a "
+        "thread (--threads), as does /metrics (--no-inline: every request on a thread)",
+    )
+    s.add_argument("--graceful-timeout", type=int, default=25, help="seconds SIGTERM waits for in-flight requests")
+    _env(
+        s,
+        "--shutdown-delay",
+        env="AIM_WEBHOOK_SHUTDOWN_DELAY",
+        default="0",
+        convert=float,
+        help_text="seconds SIGTERM drains before stopping: still serving, /readyz 503, every response with "
+        "Connection: close — long enough for the endpoint removal to reach the API server (the chart sets 5)",
+    )
+    s.add_argument("--handshake-timeout", type=float, default=5.0, help="seconds a TLS handshake may take")
+    s.add_argument("--header-timeout", type=float, default=5.0, help="seconds from a request's first byte to the end of its head")
+    s.add_argument("--body-timeout", type=float, default=10.0, help="seconds from the end of a request's head to its last byte")
+    s.add_argument(
+        "--keepalive",
+        type=float,
+        default=120.0,
+        help="seconds an idle connection is kept; above the API server's 90 s, so the client closes first "
+        "(a server-side close can race a request the API server is sending, which it does not retry)",
+    )
+    _env(
+        s,
+        "--worker-tmp-dir",
+        env="AIM_WEBHOOK_TMP",
+        default=tempfile.gettempdir(),
+        help_text="writable dir (a tmpfs with a read-only root filesystem)",
+    )
+    s.add_argument("--exempt-namespace", action="append", default=[], help="never police this namespace (kube-system always)")
+    _switch(s, "kube", env="AIM_WEBHOOK_KUBE", help_text="read recipe ConfigMaps and selection counters from the API server")
+    _env(
+        s,
+        "--tls-ca",
+        env="AIM_WEBHOOK_TLS_CA",
+        default=None,
+        help_text="CA certificate to write into the caBundle of --ca-bundle-for configurations at start-up",
+    )
+    s.add_argument(
+        "--ca-bundle-for",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="a Validating and Mutating WebhookConfiguration (same name) whose caBundle this server keeps current",
+    )
+    _env(
+        s,
+        "--log-level",
+        env="AIM_LOG_LEVEL",
+        default="INFO",
+        convert=_one_of("DEBUG", "INFO", "WARNING", "ERROR", fold=str.upper),
+    )
+    _env(s, "--log-format", env="AIM_LOG_FORMAT", default="json", convert=_one_of("json", "text"))
+    _switch(s, "mutate", env="AIM_WEBHOOK_MUTATE", help_text="inject recipes on /mutate")
+    for name, env in (
+        ("check-resource-limits", "AIM_CHECK_RESOURCE_LIMITS"),
+        ("check-recipe-compatibility", "AIM_CHECK_RECIPE_COMPATIBILITY"),
+        ("check-performance-constraints", "AIM_CHECK_PERFORMANCE_CONSTRAINTS"),
+    ):
+        _switch(s, name, env=env, help_text=f"admission_controller.validation.{name.replace('-', '_')}")
 
 
 def serve(args: argparse.Namespace) -> int:
@@ -459,15 +556,17 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """The command line with the environment's defaults; a bad flag or variable exits 2 with one line."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _resolve_switches(parser, args)
+    return args
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    if args.command == "serve":
-        return serve(args)
-    if args.command == "certs":
-        return certs(args)
-    if args.command == "reconcile":
-        return reconcile(args)
-    return EXIT_ERROR
+    args = parse_args(argv)
+    return int(args.run(args))
 
 
 if __name__ == "__main__":  # pragma: no cover
