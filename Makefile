@@ -38,12 +38,14 @@ KWOK_VERSION := v0.8.0
 KWOK := $(TOOLS)/bin/kwok
 KWOK_STAGES := $(TOOLS)/kwok/stages.yaml
 # The real node: kubelet and kube-proxy (and kubectl) from the same module; containerd, runc, the
-# CNI plugins, docker.io (image builds only) and debootstrap from Debian, pinned (root installs them).
+# CNI plugins, docker.io (image builds only), debootstrap and gnupg (make package --sign, its test) from
+# Debian, pinned (root installs them).
 KUBELET := $(TOOLS)/bin/kubelet
 KUBE_PROXY := $(TOOLS)/bin/kube-proxy
 KUBECTL := $(TOOLS)/bin/kubectl
 NODE_DEBS := containerd=1.6.20~ds1-1+deb12u3 runc=1.1.5+ds1-1+deb12u1 containernetworking-plugins=1.1.1+ds1-3+b5 \
-             docker.io=20.10.24+dfsg1-1+deb12u1+b6 debootstrap=1.0.128+nmu2+deb12u2 iptables=1.8.9-2 conntrack=1:1.4.7-1+b2
+             docker.io=20.10.24+dfsg1-1+deb12u1+b6 debootstrap=1.0.128+nmu2+deb12u2 iptables=1.8.9-2 conntrack=1:1.4.7-1+b2 \
+             gnupg=2.2.40-1.1+deb12u2
 NODE_STAMP := $(TOOLS)/.node-debs-$(shell echo '$(NODE_DEBS)' | sha256sum | cut -c1-12)
 # The prometheus-operator CRDs, real ones, for the cluster (ServiceMonitor, PrometheusRule).
 PROMOP_VERSION := v0.85.0
@@ -90,7 +92,7 @@ K8S_KEY := $(shell cat tools/k8s/go.mod tools/k8s/go.sum 2>/dev/null | sha256sum
 K8S_BINS := kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy kubectl
 PY_ID := $(shell $(PYTHON3) -c 'import sys; print(sys.executable, sys.version.split()[0])' 2>/dev/null)
 
-.PHONY: help setup setup-tools setup-load test test-stages test-engine unit integration lint validate rules chart chart-snapshot demo \
+.PHONY: help setup setup-tools setup-load test test-stages test-engine unit integration lint validate rules chart chart-snapshot package demo \
         demo-offline bench bench-webhook clean clean-cache images images-vllm cluster-up cluster-down e2e e2e-kind
 
 help:
@@ -104,6 +106,7 @@ help:
 	@echo "make integration  the tier that needs built tools or loopback servers (Helm, Prometheus, a control plane, vLLM)"
 	@echo "make cluster-up / cluster-down  the local cluster (control plane, a real kubelet node, kwok GPU nodes)"
 	@echo "make e2e       the end-to-end suite on the local cluster (make e2e-kind: on kind, with Docker)"
+	@echo "make package   the chart as dist/aim-engine-<version>.tgz; SIGN_KEY=NAME KEYRING=secring.gpg adds its signed .prov"
 	@echo "make chart-snapshot  rewrite the default render's snapshot (chart/tests/__snapshot__) after a reviewed change"
 	@echo "make bench     selection benchmark (prints figures)"
 	@echo "make bench-webhook  webhook benchmark with wrk over TLS (prints figures)"
@@ -323,6 +326,17 @@ chart: setup
 	$(HELM4) lint --strict chart/
 	$(UNTT) chart/
 	$(PY) tools/render_chart.py
+
+# The chart as a package in $(DIST)/, signed when SIGN_KEY names a key of KEYRING (GnuPG's legacy
+# secret keyring, as Helm reads it: `gpg --export-secret-keys NAME > secring.gpg`; a key with a
+# passphrase asks for it). The provenance file beside the package (.tgz.prov: the chart's SHA-256,
+# signed) is what `helm verify` and `helm install --verify --keyring pubring.gpg` check (docs/chart.md).
+DIST ?= dist
+package: setup
+	@rm -f $(DIST)/aim-engine-*.tgz $(DIST)/aim-engine-*.tgz.prov
+	@if [ -n "$(SIGN_KEY)" ] && [ ! -f "$(KEYRING)" ]; then \
+	  echo ">> SIGN_KEY=$(SIGN_KEY) needs KEYRING=<secret keyring> (gpg --export-secret-keys '$(SIGN_KEY)' > secring.gpg): '$(KEYRING)' is no file" >&2; exit 2; fi
+	$(HELM) package chart -d $(DIST) $(if $(SIGN_KEY),--sign --key "$(SIGN_KEY)" --keyring "$(KEYRING)")
 
 # The default render's snapshot (chart/tests/snapshot_test.yaml): rewrite it after reviewing what
 # a default install now creates (make chart fails while it differs).
