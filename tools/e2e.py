@@ -88,8 +88,9 @@ SIMULATOR_JOBS: list[Job] = [
     ),
     Job("partitions", (f"{E2E}/test_04_partitions.py",), cpu=0.25, memory=1.5),
     Job("tune", (f"{E2E}/test_08_tune.py",), cpu=0.4, memory=7.0),
-    # two simulators (a sliver of a core, the CPU recipe's 5 GiB each), the router, its webhooks
-    Job("router", (f"{E2E}/test_09_router.py",), cpu=0.4, memory=10.6),
+    # two simulators (a sliver of a core, the CPU recipe's 5 GiB each) and a third while a recipe
+    # change surges, the router, its webhooks
+    Job("router", (f"{E2E}/test_09_router.py",), cpu=0.5, memory=15.8),
     # It counts failed recipe Pod creations, which the webhook of a seed command's release starting
     # up would cause (those see every namespace; the other modules' releases keep to their own).
     Job(

@@ -263,6 +263,12 @@ nvidia.com/mig-3g.40gb), else the vendor's. */}}
 {{- end -}}
 
 {{/* Recipe-managed: the selector runs and the webhook injects (auto_select, or a pinned recipe). */}}
+{{/* The selector hook sets the engine Deployment's strategy from the free devices (workload.strategy=auto
+with a selected or pinned recipe); the chart then renders none, so Helm never reverts it. */}}
+{{- define "aim-engine.upgradeDecided" -}}
+{{- if and (eq .Values.workload.strategy "auto") (eq .Values.workload.kind "Deployment") (include "aim-engine.managed" .) -}}true{{- end -}}
+{{- end -}}
+
 {{- define "aim-engine.managed" -}}
 {{- $ae := .Values.aim_engine -}}
 {{- if or $ae.auto_select $ae.custom_recipe $ae.recipe_id $ae.pinned_recipe -}}true{{- end -}}

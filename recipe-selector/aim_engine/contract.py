@@ -68,6 +68,12 @@ SELECTION_METRICS_KEY: Final = "selection-metrics.json"
 # hook only checks where they fit). Manual mode writes PLACEMENT_KEY instead of a recipe.
 MODE_KEY: Final = "mode"
 PLACEMENT_KEY: Final = "placement.json"
+# How the engine Deployment replaces its pods at the next recipe change (surge, rolling, recreate),
+# decided by the hook from the free devices (workload.strategy=auto) and applied to the Deployment.
+UPGRADE_KEY: Final = "upgrade.json"
+# Set by the reconcile Job on the engine Deployment's pod template to roll it when the selection
+# changed but the template did not: the fingerprint of the recipe the new pods get.
+RECIPE_ROLLOUT_ANNOTATION: Final = "aim-engine.io/recipe-rollout"
 # A release's benchmark history (`helm test`): ConfigMap <release>-recipe-benchmarks, key benchmarks.json.
 BENCHMARKS_SUFFIX: Final = "-recipe-benchmarks"
 BENCHMARKS_KEY: Final = "benchmarks.json"

@@ -16,7 +16,11 @@ the pod, not from the router's word. Checked here:
   failed requests ≤ those in flight on it when it was killed (counts printed);
 - the router's pod is not a recipe workload: the webhook leaves it alone (no recipe labels), and
   an engine pod that bypasses the recipe is still refused;
-- no Ready engine → the router answers 503 at once, it never hangs.
+- no Ready engine → the router answers 503 at once, it never hangs;
+- a recipe change (`helm upgrade` after the custom recipe's ConfigMap changed) under that client:
+  the selector decides how the Deployment replaces its pods (surge where one more pod fits) and the
+  reconcile Job rolls the Deployment; with 2 replicas, and with 1 replica and room, 0 requests fail;
+  with no room (Recreate) the gap is measured and printed.
 
 Traffic goes only to the cluster's own Services and pods, bounded in count and time."""
 
@@ -48,9 +52,10 @@ MAX_TOKENS = 8
 SHARE = 0.30  # each of two replicas serves at least this share through the router
 
 
-def small_recipe() -> dict[str, Any]:
+def small_recipe(*, max_num_seqs: int = 16) -> dict[str, Any]:
     recipe = yaml.safe_load(CATALOG_RECIPE.read_text())
     recipe["recipe_id"] = RECIPE_ID
+    recipe["config"]["args"]["max_num_seqs"] = max_num_seqs  # changed by the upgrade tests: a new recipe
     recipe["description"] = "aim-engine/tiny-llama on vLLM's CPU build, a sliver of a core (the router e2e test)"
     recipe["resources"]["requests"] = {"cpu": "100m" if ENGINE == "simulator" else "500m", "memory": "5Gi"}
     recipe["resources"]["limits"] = {"cpu": "1", "memory": "6Gi"}
@@ -74,6 +79,8 @@ class Load:
     failed: list[str] = field(default_factory=list)
     sent: int = 0
     in_flight: int = 0
+    failed_at: list[float] = field(default_factory=list)  # monotonic times of the failures
+    served_at: list[float] = field(default_factory=list)  # and of the answers
     _stop: threading.Event = field(default_factory=threading.Event)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _threads: list[threading.Thread] = field(default_factory=list)
@@ -112,8 +119,10 @@ class Load:
                 self.in_flight -= 1
                 if error:
                     self.failed.append(error)
+                    self.failed_at.append(time.monotonic())
                 else:
                     self.ok += 1
+                    self.served_at.append(time.monotonic())
         conn.close()
 
     def done(self) -> bool:
@@ -315,3 +324,84 @@ def test_with_no_ready_engine_the_router_answers_503_at_once(routed: E2ECluster)
         assert took < 5
     finally:
         scale(e2e, 2)
+
+
+# ---- Recipe changes under load (issue 26): nothing lost that need not be ----
+
+FINGERPRINT = "aim-engine.io/recipe-fingerprint"
+
+
+def fingerprints(e2e: E2ECluster) -> set[str]:
+    return {p["metadata"].get("annotations", {}).get(FINGERPRINT, "") for p in engine_pods(e2e, ready_only=False)}
+
+
+def rolled(e2e: E2ECluster, *, old: set[str], replicas: int) -> bool:
+    sel = f"app.kubernetes.io/instance={RELEASE},app.kubernetes.io/component=inference"
+    every = get(e2e, "pods", "-n", NS, "-l", sel)["items"]  # terminating ones too
+    ready = engine_pods(e2e)
+    return (
+        len(every) == replicas
+        and len(ready) == replicas
+        and not any(p["metadata"].get("annotations", {}).get(FINGERPRINT) in old for p in every)
+    )
+
+
+def change_recipe_under_load(e2e: E2ECluster, *, max_num_seqs: int, replicas: int) -> tuple[dict[str, Any], Load, float]:
+    """Edit the custom recipe, `helm upgrade --reuse-values` (the hook selects the new recipe and
+    decides the strategy; the reconcile Job rolls the Deployment) while a keep-alive client runs
+    through service/<release>-service; returns the decision, the load and the seconds it took."""
+    old = fingerprints(e2e)
+    load = Load(service_ip(e2e, f"{RELEASE}-service"), 8000, limit=20_000).start()
+    t0 = time.monotonic()
+    try:
+        wait_for(lambda: load.ok >= 20, timeout=60, what="the load under way")
+        e2e.kubectl("apply", "-f", "-", stdin=json.dumps(small_recipe(max_num_seqs=max_num_seqs)), check=True)
+        e2e.helm("upgrade", RELEASE, str(ROOT / "chart"), "-n", NS, "--reuse-values", "--wait", "--timeout", "5m", check=True)
+        wait_for(lambda: rolled(e2e, old=old, replicas=replicas), timeout=300, what="every engine pod on the new recipe")
+        mark = load.ok
+        wait_for(lambda: load.ok >= mark + 20, timeout=60, what="requests served after the rollout")
+    finally:
+        load.stop()
+    took = time.monotonic() - t0
+    plan = json.loads(get(e2e, "configmap", f"{RELEASE}-recipe-config", "-n", NS)["data"]["upgrade.json"])
+    strategy = get(e2e, "deployment", RELEASE, "-n", NS)["spec"]["strategy"]
+    print(
+        f"\nrecipe change, {replicas} replica(s), strategy {plan['strategy']} ({strategy}): {load.ok} served, "
+        f"{len(load.failed)} failed, {took:.0f} s; the selector: {plan['reason']}"
+    )
+    return plan, load, took
+
+
+def gap_seconds(load: Load) -> float:
+    """The longest time between two answers while requests failed (a Recreate's gap)."""
+    if not load.failed_at:
+        return 0.0
+    first, last = min(load.failed_at), max(load.failed_at)
+    before = max((t for t in load.served_at if t < first), default=first)
+    after = min((t for t in load.served_at if t > last), default=last)
+    return after - before
+
+
+def test_a_recipe_change_with_two_replicas_fails_no_request(routed: E2ECluster) -> None:
+    e2e = routed
+    wait_ready_replicas(e2e, 2)
+    wait_for(lambda: router_workers(e2e) == 2, timeout=120, what="the router watching both engine pods")
+    plan, load, _ = change_recipe_under_load(e2e, max_num_seqs=12, replicas=2)
+    assert plan["strategy"] in ("surge", "rolling"), plan
+    job = e2e.kubectl("logs", "-n", NS, "-l", "app.kubernetes.io/component=recipe-validator-reconcile", "--tail=-1").stdout
+    assert f"through a rollout of deployment {RELEASE}" in job, job
+    assert not load.failed, load.failed[:5]
+
+
+def test_a_recipe_change_with_one_replica_fails_none_with_room_and_says_the_gap_without(routed: E2ECluster) -> None:
+    e2e = routed
+    sets = ["--set", "workload.replicas=1", "--set", "router.enabled=true"]
+    e2e.helm("upgrade", RELEASE, str(ROOT / "chart"), "-n", NS, "--reuse-values", *sets, "--wait", "--timeout", "5m", check=True)
+    wait_ready_replicas(e2e, 1)
+    wait_for(lambda: router_workers(e2e) == 1, timeout=120, what="the router down to one engine")
+    plan, load, _ = change_recipe_under_load(e2e, max_num_seqs=8, replicas=1)
+    if plan["strategy"] == "surge":
+        assert not load.failed, load.failed[:5]
+    else:
+        assert plan["strategy"] == "recreate", plan
+        print(f"no room for a second pod: Recreate, {len(load.failed)} failed over a gap of {gap_seconds(load):.1f} s")

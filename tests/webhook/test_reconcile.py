@@ -158,3 +158,145 @@ def test_a_replacement_that_never_gets_ready_stops_the_replacing():
         current=Current(recipe_id="r", fingerprint=FP_NEW, list_pods=lambda: list(pods.values())),
     )
     assert not out.ok and deleted == ["a"] and "b keep the previous recipe" in out.message
+
+
+# ---- The engine Deployment's outdated Pods: a rollout (its strategy), not deletions ----
+
+
+def engine_pod(name, *, fp=FP_OLD, template_hash="h1", ready=True):
+    p = served(name, fp=fp, recipe="r" if fp == FP_NEW else "r-old", ready=ready)
+    p["metadata"]["labels"]["pod-template-hash"] = template_hash
+    p["metadata"]["ownerReferences"] = [{"kind": "ReplicaSet", "name": f"engine-{template_hash}", "uid": "2"}]
+    return p
+
+
+class FakeDeployment:
+    """A Deployment that finishes a rollout `takes` seconds after its template changes: the new
+    ReplicaSet's pods get the current recipe (the webhook), the old ones go."""
+
+    def __init__(self, clock, pods, *, takes=8, replicas=1):
+        self.clock, self.pods, self.takes, self.replicas = clock, pods, takes, replicas
+        self.generation, self.observed, self.done_at, self.rolls = 1, 1, None, []
+
+    def read(self):
+        if self.done_at is not None and self.clock.now >= self.done_at:
+            for name in [n for n in self.pods if n.startswith("engine-")]:
+                del self.pods[name]
+            for i in range(self.replicas):
+                self.pods[f"engine-h2-{i}"] = engine_pod(f"engine-h2-{i}", fp=FP_NEW, template_hash="h2")
+            self.observed, self.done_at = self.generation, None
+        updated = self.replicas if self.done_at is None else 0
+        status = {
+            "observedGeneration": self.observed,
+            "updatedReplicas": updated,
+            "replicas": self.replicas + (1 if self.done_at is not None else 0),
+            "availableReplicas": self.replicas,
+        }
+        return {"metadata": {"generation": self.generation}, "spec": {"replicas": self.replicas}, "status": status}
+
+    def roll(self, fingerprint):
+        self.rolls.append(fingerprint)
+        self.generation += 1
+        self.done_at = self.clock.now + self.takes
+
+
+def test_the_engine_deployment_is_rolled_not_its_pods_deleted():
+    from aim_webhook.reconcile import Engine
+
+    clock = Clock()
+    pods = {"engine-h1-a": engine_pod("engine-h1-a"), "other": served("other")}
+    dep = FakeDeployment(clock, pods)
+    deleted = []
+
+    def delete(name):
+        deleted.append(name)
+        pods.pop(name)
+
+    out = run(
+        namespace="ns",
+        deployment=None,
+        read_deployment=None,
+        list_pods=lambda: [],
+        delete_pod=delete,
+        timeout_seconds=60,
+        clock=clock,
+        sleep=clock.sleep,
+        current=Current(
+            recipe_id="r",
+            fingerprint=FP_NEW,
+            list_pods=lambda: list(pods.values()),
+            engine=Engine(name="engine", read=dep.read, roll=dep.roll),
+        ),
+    )
+    assert out.ok, out.message
+    assert dep.rolls == [FP_NEW] and clock.now >= 8  # waited for the rollout to complete
+    assert deleted == ["other"]  # a pod of another controller: deleted as before
+    assert "through a rollout of deployment engine: engine-h1-a" in out.message
+
+
+def test_a_rollout_helm_started_is_waited_for_and_nothing_more_rolls():
+    from aim_webhook.reconcile import Engine
+
+    clock = Clock()
+    pods = {"engine-h1-a": engine_pod("engine-h1-a")}
+    dep = FakeDeployment(clock, pods, takes=10)
+    dep.roll("helm")  # Helm changed the pod template: its new pods get the new recipe
+    out = run(
+        namespace="ns",
+        deployment=None,
+        read_deployment=None,
+        list_pods=lambda: [],
+        delete_pod=lambda name: None,
+        timeout_seconds=60,
+        clock=clock,
+        sleep=clock.sleep,
+        current=Current(
+            recipe_id="r",
+            fingerprint=FP_NEW,
+            list_pods=lambda: list(pods.values()),
+            engine=Engine(name="engine", read=dep.read, roll=dep.roll),
+        ),
+    )
+    assert out.ok and dep.rolls == ["helm"] and clock.now >= 10
+
+
+def test_a_rollout_that_never_completes_is_an_error_naming_the_deployment():
+    from aim_webhook.reconcile import Engine
+
+    clock = Clock()
+    pods = {"engine-h1-a": engine_pod("engine-h1-a")}
+    dep = FakeDeployment(clock, pods, takes=10_000)
+    out = run(
+        namespace="ns",
+        deployment=None,
+        read_deployment=None,
+        list_pods=lambda: [],
+        delete_pod=lambda name: None,
+        timeout_seconds=30,
+        clock=clock,
+        sleep=clock.sleep,
+        current=Current(
+            recipe_id="r",
+            fingerprint=FP_NEW,
+            list_pods=lambda: list(pods.values()),
+            engine=Engine(name="engine", read=dep.read, roll=dep.roll),
+        ),
+    )
+    assert not out.ok and "rollout status deployment/engine" in out.message and "to recipe r" in out.message
+
+
+def test_owned_by_deployment_and_rolled_out():
+    from aim_webhook.reconcile import owned_by_deployment, rolled_out
+
+    assert owned_by_deployment(engine_pod("x", template_hash="abc"), "engine")
+    assert not owned_by_deployment(engine_pod("x", template_hash="abc"), "engine-other")
+    assert not owned_by_deployment(served("y"), "engine")  # owned by ReplicaSet "rs", no template hash
+    done = {
+        "metadata": {"generation": 3},
+        "spec": {"replicas": 2},
+        "status": {"observedGeneration": 3, "updatedReplicas": 2, "replicas": 2, "availableReplicas": 2},
+    }
+    assert rolled_out(done) and rolled_out(None)
+    assert not rolled_out({**done, "status": {**done["status"], "observedGeneration": 2}})
+    assert not rolled_out({**done, "status": {**done["status"], "replicas": 3}})  # an old pod still there
+    assert not rolled_out({**done, "status": {**done["status"], "availableReplicas": 1}})

@@ -293,6 +293,10 @@ def add_reconcile(sub: Any) -> None:
     r.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for an available webhook replica")
     r.add_argument("--release", help="the release whose Pods serving an outdated recipe are replaced (with --recipe-config)")
     r.add_argument("--recipe-config", help="the release's selection ConfigMap (<release>-recipe-config)")
+    r.add_argument(
+        "--engine-deployment",
+        help="the release's engine Deployment: its outdated Pods are replaced by a rollout (its strategy), not deleted",
+    )
     _env(r, "--catalog", env="AIM_RECIPES_DIR", default=None, convert=Path, help_text="recipes directory")
     r.add_argument("--kubeconfig")
 
@@ -358,6 +362,7 @@ def reconcile(args: argparse.Namespace) -> int:
                         recipe_id=selection.recipe.recipe_id,
                         fingerprint=serving_fingerprint(selection.recipe),
                         list_pods=release_pods,
+                        engine=_engine(apps, args.namespace, args.engine_deployment) if args.engine_deployment else None,
                     )
         outcome = rec.run(
             namespace=args.namespace,
@@ -373,6 +378,34 @@ def reconcile(args: argparse.Namespace) -> int:
         return EXIT_ERROR
     (sys.stdout if outcome.ok else sys.stderr).write(f"{'' if outcome.ok else 'aim-webhook: error: '}{outcome.message}\n")
     return 0 if outcome.ok else EXIT_ERROR
+
+
+def _engine(apps: Any, namespace: str, name: str) -> Any:
+    """The engine Deployment for reconcile: read it, and roll it by an annotation on its pod template
+    (as `kubectl rollout restart` does), naming the recipe the new pods get."""
+    import datetime
+
+    from kubernetes import client
+
+    from aim_engine.contract import RECIPE_ROLLOUT_ANNOTATION
+
+    from . import reconcile as rec
+
+    def read() -> dict[str, Any] | None:
+        try:
+            found = apps.read_namespaced_deployment(name, namespace)
+        except client.exceptions.ApiException as e:
+            if e.status == 404:
+                return None
+            raise
+        return dict(apps.api_client.sanitize_for_serialization(found))
+
+    def roll(fingerprint: str) -> None:
+        stamp = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        patch = {"spec": {"template": {"metadata": {"annotations": {RECIPE_ROLLOUT_ANNOTATION: f"{fingerprint} {stamp}"}}}}}
+        apps.patch_namespaced_deployment(name, namespace, patch)
+
+    return rec.Engine(name=name, read=read, roll=roll)
 
 
 def add_serve(sub: Any) -> None:

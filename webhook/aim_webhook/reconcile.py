@@ -10,9 +10,14 @@ through the webhook. Bare Pods are left alone (nothing would recreate them) and 
 Then it replaces the release's Pods that serve an outdated recipe: the selection (the release's
 `<release>-recipe-config`) can change with no change to the pod template — a measurement that
 reranks the recipes, a catalog update, an edited custom recipe — and Helm then rolls nothing. Each
-Pod carries the fingerprint of the recipe the webhook gave it (RECIPE_FINGERPRINT_ANNOTATION); those
-whose fingerprint is not the selection's are deleted one at a time, the next only once a Pod with
-the current recipe is ready, so a recipe that does not serve never takes every replica down.
+Pod carries the fingerprint of the recipe the webhook gave it (RECIPE_FINGERPRINT_ANNOTATION). First
+it waits for a rollout Helm started (a changed pod template gives the new Pods the new recipe
+already). The engine Deployment's outdated Pods are then replaced by a rollout of the Deployment
+(RECIPE_ROLLOUT_ANNOTATION on its pod template), so the strategy the selector set applies: with room
+for one more pod the new one is Ready before an old one stops, and the last Ready pod is never
+removed while its replacement can be scheduled. Other controllers' outdated Pods are deleted one at
+a time, the next only once a Pod with the current recipe is ready, so a recipe that does not serve
+never takes every replica down.
 
 It runs as its own short-lived component with its own service account: the long-running webhook
 needs no permission to list or delete Pods.
@@ -27,6 +32,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from aim_engine.contract import RECIPE_FINGERPRINT_ANNOTATION, RECIPE_LABEL, SELECTED
+
+POD_TEMPLATE_HASH_LABEL = "pod-template-hash"
 
 log = logging.getLogger("aim_webhook.reconcile")
 SELECTOR = f"{RECIPE_LABEL}={SELECTED}"
@@ -84,6 +91,40 @@ def ready_with(pods: Sequence[Mapping[str, Any]], fingerprint: str) -> int:
     return count
 
 
+def owned_by_deployment(pod: Mapping[str, Any], deployment: str) -> bool:
+    """Pure: the Pod belongs to a ReplicaSet of this Deployment (named `<deployment>-<pod-template-hash>`)."""
+    meta = pod.get("metadata") or {}
+    pod_hash = (meta.get("labels") or {}).get(POD_TEMPLATE_HASH_LABEL)
+    return bool(pod_hash) and any(
+        ref.get("kind") == "ReplicaSet" and ref.get("name") == f"{deployment}-{pod_hash}"
+        for ref in meta.get("ownerReferences") or []
+    )
+
+
+def rolled_out(deployment: Mapping[str, Any] | None) -> bool:
+    """Pure: the Deployment's latest spec is observed and every replica is updated and available,
+    with no pod of an older template left (what `kubectl rollout status` waits for)."""
+    if deployment is None:
+        return True
+    meta, spec, status = (deployment.get(k) or {} for k in ("metadata", "spec", "status"))
+    want = int(spec.get("replicas", 1) or 0)
+    return (
+        int(status.get("observedGeneration") or 0) >= int(meta.get("generation") or 0)
+        and int(status.get("updatedReplicas") or 0) >= want
+        and int(status.get("replicas") or 0) <= want
+        and int(status.get("availableReplicas") or 0) >= want
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Engine:
+    """The release's engine Deployment: read it, and roll it to the current recipe."""
+
+    name: str
+    read: Callable[[], Mapping[str, Any] | None]
+    roll: Callable[[str], None]
+
+
 @dataclass(frozen=True, slots=True)
 class Current:
     """The recipe the release's selection holds now, and how to list the release's Pods."""
@@ -91,6 +132,7 @@ class Current:
     recipe_id: str
     fingerprint: str
     list_pods: Callable[[], list[dict[str, Any]]]
+    engine: Engine | None = None
 
 
 def available(deployment: Mapping[str, Any] | None) -> bool:
@@ -139,7 +181,43 @@ def run(
         parts.append(f"{len(stale.bare)} bare pod(s) left (no controller would recreate them): {', '.join(stale.bare)}")
     deleted = list(stale.owned)
     if current is not None:
-        outdated = outdated_pods(current.list_pods(), fingerprint=current.fingerprint, recipe_id=current.recipe_id)
+        engine = current.engine
+
+        def wait_rollout(what: str) -> str | None:
+            while engine is not None and not rolled_out(engine.read()):
+                if clock() >= deadline:
+                    return (
+                        f"deployment {namespace}/{engine.name}: {what} not complete after {timeout_seconds:.0f} s: see "
+                        f"`kubectl -n {namespace} rollout status deployment/{engine.name}` and the new pod's logs"
+                    )
+                sleep(poll_seconds)
+            return None
+
+        stuck = wait_rollout("the rollout Helm started")
+        if stuck is not None:
+            return Outcome(ok=False, message="; ".join([*parts, stuck]), deleted=tuple(deleted))
+        pods = current.list_pods()
+        outdated = outdated_pods(pods, fingerprint=current.fingerprint, recipe_id=current.recipe_id)
+        if engine is not None:
+            by_name = {str((p.get("metadata") or {}).get("name")): p for p in pods}
+            rolled = tuple(n for n in outdated.owned if owned_by_deployment(by_name.get(n) or {}, engine.name))
+            if rolled:
+                engine.roll(current.fingerprint)
+                log.info(
+                    "rolling deployment %s/%s to recipe %s: %s serve another recipe",
+                    namespace,
+                    engine.name,
+                    current.recipe_id,
+                    ", ".join(rolled),
+                )
+                stuck = wait_rollout(f"the rollout to recipe {current.recipe_id}")
+                if stuck is not None:
+                    return Outcome(ok=False, message="; ".join([*parts, stuck]), deleted=tuple(deleted))
+                parts.append(
+                    f"{len(rolled)} pod(s) with an outdated recipe replaced by {current.recipe_id} through a rollout of "
+                    f"deployment {engine.name}: {', '.join(rolled)}"
+                )
+            outdated = Stale(owned=tuple(n for n in outdated.owned if n not in rolled), bare=outdated.bare)
         for i, name in enumerate(outdated.owned):
             if i > 0:  # the next only once a Pod with the current recipe is ready beside the others
                 want = i

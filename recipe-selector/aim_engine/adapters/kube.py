@@ -177,6 +177,34 @@ class Kube:
             except _transport_errors() as e:
                 raise KubeError(f"write configmap {namespace}/{name}: cannot reach the API server ({e})") from e
 
+    def _apps(self) -> Any:
+        from kubernetes import client
+
+        return client.AppsV1Api(self.core.api_client)
+
+    def deployment(self, namespace: str, name: str) -> dict[str, Any] | None:
+        """The Deployment, or None when it does not exist (a first install)."""
+        api_exc = _api_exception()
+        try:
+            resp = self._apps().read_namespaced_deployment(name, namespace, _preload_content=False)
+        except api_exc as e:
+            if e.status == 404:
+                return None
+            raise KubeError(f"read deployment {namespace}/{name}: {e.status} {e.reason}: {_message(e.body)}") from e
+        except _transport_errors() as e:
+            raise KubeError(f"read deployment {namespace}/{name}: cannot reach the API server ({e})") from e
+        return json.loads(resp.data)  # type: ignore[no-any-return]
+
+    def patch_deployment(self, namespace: str, name: str, patch: Mapping[str, Any]) -> None:
+        """A strategic merge patch (null clears a field)."""
+        self._call(
+            f"patch deployment {namespace}/{name}",
+            self._apps().patch_namespaced_deployment,
+            name=name,
+            namespace=namespace,
+            body=dict(patch),
+        )
+
     def pod_log(self, namespace: str, name: str, *, previous: bool = False, tail: int = 50) -> str:
         """A container's last lines ('' when there are none to read)."""
         api_exc = _api_exception()

@@ -60,6 +60,7 @@ from aim_engine.contract import (
     SELECTION_LEVEL_ANNOTATION,
     SELECTION_METRICS_KEY,
     SELECTION_RESULT_ANNOTATION,
+    UPGRADE_KEY,
     recipe_config_labels,
     release_of,
 )
@@ -72,6 +73,7 @@ from aim_engine.rules.lint import lint_recipes
 from aim_engine.rules.perf import METHOD, estimate_recipe, recipe_conditions
 from aim_engine.rules.slo import CLI_NAMES, SLO_KEYS, VALUES_NAMES, parse_slo, slo_bounds_text
 from aim_engine.selection.selector import Request, Selection, select
+from aim_engine.selection.upgrade import UpgradePlan, plan_upgrade
 
 log = logging.getLogger("aim_engine")
 EXIT_OK, EXIT_NOT_FOUND, EXIT_ERROR = 0, 1, 2
@@ -215,6 +217,18 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("-o", "--output", choices=["table", "json", "yaml", "values"], default="table")
     s.add_argument("--write-configmap", metavar="NAME", help="hook mode: write the selection to this ConfigMap in --namespace")
     s.add_argument("--release", help="Helm release name, for labels (hook mode)")
+    s.add_argument(
+        "--upgrade-deployment",
+        metavar="NAME",
+        help="hook mode: decide how this engine Deployment replaces its pods (surge where one more pod fits beside the "
+        "release's, else rolling or Recreate), record it in --write-configmap and set the Deployment's strategy",
+    )
+    s.add_argument(
+        "--replicas",
+        type=_positive,
+        default=1,
+        help="with --upgrade-deployment: the replicas when the Deployment does not exist yet",
+    )
     _benchmark_args(s)
     s.add_argument(
         "--slo",
@@ -346,7 +360,7 @@ def _kube(args: argparse.Namespace) -> Any:
     return Kube.connect(kubeconfig=args.kubeconfig, context=args.context)
 
 
-def _inventory(args: argparse.Namespace, bundle: Bundle, kube: Any | None) -> Inventory:
+def _inventory(args: argparse.Namespace, bundle: Bundle, kube: Any | None, *, reclaim: bool = True) -> Inventory:
     from aim_engine.adapters.catalog import load_json
 
     if args.cluster is not None:
@@ -362,7 +376,7 @@ def _inventory(args: argparse.Namespace, bundle: Bundle, kube: Any | None) -> In
             bundle.hardware,
             nodes,
             pods,
-            reclaim_selector=dict(args.reclaim_label) or None,
+            reclaim_selector=(dict(args.reclaim_label) or None) if reclaim else None,
             tolerated_taints=DEFAULT_TOLERATED_TAINTS | frozenset(args.tolerate_taint),
             node_selector=dict(getattr(args, "node_selector", None) or []) or None,
             ignore_usage=args.ignore_usage,
@@ -592,12 +606,51 @@ def cmd_select(args: argparse.Namespace) -> int:
             measurements=measurements,
         )
     duration = time.perf_counter() - started
+    upgrade = _upgrade_plan(args, bundle, kube, sel) if args.upgrade_deployment else None
     if args.write_configmap:
-        _write_selection(args, kube, sel, inv, duration, catalog=bundle.hardware)
+        _write_selection(args, kube, sel, inv, duration, catalog=bundle.hardware, upgrade=upgrade)
+    if upgrade is not None:
+        _apply_upgrade(args, kube, upgrade)
     _print_selection(args, sel, inv)
+    if upgrade is not None and args.output not in ("json", "yaml", "values"):
+        sys.stdout.write(upgrade.line() + "\n")
     if not sel.ok:
         args.failure = f"no recipe selected ({sel.result}): {sel.message}"
     return EXIT_OK if sel.ok else EXIT_NOT_FOUND
+
+
+def _upgrade_plan(args: argparse.Namespace, bundle: Bundle, kube: Any | None, sel: Selection) -> UpgradePlan | None:
+    """How the engine Deployment replaces its pods: judged on the cluster with the release's own
+    pods holding what they hold (the selection counted them as free)."""
+    if sel.recipe is None:
+        return None
+    product = bundle.hardware.get(sel.recipe.hardware)
+    if product is None:
+        return None
+    replicas = args.replicas
+    if kube is not None:
+        live = kube.deployment(_namespace(args), args.upgrade_deployment)
+        if live is not None:
+            replicas = int((live.get("spec") or {}).get("replicas") or 0) or replicas
+    occupied = _inventory(args, bundle, kube, reclaim=False)
+    return plan_upgrade(recipe=sel.recipe, product=product, occupied=occupied, replicas=replicas)
+
+
+def _apply_upgrade(args: argparse.Namespace, kube: Any | None, plan: UpgradePlan) -> None:
+    """Set the engine Deployment's strategy before Helm applies the new pod template (a pre-upgrade
+    hook); on a first install there is none yet, and nothing rolls."""
+    if kube is None:
+        return
+    ns = _namespace(args)
+    live = kube.deployment(ns, args.upgrade_deployment)
+    if live is None:
+        return
+    want = plan.deployment_strategy()
+    have = (live.get("spec") or {}).get("strategy") or {}
+    if have.get("type") == want["type"] and (have.get("rollingUpdate") or None) == want["rollingUpdate"]:
+        return
+    kube.patch_deployment(ns, args.upgrade_deployment, {"spec": {"strategy": want}})
+    log.info("deployment %s/%s: strategy %s (%s)", ns, args.upgrade_deployment, plan.kind.value, plan.reason)
 
 
 def _kept(args: argparse.Namespace, bundle: Bundle, kube: Any) -> int | None:
@@ -641,14 +694,21 @@ def _print_selection(args: argparse.Namespace, sel: Selection, inv: Inventory) -
 
 
 def _write_selection(
-    args: argparse.Namespace, kube: Any, sel: Selection, inv: Inventory, duration: float, *, catalog: HardwareCatalog
+    args: argparse.Namespace,
+    kube: Any,
+    sel: Selection,
+    inv: Inventory,
+    duration: float,
+    *,
+    catalog: HardwareCatalog,
+    upgrade: UpgradePlan | None = None,
 ) -> None:
     ns = _namespace(args)
     name = args.write_configmap
     release = args.release or release_of(name)
     recipe_id = sel.recipe.recipe_id if sel.recipe else None
     now = time.time()
-    explain_text = explanation(sel, inv)
+    explain_text = explanation(sel, inv) + (upgrade.line() + "\n" if upgrade is not None else "")
     selection_json = to_json(selection_dict(sel))
     product = catalog.get(sel.recipe.hardware) if sel.recipe is not None else None
     affinity = None
@@ -667,6 +727,10 @@ def _write_selection(
             data[RECIPE_KEY] = to_yaml(sel.recipe.to_seed())
             data[SELECTION_KEY] = selection_json
             data[EXPLANATION_KEY] = explain_text
+            if upgrade is not None:
+                data[UPGRADE_KEY] = to_json(upgrade.as_dict())
+            else:
+                data.pop(UPGRADE_KEY, None)
             if affinity is not None and affinity.terms:
                 data[NODE_AFFINITY_KEY] = affinity.to_json()
             else:
