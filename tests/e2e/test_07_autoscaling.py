@@ -300,3 +300,47 @@ def test_the_dashboards_router_panels_show_the_router_in_front_of_the_replicas(s
             empty.append(f"{pq.name}: {pq.expr}")
     print(f"\nrouter panel queries with data: {len(checked)}")
     assert checked and not empty, "router panel queries without data:\n" + "\n".join(empty)
+
+
+def test_the_webhook_stayed_ready_through_the_load_and_answered_within_a_second(scaled: tuple[E2ECluster, str]) -> None:
+    """Through the load above (the suite's heaviest on the engine pods, a scale-up whose Pod the
+    webhook admitted): the webhook's pods (the chart's PriorityClass by default) never failed a
+    readiness probe nor restarted, and admission's p99 (its own histogram, scraped by the
+    operator's Prometheus) stayed under a second."""
+    e2e, prometheus = scaled
+    webhook = f"{RELEASE}-recipe-validator"
+    pods = json.loads(
+        e2e.kubectl(
+            "get", "pods", "-n", NS, "-l", "app.kubernetes.io/component=recipe-validator", "-o", "json", check=True
+        ).stdout
+    )["items"]  # fmt: skip
+    assert pods, "no webhook pod"
+    assert all(p["spec"].get("priorityClassName") == f"{webhook}-{NS}" for p in pods), [
+        p["spec"].get("priorityClassName") for p in pods
+    ]
+    restarts = {
+        p["metadata"]["name"]: sum(c.get("restartCount", 0) for c in p["status"].get("containerStatuses", [])) for p in pods
+    }
+    events = json.loads(e2e.kubectl("get", "events", "-n", NS, "-o", "json", check=True).stdout)["items"]
+    unhealthy = [
+        f"{e['involvedObject']['name']}: {e.get('message', '')}"
+        for e in events
+        if e.get("reason") == "Unhealthy"
+        and e["involvedObject"].get("name", "").startswith(webhook)
+        and not e.get("message", "").startswith("Startup probe")  # before it first served
+    ]
+    window = "30m"
+    p99 = query(
+        prometheus,
+        "histogram_quantile(0.99, sum by (le) (increase("
+        f'aim_webhook_request_duration_seconds_bucket{{namespace="{NS}"}}[{window}])))',
+    )
+    reviews = query(prometheus, f'sum(increase(aim_webhook_request_duration_seconds_count{{namespace="{NS}"}}[{window}]))')
+    print(
+        f"\nwebhook through the load: {len(pods)} pod(s), restarts {restarts}, readiness failures {len(unhealthy)}, "
+        f"admission p99 {fmt(p99)} s over {fmt(reviews)} review(s)"
+    )
+    assert not unhealthy, unhealthy
+    assert not any(restarts.values()), restarts
+    assert reviews and reviews >= 1, "no admission review scraped"
+    assert p99 is not None and p99 < 1.0, p99
