@@ -69,3 +69,33 @@ def test_select_says_the_upgrade_plan_on_a_snapshot(capsys, tmp_path):
     assert "UPGRADE: recreate: one replica and no room" in out, out
     assert main([*argv, "--upgrade-deployment", "rel", "--replicas", "3"]) == 0
     assert "UPGRADE: rolling:" in capsys.readouterr().out
+
+
+def test_a_model_cache_smaller_than_the_checkpoint_is_refused_with_both_numbers(capsys, tmp_path):
+
+    from aim_engine.cli.main import main
+
+    doc = cluster([gfd_node("h0", "H100")])
+    snap = tmp_path / "cluster.json"
+    snap.write_text(__import__("json").dumps(doc))
+    argv = ["select", "--model", Q8, "--cluster", str(snap)]
+    assert main([*argv, "--cache-size", "5Gi"]) == 1
+    out = capsys.readouterr().out
+    assert "model_cache.size (5Gi) holds 5.0 GiB, but Qwen/Qwen3-8B's checkpoint (bf16) is 15.3 GiB" in out, out
+    assert "set model_cache.size to at least 16Gi" in out
+    assert main([*argv, "--cache-size", "16Gi"]) == 0
+    assert "qwen3-8b" in capsys.readouterr().out
+
+
+def test_cache_shortfall_rounds_the_size_to_set_up(bundle):
+    from decimal import Decimal
+
+    from aim_engine.domain.quantity import GIB
+    from aim_engine.rules.memory import cache_shortfall, weight_bytes
+
+    model = bundle.model_map()[Q8.lower()]
+    need = weight_bytes(model, model.native_precision)
+    assert cache_shortfall(model, cache_bytes=need, where="x") is None
+    text = cache_shortfall(model, cache_bytes=need - 1, where="x")
+    assert text is not None and f"at least {-(-int(need) // int(GIB))}Gi" in text
+    assert cache_shortfall(model, cache_bytes=Decimal(0), where="x") is not None

@@ -177,6 +177,19 @@ class Kube:
             except _transport_errors() as e:
                 raise KubeError(f"write configmap {namespace}/{name}: cannot reach the API server ({e})") from e
 
+    def pvc(self, namespace: str, name: str) -> dict[str, Any] | None:
+        """The PersistentVolumeClaim, or None when it does not exist."""
+        api_exc = _api_exception()
+        try:
+            resp = self.core.read_namespaced_persistent_volume_claim(name, namespace, _preload_content=False)
+        except api_exc as e:
+            if e.status == 404:
+                return None
+            raise KubeError(f"read persistentvolumeclaim {namespace}/{name}: {e.status} {e.reason}: {_message(e.body)}") from e
+        except _transport_errors() as e:
+            raise KubeError(f"read persistentvolumeclaim {namespace}/{name}: cannot reach the API server ({e})") from e
+        return json.loads(resp.data)  # type: ignore[no-any-return]
+
     def _apps(self) -> Any:
         from kubernetes import client
 

@@ -67,9 +67,11 @@ from aim_engine.contract import (
 from aim_engine.domain.errors import AimError, InputError
 from aim_engine.domain.hardware import PRECISIONS, HardwareCatalog
 from aim_engine.domain.models import ModelProfile
+from aim_engine.domain.quantity import parse_quantity
 from aim_engine.domain.recipe import Recipe
 from aim_engine.rules.evidence import FIGURES, Measurements, apply_measurements, figure_provenance, match_findings
 from aim_engine.rules.lint import lint_recipes
+from aim_engine.rules.memory import cache_shortfall
 from aim_engine.rules.perf import METHOD, estimate_recipe, recipe_conditions
 from aim_engine.rules.slo import CLI_NAMES, SLO_KEYS, VALUES_NAMES, parse_slo, slo_bounds_text
 from aim_engine.selection.selector import Request, Selection, select
@@ -222,6 +224,16 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="NAME",
         help="hook mode: decide how this engine Deployment replaces its pods (surge where one more pod fits beside the "
         "release's, else rolling or Recreate), record it in --write-configmap and set the Deployment's strategy",
+    )
+    s.add_argument(
+        "--cache-size",
+        metavar="QUANTITY",
+        help="the model cache's size (e.g. 200Gi): a cache smaller than the selected model's checkpoint is refused (exit 1)",
+    )
+    s.add_argument(
+        "--cache-claim",
+        metavar="NAME",
+        help="hook mode: the model cache is this existing PersistentVolumeClaim in --namespace: its capacity is checked",
     )
     s.add_argument(
         "--replicas",
@@ -606,6 +618,11 @@ def cmd_select(args: argparse.Namespace) -> int:
             measurements=measurements,
         )
     duration = time.perf_counter() - started
+    short = _cache_shortfall(args, bundle, kube, sel, extra)
+    if short is not None:
+        sys.stdout.write(f"no recipe selected (model cache too small): {short}\n")
+        args.failure = short
+        return EXIT_NOT_FOUND
     upgrade = _upgrade_plan(args, bundle, kube, sel) if args.upgrade_deployment else None
     if args.write_configmap:
         _write_selection(args, kube, sel, inv, duration, catalog=bundle.hardware, upgrade=upgrade)
@@ -617,6 +634,35 @@ def cmd_select(args: argparse.Namespace) -> int:
     if not sel.ok:
         args.failure = f"no recipe selected ({sel.result}): {sel.message}"
     return EXIT_OK if sel.ok else EXIT_NOT_FOUND
+
+
+def _cache_shortfall(
+    args: argparse.Namespace, bundle: Bundle, kube: Any | None, sel: Selection, extra: ModelProfile | None
+) -> str | None:
+    """The model cache (its size in values, or an existing claim's capacity) against the selected
+    model's checkpoint; a model without a profile is not checked."""
+    if sel.recipe is None or not (args.cache_size or args.cache_claim):
+        return None
+    model = bundle.model_map(extra).get(sel.recipe.huggingface_id.lower())
+    if model is None:
+        return None
+    if args.cache_claim:
+        if kube is None:
+            raise InputError("--cache-claim reads the live cluster; pass --cache-size with --cluster")
+        ns = _namespace(args)
+        claim = kube.pvc(ns, args.cache_claim)
+        if claim is None:
+            return f"model_cache.existing_claim {args.cache_claim!r} does not exist in namespace {ns}: create it, or unset it"
+        status, spec = claim.get("status") or {}, claim.get("spec") or {}
+        size = (status.get("capacity") or {}).get("storage") or ((spec.get("resources") or {}).get("requests") or {}).get(
+            "storage"
+        )
+        if size is None:
+            return None
+        where = f"model_cache.existing_claim {args.cache_claim}"
+    else:
+        size, where = args.cache_size, "model_cache.size"
+    return cache_shortfall(model, cache_bytes=parse_quantity(size, field=where), where=f"{where} ({size})")
 
 
 def _upgrade_plan(args: argparse.Namespace, bundle: Bundle, kube: Any | None, sel: Selection) -> UpgradePlan | None:

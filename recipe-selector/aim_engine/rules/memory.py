@@ -45,7 +45,7 @@ from functools import lru_cache
 
 from aim_engine.domain.hardware import BYTES_PER_PARAM, GpuProduct
 from aim_engine.domain.models import ModelProfile
-from aim_engine.domain.quantity import GIB
+from aim_engine.domain.quantity import GIB, format_gib
 
 WEIGHT_FACTOR = Decimal("1.02")
 DEFAULT_GPU_MEMORY_UTILIZATION = Decimal("0.9")
@@ -117,6 +117,19 @@ def weight_bytes(model: ModelProfile, precision: str) -> Decimal:
     if quantized is None or per_weight >= SIXTEEN_BIT:
         return model.parameters * per_weight
     return quantized * per_weight + (model.parameters - quantized) * SIXTEEN_BIT
+
+
+def cache_shortfall(model: ModelProfile, *, cache_bytes: Decimal, where: str) -> str | None:
+    """A model cache smaller than the checkpoint it must hold (the download is the weights at the
+    checkpoint's own precision): what to change, with both numbers; None when it fits."""
+    need = weight_bytes(model, model.native_precision)
+    if cache_bytes >= need:
+        return None
+    need_gib = math.ceil(need / GIB)  # whole GiB, rounded up
+    return (
+        f"{where} holds {format_gib(cache_bytes)}, but {model.id}'s checkpoint ({model.native_precision}) is "
+        f"{format_gib(need)}: set model_cache.size to at least {need_gib}Gi (or use a larger model_cache.existing_claim)"
+    )
 
 
 def kv_element_bytes(model: ModelProfile, kv_cache_dtype: str) -> int:
