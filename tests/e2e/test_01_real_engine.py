@@ -158,6 +158,9 @@ def test_prometheus_scrapes_the_engine_and_loads_the_charts_rules(release: Relea
     assert {"vllm:num_requests_running", "vllm:generation_tokens_total", "vllm:time_to_first_token_seconds_bucket"} <= names
     labelled = query(prom, f'vllm:num_requests_running{{namespace="{NS}"}}')
     assert labelled and labelled[0]["metric"].get("aim_engine_io_recipe_id") == "tiny-llama-cpu-x86-bf16", labelled
+    # Offline (HF_HUB_OFFLINE, no token), the model's id, not its snapshot path, names every series.
+    models = {r["metric"].get("model_name") for r in query(prom, f'{{__name__=~"vllm:.+", namespace="{NS}", model_name!=""}}')}
+    assert models == {realcluster.TEST_MODEL_ID}, models
     done = wait_for(
         lambda: [r for r in query(prom, f'sum(vllm:request_success_total{{namespace="{NS}"}})') if float(r["value"][1]) >= 1],
         timeout=90,

@@ -177,6 +177,14 @@ spec:
         - "--enable-log-requests"
         {{- end }}
         {{- include "aim-engine.vllmFlags" $root | nindent 8 }}
+        {{- $named := false }}
+        {{- range $root.Values.workload.extra_args }}{{ if hasPrefix "--served-model-name" (toString .) }}{{ $named = true }}{{ end }}{{ end }}
+        {{- if not $named }}
+        # Clients and every metric (label model_name) see the model's id, also offline, where vLLM
+        # would otherwise name it by its snapshot path in the cache.
+        - "--served-model-name"
+        - {{ $ae.model_id | quote }}
+        {{- end }}
         {{- range $root.Values.workload.extra_args }}
         - {{ . | quote }}
         {{- end }}
