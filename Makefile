@@ -26,6 +26,10 @@ HELM_DOCS := $(TOOLS)/bin/helm-docs
 # is the linter used instead.
 KUBE_SCORE_VERSION := v1.20.0
 KUBE_SCORE := $(TOOLS)/bin/kube-score
+# crane (go-containerregistry): pushes our images to an OCI registry (make publish) and serves one in
+# memory for the e2e test of installing from oci:// with the node pulling.
+CRANE_VERSION := v0.22.1
+CRANE := $(TOOLS)/bin/crane
 # A real API server for the admission tests: kube-apiserver built from the k8s.io/kubernetes module
 # (tools/k8s/go.mod pins it and its staging modules), etcd from Debian's etcd-server package.
 ETCD_DEB_VERSION := 3.4.23-4+b4
@@ -92,7 +96,7 @@ K8S_KEY := $(shell cat tools/k8s/go.mod tools/k8s/go.sum 2>/dev/null | sha256sum
 K8S_BINS := kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy kubectl
 PY_ID := $(shell $(PYTHON3) -c 'import sys; print(sys.executable, sys.version.split()[0])' 2>/dev/null)
 
-.PHONY: help setup setup-tools setup-load test test-stages test-engine unit integration lint validate rules chart chart-snapshot package demo \
+.PHONY: help setup setup-tools setup-load test test-stages test-engine unit integration lint validate rules chart chart-snapshot package publish demo \
         demo-offline bench bench-webhook clean clean-cache images images-vllm cluster-up cluster-down e2e e2e-kind
 
 help:
@@ -117,6 +121,7 @@ HELM4_STAMP := $(STAMPS)/helm4-$(HELM4_VERSION)-$(GO_VERSION)
 UNTT_STAMP := $(STAMPS)/helm-unittest-$(HELM_UNITTEST_VERSION)-$(GO_VERSION)
 HELM_DOCS_STAMP := $(STAMPS)/helm-docs-$(HELM_DOCS_VERSION)-$(GO_VERSION)
 KUBE_SCORE_STAMP := $(STAMPS)/kube-score-$(KUBE_SCORE_VERSION)-$(GO_VERSION)
+CRANE_STAMP := $(STAMPS)/crane-$(CRANE_VERSION)-$(GO_VERSION)
 KWOK_STAMP := $(STAMPS)/kwok-$(KWOK_VERSION)-$(GO_VERSION)
 K8S_STAMP := $(STAMPS)/kubernetes-$(K8S_KEY)-$(GO_VERSION)
 ETCD_STAMP := $(STAMPS)/etcd-$(ETCD_DEB_VERSION)
@@ -126,7 +131,7 @@ MODELS_STAMP := $(STAMPS)/crd-models-$(PROMOP_MODELS_VERSION)-$(CERTMANAGER_MODE
 VLLM_WHEELS_STAMP := $(STAMPS)/vllm-wheels-$(VLLM_LOCK)
 VLLM_VENV_STAMP := $(STAMPS)/vllm-venv-$(VLLM_LOCK)-$(shell sha256sum tools/vllm/vllm-launcher.py 2>/dev/null | cut -c1-8)
 
-SETUP_PARTS := $(STAMP) $(NODE_STAMP) $(K8S_STAMP) $(HELM3_STAMP) $(HELM4_STAMP) $(UNTT_STAMP) $(HELM_DOCS_STAMP) \
+SETUP_PARTS := $(STAMP) $(NODE_STAMP) $(K8S_STAMP) $(HELM3_STAMP) $(HELM4_STAMP) $(UNTT_STAMP) $(HELM_DOCS_STAMP) $(CRANE_STAMP) \
                $(KUBE_SCORE_STAMP) $(KWOK_STAMP) $(ETCD_STAMP) $(PROM_STAMP) $(CRDS_STAMP) $(MODELS_STAMP) \
                $(VLLM_WHEELS_STAMP) $(VLLM_VENV_STAMP)
 
@@ -146,6 +151,7 @@ $(UNTT_STAMP): | $(HELM4_STAMP)
 $(KUBE_SCORE_STAMP): | $(UNTT_STAMP)
 $(KWOK_STAMP): | $(KUBE_SCORE_STAMP)
 $(HELM_DOCS_STAMP): | $(KWOK_STAMP)
+$(CRANE_STAMP): | $(HELM_DOCS_STAMP)
 
 $(NODE_STAMP):
 	@echo ">> installing the node packages (Debian): $(NODE_DEBS)"
@@ -203,6 +209,11 @@ $(HELM_DOCS_STAMP):
 	@$(CACHE) build helm-docs --key $(HELM_DOCS_VERSION) $(GO_KEY) --stage "setup: helm-docs $(HELM_DOCS_VERSION)" \
 	  --log $(LOGS)/helm-docs.log $(GO_HINT) --link $(HELM_DOCS)=helm-docs --link $@ -- \
 	  env GOBIN={out} go install $(GO_TOOL_FLAGS) github.com/norwoodj/helm-docs/cmd/helm-docs@$(HELM_DOCS_VERSION)
+
+$(CRANE_STAMP):
+	@$(CACHE) build crane --key $(CRANE_VERSION) $(GO_KEY) --stage "setup: crane $(CRANE_VERSION)" \
+	  --log $(LOGS)/crane.log $(GO_HINT) --link $(CRANE)=crane --link $@ -- \
+	  env GOBIN={out} go install $(GO_TOOL_FLAGS) github.com/google/go-containerregistry/cmd/crane@$(CRANE_VERSION)
 
 # helm-unittest's go.mod has replace directives, so `go install mod@version` refuses it: it is built
 # as the main module from a copy of its downloaded source.
@@ -337,6 +348,11 @@ package: setup
 	@if [ -n "$(SIGN_KEY)" ] && [ ! -f "$(KEYRING)" ]; then \
 	  echo ">> SIGN_KEY=$(SIGN_KEY) needs KEYRING=<secret keyring> (gpg --export-secret-keys '$(SIGN_KEY)' > secring.gpg): '$(KEYRING)' is no file" >&2; exit 2; fi
 	$(HELM) package chart -d $(DIST) $(if $(SIGN_KEY),--sign --key "$(SIGN_KEY)" --keyring "$(KEYRING)")
+
+# The image and the chart into an OCI registry (tools/publish.py; the chart last, with its provenance
+# when SIGN_KEY and KEYRING sign it): REGISTRY=host[:port][/path], PLAIN_HTTP=1 for one without TLS.
+publish: setup
+	@$(PY) tools/publish.py
 
 # The default render's snapshot (chart/tests/snapshot_test.yaml): rewrite it after reviewing what
 # a default install now creates (make chart fails while it differs).

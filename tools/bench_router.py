@@ -168,6 +168,7 @@ def main() -> int:
             name = label.replace(" ", "-").replace("(", "").replace(")", "")
             result = bench(port, work, name, prompts=args.prompts, dataset=dataset, concurrency=concurrency, seed=next(runs))
             after = [metrics(p) for p in sims]
+
             def delta(family: str) -> list[float]:
                 return [a[family] - b[family] for a, b in zip(after, before, strict=True)]
 

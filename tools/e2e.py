@@ -91,6 +91,9 @@ SIMULATOR_JOBS: list[Job] = [
     # two simulators (a sliver of a core, the CPU recipe's 5 GiB each) and a third while a recipe
     # change surges, the router, its webhooks
     Job("router", (f"{E2E}/test_09_router.py",), cpu=0.5, memory=15.8),
+    # crane's registry on loopback, make publish into it, an install from oci:// (two webhook pods,
+    # the hooks; no engine): the node pulls our image
+    Job("oci", (f"{E2E}/test_10_oci.py",), cpu=0.2, memory=1.5),
     # It counts failed recipe Pod creations, which the webhook of a seed command's release starting
     # up would cause (those see every namespace; the other modules' releases keep to their own).
     Job(

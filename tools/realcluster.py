@@ -67,6 +67,10 @@ POD_CIDR = "10.244.0.0/24"
 K8S = ROOT / ".tools" / "bin"
 IMAGES = ROOT / ".tools" / "images"
 DEFAULT_STATE = ROOT / ".tools" / "cluster"
+# containerd's per-registry host configuration (hosts.toml), read at each pull: trust_registry()
+# lets the node pull from a registry on this host's loopback over plain HTTP, as a user's nodes
+# pull through their containerd's registry config.
+REGISTRY_HOSTS = RUN / "certs.d"
 
 
 def _cache_root() -> Path:
@@ -230,6 +234,8 @@ state = "{RUN / "containerd-state"}"
       [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
         SystemdCgroup = false
         BinaryName = "{shutil.which("runc") or "/usr/sbin/runc"}"
+  [plugins."io.containerd.grpc.v1.cri".registry]
+    config_path = "{REGISTRY_HOSTS}"
   [plugins."io.containerd.grpc.v1.cri".cni]
     bin_dir = "/usr/lib/cni"
     conf_dir = "{state / "cni" / "net.d"}"
@@ -435,6 +441,24 @@ def _import_images(state: Path, cfg: Path) -> None:
     if stale:
         sh([*CTR, "images", "rm", *stale])
         log(f"removed images no longer built: {', '.join(stale)}")
+
+
+def trust_registry(host: str) -> Path:
+    """containerd pulls `host`'s images over plain HTTP (a registry on this machine's loopback, which
+    the node, on the host network, reaches): its hosts.toml, read at every pull."""
+    d = REGISTRY_HOSTS / host
+    d.mkdir(parents=True, exist_ok=True)
+    (d / "hosts.toml").write_text(f'server = "http://{host}"\n\n[host."http://{host}"]\n  capabilities = ["pull", "resolve"]\n')
+    return d
+
+
+def forget_registry(host: str) -> None:
+    """Undo trust_registry(), and drop what the node pulled from it (the image store is cached)."""
+    shutil.rmtree(REGISTRY_HOSTS / host, ignore_errors=True)
+    listed = sh([*CTR, "images", "ls", "-q"])
+    for ref in listed.stdout.split():
+        if ref.startswith(f"{host}/"):
+            sh([*CTR, "images", "rm", ref])
 
 
 def vllm_image() -> str:
