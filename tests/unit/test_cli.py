@@ -287,3 +287,27 @@ def test_the_collector_is_paused_for_the_block_and_restored_after_even_on_error(
         assert not gc.isenabled()
     finally:
         gc.enable()
+
+
+def test_environment_defaults_go_through_the_parser_a_bad_one_is_one_line_and_exit_2(capsys, monkeypatch, tmp_path):
+    """$AIM_RECIPES_DIR is the --catalog default, checked as the flag is (no traceback later)."""
+    monkeypatch.setenv("AIM_RECIPES_DIR", str(tmp_path / "missing"))
+    with pytest.raises(SystemExit) as e:
+        main(["list"])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and err.count("\n") == 1 and "$AIM_RECIPES_DIR=" in err and "is no directory" in err, err
+    monkeypatch.delenv("AIM_RECIPES_DIR")
+    with pytest.raises(SystemExit) as e:
+        main(["--catalog", str(tmp_path / "missing"), "list"])
+    assert e.value.code == 2 and "argument --catalog" in capsys.readouterr().err
+
+
+def test_each_subcommand_declares_its_arguments_beside_its_code():
+    import inspect
+
+    from aim_engine.cli import main as cli
+
+    for name in ("list", "show", "validate", "detect", "select", "place", "estimate", "metrics"):
+        adder = getattr(cli, f"add_{name}")
+        assert inspect.signature(adder).parameters.keys() == {"sub"}, name
+    assert len(inspect.getsource(cli.build_parser).splitlines()) < 40

@@ -129,25 +129,242 @@ def _label(value: str) -> tuple[str, str]:
     return key, val
 
 
+def _directory(value: str) -> Path:
+    path = Path(value)
+    if not path.is_dir():
+        raise argparse.ArgumentTypeError(f"{value!r} is no directory")
+    return path
+
+
+def _env_directory(name: str) -> Path | None:
+    """An environment default checked as the flag is: a bad value is one line and exit 2."""
+    value = os.environ.get(name)
+    if not value:
+        return None
+    path = Path(value)
+    if not path.is_dir():
+        sys.stderr.write(f"aim-recipes: error: ${name}={value!r} is no directory (unset it or point it at a recipes directory)\n")
+        raise SystemExit(EXIT_ERROR)
+    return path
+
+
 def build_parser() -> argparse.ArgumentParser:
+    """The global options, then each subcommand's own (add_<command>, beside its cmd_<command>)."""
     p = _Parser(prog="aim-recipes", description="Recipe catalog and selector for vLLM on AMD Instinct and NVIDIA GPUs.")
     p.add_argument("--version", action="version", version=f"aim-recipes {__version__}")
-    p.add_argument("--catalog", type=Path, help="recipes directory (default: $AIM_RECIPES_DIR or the bundled catalog)")
+    p.add_argument(
+        "--catalog",
+        type=_directory,
+        default=_env_directory("AIM_RECIPES_DIR"),
+        help="recipes directory (default: $AIM_RECIPES_DIR or the bundled catalog)",
+    )
     p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     p.add_argument("--log-format", default="text", choices=["text", "json"])
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    add_list(sub)
+    add_show(sub)
+    add_validate(sub)
+    add_detect(sub)
+    add_select(sub)
+    add_place(sub)
+    add_estimate(sub)
+    add_bench_parser(sub, positive=_positive)
+    add_tune_parser(sub, positive=_positive)
+    add_metrics(sub)
+    return p
 
+
+def _benchmark_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--benchmarks",
+        action="append",
+        default=[],
+        type=Path,
+        metavar="FILE",
+        help="measurements that replace comparable recipes' figures: benchmarks.json, `aim-recipes bench show -o json`, "
+        "or a <release>-recipe-benchmarks ConfigMap (repeatable)",
+    )
+
+
+def _measurements(args: argparse.Namespace, kube: Any | None = None) -> Measurements:
+    found = read_benchmark_files(args.benchmarks)
+    names = getattr(args, "benchmarks_configmap", [])
+    if names:
+        if kube is None:
+            raise InputError(
+                "--benchmarks-configmap reads the live cluster; with --cluster pass the ConfigMap as --benchmarks FILE"
+            )
+        found += read_benchmark_configmaps(kube, _namespace(args), names)
+    if found:
+        log.info("benchmark records read: %s", describe(found))
+    return Measurements(found)
+
+
+def _cluster_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--cluster", type=Path, help="snapshot: output of `kubectl get nodes,pods -A -o json`; default: the live cluster"
+    )
+    p.add_argument("--kubeconfig", help="kubeconfig for the live cluster (default: in-cluster, then $KUBECONFIG)")
+    p.add_argument("--context", help="kubeconfig context")
+    p.add_argument("--namespace", help="namespace for ConfigMaps (default: the pod's own namespace)")
+    p.add_argument(
+        "--reclaim-label",
+        action="append",
+        type=_label,
+        default=[],
+        metavar="KEY=VALUE",
+        help="pods with these labels do not count as using GPUs (the release's own workload, replaced by an upgrade)",
+    )
+    p.add_argument("--ignore-usage", action="store_true", help="count allocatable GPUs, not free ones")
+    p.add_argument(
+        "--tolerate-taint",
+        action="append",
+        default=[],
+        metavar="KEY",
+        help="a taint key the workload tolerates (* for every taint); the chart passes workload.tolerations' keys",
+    )
+
+
+def _hook_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--pod-name",
+        help="hook mode: this pod's name; a failure is then recorded as an Event on the Job that owns it (kubectl describe job)",
+    )
+    p.add_argument(
+        "--termination-log",
+        type=Path,
+        help="hook mode: write a failure's reason here (the container's terminationMessagePath, shown by kubectl describe pod)",
+    )
+
+
+def _bundle(args: argparse.Namespace) -> Bundle:
+    return load_bundle(args.catalog)
+
+
+def _kube(args: argparse.Namespace) -> Any:
+    from aim_engine.adapters.kube import Kube
+
+    return Kube.connect(kubeconfig=args.kubeconfig, context=args.context)
+
+
+def _inventory(args: argparse.Namespace, bundle: Bundle, kube: Any | None, *, reclaim: bool = True) -> Inventory:
+    from aim_engine.adapters.catalog import load_json
+
+    if args.cluster is not None:
+        nodes, pods = split_list(load_json(args.cluster))
+    else:
+        assert kube is not None
+        nodes, pods = kube.nodes(), kube.pods()
+    # The cluster's objects (acyclic JSON, freed by reference counting once the inventory exists)
+    # would otherwise be scanned by every full collection the inventory's allocations trigger.
+    gc.freeze()
+    with collector_paused():
+        return build_inventory(
+            bundle.hardware,
+            nodes,
+            pods,
+            reclaim_selector=(dict(args.reclaim_label) or None) if reclaim else None,
+            tolerated_taints=DEFAULT_TOLERATED_TAINTS | frozenset(args.tolerate_taint),
+            node_selector=dict(getattr(args, "node_selector", None) or []) or None,
+            ignore_usage=args.ignore_usage,
+        )
+
+
+def _namespace(args: argparse.Namespace) -> str:
+    from aim_engine.adapters.kube import own_namespace
+
+    ns = args.namespace or own_namespace()
+    if not ns:
+        raise InputError("--namespace is required outside a pod")
+    return str(ns)
+
+
+def add_list(sub: Any) -> None:
+    """`aim-recipes list`: its arguments, beside cmd_list."""
     ls = sub.add_parser("list", help="list catalog recipes")
     ls.add_argument("--model", help="only recipes for this model")
     ls.add_argument("--hardware", help="only recipes for this GPU product")
     ls.add_argument("-o", "--output", choices=["table", "json", "yaml"], default="table")
     _benchmark_args(ls)
 
+
+def cmd_list(args: argparse.Namespace) -> int:
+    bundle = _bundle(args)
+    recipes = [
+        r
+        for r in bundle.recipes
+        if (not args.model or r.model_key == args.model.lower())
+        and (not args.hardware or r.hardware.upper() == args.hardware.upper())
+    ]
+    recipes = list(apply_measurements(recipes, _measurements(args)).recipes)
+    if args.output == "json":
+        sys.stdout.write(to_json([r.to_seed() for r in recipes]))
+    elif args.output == "yaml":
+        sys.stdout.write(to_yaml([r.to_seed() for r in recipes]))
+    else:
+        sys.stdout.write(recipes_table(recipes))
+    return EXIT_OK
+
+
+def _find(bundle: Bundle, recipe_id: str) -> Recipe:
+    for r in bundle.recipes:
+        if r.recipe_id == recipe_id:
+            return r
+    close = sorted(r.recipe_id for r in bundle.recipes if recipe_id.split("-", maxsplit=1)[0] in r.recipe_id)[:5]
+    raise InputError(
+        f"no recipe {recipe_id!r} in the catalog"
+        + (f"; similar: {', '.join(close)}" if close else "")
+        + " (aim-recipes list shows all)"
+    )
+
+
+def add_show(sub: Any) -> None:
+    """`aim-recipes show`: its arguments, beside cmd_show."""
     show = sub.add_parser("show", help="show one recipe, its vLLM command line and memory plan")
     show.add_argument("recipe_id")
     show.add_argument("-o", "--output", choices=["yaml", "json"], default="yaml")
     _benchmark_args(show)
 
+
+def cmd_show(args: argparse.Namespace) -> int:
+    from aim_engine.rules.compat import static_findings
+
+    bundle = _bundle(args)
+    recipe = _find(bundle, args.recipe_id)
+    applied = apply_measurements([recipe], _measurements(args))
+    recipe = applied.recipes[0]
+    model = bundle.models.get(recipe.huggingface_id)
+    findings, plan = static_findings(recipe, model=model, catalog=bundle.hardware, registry=bundle.registry)
+    doc: dict[str, Any] = {"recipe": recipe.to_seed(), "vllm_command": vllm_command(recipe)}
+    if recipe.performance is not None:
+        perf = recipe.performance
+        doc["figures"] = {
+            figure: {
+                "value": float(perf.tokens_per_second if figure == FIGURES[0] else perf.latency_ms),
+                "conditions": dict(perf.conditions),
+                "source": figure_provenance(recipe, figure),
+            }
+            for figure in FIGURES
+        }
+    match = applied.matches.get(recipe.recipe_id)
+    if match is not None:
+        doc["measurements"] = [f.as_dict() for f in match_findings(match, recipe)]
+    if plan is not None:
+        doc["memory_per_gpu_gib"] = {
+            "budget": round(float(plan.budget) / 2**30, 1),
+            "weights": round(float(plan.weights) / 2**30, 1),
+            "activations": round(float(plan.activations) / 2**30, 2),
+            "runtime": round(float(plan.overhead) / 2**30, 1),
+            "kv_cache": round(float(plan.kv_budget) / 2**30, 1),
+            "full_length_sequences": plan.concurrent_sequences,
+        }
+    doc["findings"] = [f.as_dict() for f in findings]
+    sys.stdout.write(to_json(doc) if args.output == "json" else to_yaml(doc))
+    return EXIT_OK
+
+
+def add_validate(sub: Any) -> None:
+    """`aim-recipes validate`: its arguments, beside cmd_validate."""
     val = sub.add_parser("validate", help="schema and semantic lint of the catalog or of recipe files/ConfigMaps")
     val.add_argument(
         "paths", nargs="*", type=Path, help="recipe files (YAML/JSON, recipes, lists or ConfigMaps); none: the bundled catalog"
@@ -171,10 +388,117 @@ def build_parser() -> argparse.ArgumentParser:
     )
     val.add_argument("-o", "--output", choices=["table", "json"], default="table")
 
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    bundle = _bundle(args)
+    models = bundle.model_map()
+    for model_id, path in args.model_config:
+        profile = read_model_config(model_id, Path(path))
+        models[profile.id.lower()] = profile
+    if args.paths:
+        recipes: list[Recipe] = []
+        errors: list[str] = []
+        for path in args.paths:
+            try:
+                recipes.extend(load_recipe_file(bundle, path))
+            except InputError as err:
+                errors.append(str(err))
+        strict = False
+    else:
+        recipes, errors, strict = list(bundle.recipes), [], True
+    issues = lint_recipes(recipes, models=models, catalog=bundle.hardware, registry=bundle.registry, strict=strict)
+    engine: dict[str, Any] | None = None
+    if args.engine:  # vLLM's own verdict (a subprocess in the vLLM venv; see aim_engine.adapters.engine_check)
+        from aim_engine.adapters.engine_check import EngineSettings, checks_for, engine_issues, run_checker
+
+        settings = EngineSettings.resolve(recipes_root=bundle.root, python=args.vllm_python, env=os.environ)
+        configs = {model_id: Path(path) for model_id, path in args.model_config}
+        checks, unchecked = checks_for(recipes, recipes_root=bundle.root, catalog=bundle.hardware, model_configs=configs)
+        issues += unchecked
+        if checks:
+            report = run_checker(checks, settings)
+            issues += engine_issues(report, checks)
+            refused = sum(1 for v in report.verdicts if not v.ok)
+            engine = {"vllm": report.vllm_version, "checked": len(checks), "refused": refused}
+            engine["seconds"] = round(report.seconds, 1)
+    n_err = len(errors) + sum(1 for i in issues if i.severity == "error")
+    if args.output == "json":
+        doc = {"recipes": len(recipes), "valid": n_err == 0, "schema_errors": errors, "issues": [i.as_dict() for i in issues]}
+        sys.stdout.write(to_json(doc | ({"engine": engine} if engine is not None else {})))
+    else:
+        for e in errors:
+            sys.stdout.write(f"error: {e}\n")
+        if issues:
+            sys.stdout.write(lint_table(issues))
+        what = "bundled catalog" if strict else ", ".join(map(str, args.paths))
+        if engine is not None:
+            sys.stdout.write(
+                f"vLLM {engine['vllm']} judged {engine['checked']} command line(s) in {engine['seconds']} s: "
+                f"{engine['refused']} refused\n"
+            )
+        sys.stdout.write(
+            f"{len(recipes)} recipe(s) checked in {what}: {n_err} error(s), "
+            f"{sum(1 for i in issues if i.severity == 'warning')} warning(s)\n"
+        )
+    return EXIT_OK if n_err == 0 else EXIT_NOT_FOUND
+
+
+def add_detect(sub: Any) -> None:
+    """`aim-recipes detect`: its arguments, beside cmd_detect."""
     det = sub.add_parser("detect", help="GPU inventory of the live cluster or a snapshot")
     _cluster_args(det)
     det.add_argument("-o", "--output", choices=["table", "json", "yaml"], default="table")
 
+
+def cmd_detect(args: argparse.Namespace) -> int:
+    bundle = _bundle(args)
+    kube = None if args.cluster else _kube(args)
+    inv = _inventory(args, bundle, kube)
+    if args.output == "json":
+        sys.stdout.write(to_json(inventory_dict(inv)))
+    elif args.output == "yaml":
+        sys.stdout.write(to_yaml(inventory_dict(inv)))
+    else:
+        sys.stdout.write(inventory_table(inv))
+    return EXIT_OK
+
+
+def _pinned(args: argparse.Namespace, bundle: Bundle, kube: Any | None) -> Recipe | None:
+    recipes: list[Recipe] = []
+    if args.catalog_recipe:
+        return _find(bundle, args.catalog_recipe)
+    if args.recipe_file is not None:
+        recipes = load_recipe_file(bundle, args.recipe_file)
+        source = str(args.recipe_file)
+    elif args.recipe_configmap:
+        if kube is None:
+            raise InputError("--recipe-configmap reads the live cluster; with --cluster use --recipe-file")
+        ns = _namespace(args)
+        cm = kube.configmap(ns, args.recipe_configmap)
+        if cm is None:
+            raise InputError(
+                f"custom recipe ConfigMap {ns}/{args.recipe_configmap} not found; create it with a "
+                "recipe.yaml key (kubectl apply -f custom-recipe.yaml -n " + ns + ")"
+            )
+        cm.setdefault("kind", "ConfigMap")
+        source = f"ConfigMap {ns}/{args.recipe_configmap}"
+        recipes = [
+            typed_recipe(bundle.validator, raw, where=where, origin="custom") for where, raw in recipe_documents(cm, where=source)
+        ]
+    else:
+        return None
+    if args.recipe_id:
+        chosen = [r for r in recipes if r.recipe_id == args.recipe_id]
+        if not chosen:
+            raise InputError(f"{source} has no recipe {args.recipe_id!r} (it has {', '.join(r.recipe_id for r in recipes)})")
+        return chosen[0]
+    if len(recipes) > 1:
+        raise InputError(f"{source} holds {len(recipes)} recipes; choose one with --recipe-id")
+    return recipes[0]
+
+
+def add_select(sub: Any) -> None:
+    """`aim-recipes select`: its arguments, beside cmd_select."""
     s = sub.add_parser("select", help="select a recipe for a model on a cluster")
     s.add_argument("--model", help="Hugging Face model id, e.g. Qwen/Qwen3-32B (default: the pinned recipe's model)")
     _cluster_args(s)
@@ -259,317 +583,6 @@ def build_parser() -> argparse.ArgumentParser:
         help="rank by the measurements in this <release>-recipe-benchmarks ConfigMap, read in --namespace (repeatable)",
     )
     _hook_args(s)
-
-    pl = sub.add_parser(
-        "place",
-        help="check that the cluster places a hand-set (manual mode) workload on the product meant (the chart's manual hook)",
-    )
-    _cluster_args(pl)
-    pl.add_argument("--gpu-count", type=_positive, required=True, help="GPUs of the workload (all pods together)")
-    pl.add_argument("--gpu-type", help="the GPU product the workload is meant for, e.g. MI300X or H100")
-    pl.add_argument(
-        "--vendor", choices=["amd", "nvidia"], default="amd", help="the vendor whose GPUs the pods request without --gpu-type"
-    )
-    pl.add_argument("--pods", type=_positive, default=1, help="pods sharing the GPUs, one per node (a LeaderWorkerSet group)")
-    pl.add_argument(
-        "--node-selector", action="append", type=_label, default=[], metavar="KEY=VALUE", help="the workload's nodeSelector"
-    )
-    pl.add_argument("--precision", choices=list(PRECISIONS), help="the hand-set precision, recorded with the placement")
-    pl.add_argument("--backend", help="the hand-set backend, recorded with the placement")
-    pl.add_argument(
-        "--write-configmap",
-        metavar="NAME",
-        help="hook mode: record the placement (mode manual, GPUs, precision, where it fits) in this ConfigMap in --namespace",
-    )
-    pl.add_argument("--release", help="Helm release name, for labels (hook mode)")
-    _hook_args(pl)
-
-    est = sub.add_parser("estimate", help="recompute a recipe's estimated figures (method aim-engine-roofline-v1)")
-    est.add_argument("recipe_id")
-
-    add_bench_parser(sub, positive=_positive)
-    add_tune_parser(sub, positive=_positive)
-
-    met = sub.add_parser("metrics", help="print aim_recipe_selection_total from selection ConfigMaps (Prometheus text)")
-    met.add_argument("files", nargs="*", type=Path, help="ConfigMap JSON/YAML files; none: read the live cluster")
-    met.add_argument("--namespace", help="namespace to read (live); default all")
-    met.add_argument("--kubeconfig")
-    met.add_argument("--context")
-    return p
-
-
-def _benchmark_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--benchmarks",
-        action="append",
-        default=[],
-        type=Path,
-        metavar="FILE",
-        help="measurements that replace comparable recipes' figures: benchmarks.json, `aim-recipes bench show -o json`, "
-        "or a <release>-recipe-benchmarks ConfigMap (repeatable)",
-    )
-
-
-def _measurements(args: argparse.Namespace, kube: Any | None = None) -> Measurements:
-    found = read_benchmark_files(args.benchmarks)
-    names = getattr(args, "benchmarks_configmap", [])
-    if names:
-        if kube is None:
-            raise InputError(
-                "--benchmarks-configmap reads the live cluster; with --cluster pass the ConfigMap as --benchmarks FILE"
-            )
-        found += read_benchmark_configmaps(kube, _namespace(args), names)
-    if found:
-        log.info("benchmark records read: %s", describe(found))
-    return Measurements(found)
-
-
-def _cluster_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--cluster", type=Path, help="snapshot: output of `kubectl get nodes,pods -A -o json`; default: the live cluster"
-    )
-    p.add_argument("--kubeconfig", help="kubeconfig for the live cluster (default: in-cluster, then $KUBECONFIG)")
-    p.add_argument("--context", help="kubeconfig context")
-    p.add_argument("--namespace", help="namespace for ConfigMaps (default: the pod's own namespace)")
-    p.add_argument(
-        "--reclaim-label",
-        action="append",
-        type=_label,
-        default=[],
-        metavar="KEY=VALUE",
-        help="pods with these labels do not count as using GPUs (the release's own workload, replaced by an upgrade)",
-    )
-    p.add_argument("--ignore-usage", action="store_true", help="count allocatable GPUs, not free ones")
-    p.add_argument(
-        "--tolerate-taint",
-        action="append",
-        default=[],
-        metavar="KEY",
-        help="a taint key the workload tolerates (* for every taint); the chart passes workload.tolerations' keys",
-    )
-
-
-def _hook_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--pod-name",
-        help="hook mode: this pod's name; a failure is then recorded as an Event on the Job that owns it (kubectl describe job)",
-    )
-    p.add_argument(
-        "--termination-log",
-        type=Path,
-        help="hook mode: write a failure's reason here (the container's terminationMessagePath, shown by kubectl describe pod)",
-    )
-
-
-def _bundle(args: argparse.Namespace) -> Bundle:
-    root = args.catalog or (Path(os.environ["AIM_RECIPES_DIR"]) if os.environ.get("AIM_RECIPES_DIR") else None)
-    return load_bundle(root)
-
-
-def _kube(args: argparse.Namespace) -> Any:
-    from aim_engine.adapters.kube import Kube
-
-    return Kube.connect(kubeconfig=args.kubeconfig, context=args.context)
-
-
-def _inventory(args: argparse.Namespace, bundle: Bundle, kube: Any | None, *, reclaim: bool = True) -> Inventory:
-    from aim_engine.adapters.catalog import load_json
-
-    if args.cluster is not None:
-        nodes, pods = split_list(load_json(args.cluster))
-    else:
-        assert kube is not None
-        nodes, pods = kube.nodes(), kube.pods()
-    # The cluster's objects (acyclic JSON, freed by reference counting once the inventory exists)
-    # would otherwise be scanned by every full collection the inventory's allocations trigger.
-    gc.freeze()
-    with collector_paused():
-        return build_inventory(
-            bundle.hardware,
-            nodes,
-            pods,
-            reclaim_selector=(dict(args.reclaim_label) or None) if reclaim else None,
-            tolerated_taints=DEFAULT_TOLERATED_TAINTS | frozenset(args.tolerate_taint),
-            node_selector=dict(getattr(args, "node_selector", None) or []) or None,
-            ignore_usage=args.ignore_usage,
-        )
-
-
-def _namespace(args: argparse.Namespace) -> str:
-    from aim_engine.adapters.kube import own_namespace
-
-    ns = args.namespace or own_namespace()
-    if not ns:
-        raise InputError("--namespace is required outside a pod")
-    return str(ns)
-
-
-def cmd_list(args: argparse.Namespace) -> int:
-    bundle = _bundle(args)
-    recipes = [
-        r
-        for r in bundle.recipes
-        if (not args.model or r.model_key == args.model.lower())
-        and (not args.hardware or r.hardware.upper() == args.hardware.upper())
-    ]
-    recipes = list(apply_measurements(recipes, _measurements(args)).recipes)
-    if args.output == "json":
-        sys.stdout.write(to_json([r.to_seed() for r in recipes]))
-    elif args.output == "yaml":
-        sys.stdout.write(to_yaml([r.to_seed() for r in recipes]))
-    else:
-        sys.stdout.write(recipes_table(recipes))
-    return EXIT_OK
-
-
-def _find(bundle: Bundle, recipe_id: str) -> Recipe:
-    for r in bundle.recipes:
-        if r.recipe_id == recipe_id:
-            return r
-    close = sorted(r.recipe_id for r in bundle.recipes if recipe_id.split("-", maxsplit=1)[0] in r.recipe_id)[:5]
-    raise InputError(
-        f"no recipe {recipe_id!r} in the catalog"
-        + (f"; similar: {', '.join(close)}" if close else "")
-        + " (aim-recipes list shows all)"
-    )
-
-
-def cmd_show(args: argparse.Namespace) -> int:
-    from aim_engine.rules.compat import static_findings
-
-    bundle = _bundle(args)
-    recipe = _find(bundle, args.recipe_id)
-    applied = apply_measurements([recipe], _measurements(args))
-    recipe = applied.recipes[0]
-    model = bundle.models.get(recipe.huggingface_id)
-    findings, plan = static_findings(recipe, model=model, catalog=bundle.hardware, registry=bundle.registry)
-    doc: dict[str, Any] = {"recipe": recipe.to_seed(), "vllm_command": vllm_command(recipe)}
-    if recipe.performance is not None:
-        perf = recipe.performance
-        doc["figures"] = {
-            figure: {
-                "value": float(perf.tokens_per_second if figure == FIGURES[0] else perf.latency_ms),
-                "conditions": dict(perf.conditions),
-                "source": figure_provenance(recipe, figure),
-            }
-            for figure in FIGURES
-        }
-    match = applied.matches.get(recipe.recipe_id)
-    if match is not None:
-        doc["measurements"] = [f.as_dict() for f in match_findings(match, recipe)]
-    if plan is not None:
-        doc["memory_per_gpu_gib"] = {
-            "budget": round(float(plan.budget) / 2**30, 1),
-            "weights": round(float(plan.weights) / 2**30, 1),
-            "activations": round(float(plan.activations) / 2**30, 2),
-            "runtime": round(float(plan.overhead) / 2**30, 1),
-            "kv_cache": round(float(plan.kv_budget) / 2**30, 1),
-            "full_length_sequences": plan.concurrent_sequences,
-        }
-    doc["findings"] = [f.as_dict() for f in findings]
-    sys.stdout.write(to_json(doc) if args.output == "json" else to_yaml(doc))
-    return EXIT_OK
-
-
-def cmd_validate(args: argparse.Namespace) -> int:
-    bundle = _bundle(args)
-    models = bundle.model_map()
-    for model_id, path in args.model_config:
-        profile = read_model_config(model_id, Path(path))
-        models[profile.id.lower()] = profile
-    if args.paths:
-        recipes: list[Recipe] = []
-        errors: list[str] = []
-        for path in args.paths:
-            try:
-                recipes.extend(load_recipe_file(bundle, path))
-            except InputError as err:
-                errors.append(str(err))
-        strict = False
-    else:
-        recipes, errors, strict = list(bundle.recipes), [], True
-    issues = lint_recipes(recipes, models=models, catalog=bundle.hardware, registry=bundle.registry, strict=strict)
-    engine: dict[str, Any] | None = None
-    if args.engine:  # vLLM's own verdict (a subprocess in the vLLM venv; see aim_engine.adapters.engine_check)
-        from aim_engine.adapters.engine_check import EngineSettings, checks_for, engine_issues, run_checker
-
-        settings = EngineSettings.resolve(recipes_root=bundle.root, python=args.vllm_python, env=os.environ)
-        configs = {model_id: Path(path) for model_id, path in args.model_config}
-        checks, unchecked = checks_for(recipes, recipes_root=bundle.root, catalog=bundle.hardware, model_configs=configs)
-        issues += unchecked
-        if checks:
-            report = run_checker(checks, settings)
-            issues += engine_issues(report, checks)
-            refused = sum(1 for v in report.verdicts if not v.ok)
-            engine = {"vllm": report.vllm_version, "checked": len(checks), "refused": refused}
-            engine["seconds"] = round(report.seconds, 1)
-    n_err = len(errors) + sum(1 for i in issues if i.severity == "error")
-    if args.output == "json":
-        doc = {"recipes": len(recipes), "valid": n_err == 0, "schema_errors": errors, "issues": [i.as_dict() for i in issues]}
-        sys.stdout.write(to_json(doc | ({"engine": engine} if engine is not None else {})))
-    else:
-        for e in errors:
-            sys.stdout.write(f"error: {e}\n")
-        if issues:
-            sys.stdout.write(lint_table(issues))
-        what = "bundled catalog" if strict else ", ".join(map(str, args.paths))
-        if engine is not None:
-            sys.stdout.write(
-                f"vLLM {engine['vllm']} judged {engine['checked']} command line(s) in {engine['seconds']} s: "
-                f"{engine['refused']} refused\n"
-            )
-        sys.stdout.write(
-            f"{len(recipes)} recipe(s) checked in {what}: {n_err} error(s), "
-            f"{sum(1 for i in issues if i.severity == 'warning')} warning(s)\n"
-        )
-    return EXIT_OK if n_err == 0 else EXIT_NOT_FOUND
-
-
-def cmd_detect(args: argparse.Namespace) -> int:
-    bundle = _bundle(args)
-    kube = None if args.cluster else _kube(args)
-    inv = _inventory(args, bundle, kube)
-    if args.output == "json":
-        sys.stdout.write(to_json(inventory_dict(inv)))
-    elif args.output == "yaml":
-        sys.stdout.write(to_yaml(inventory_dict(inv)))
-    else:
-        sys.stdout.write(inventory_table(inv))
-    return EXIT_OK
-
-
-def _pinned(args: argparse.Namespace, bundle: Bundle, kube: Any | None) -> Recipe | None:
-    recipes: list[Recipe] = []
-    if args.catalog_recipe:
-        return _find(bundle, args.catalog_recipe)
-    if args.recipe_file is not None:
-        recipes = load_recipe_file(bundle, args.recipe_file)
-        source = str(args.recipe_file)
-    elif args.recipe_configmap:
-        if kube is None:
-            raise InputError("--recipe-configmap reads the live cluster; with --cluster use --recipe-file")
-        ns = _namespace(args)
-        cm = kube.configmap(ns, args.recipe_configmap)
-        if cm is None:
-            raise InputError(
-                f"custom recipe ConfigMap {ns}/{args.recipe_configmap} not found; create it with a "
-                "recipe.yaml key (kubectl apply -f custom-recipe.yaml -n " + ns + ")"
-            )
-        cm.setdefault("kind", "ConfigMap")
-        source = f"ConfigMap {ns}/{args.recipe_configmap}"
-        recipes = [
-            typed_recipe(bundle.validator, raw, where=where, origin="custom") for where, raw in recipe_documents(cm, where=source)
-        ]
-    else:
-        return None
-    if args.recipe_id:
-        chosen = [r for r in recipes if r.recipe_id == args.recipe_id]
-        if not chosen:
-            raise InputError(f"{source} has no recipe {args.recipe_id!r} (it has {', '.join(r.recipe_id for r in recipes)})")
-        return chosen[0]
-    if len(recipes) > 1:
-        raise InputError(f"{source} holds {len(recipes)} recipes; choose one with --recipe-id")
-    return recipes[0]
 
 
 def cmd_select(args: argparse.Namespace) -> int:
@@ -807,6 +820,33 @@ def _write_selection(
     )
 
 
+def add_place(sub: Any) -> None:
+    """`aim-recipes place`: its arguments, beside cmd_place."""
+    pl = sub.add_parser(
+        "place",
+        help="check that the cluster places a hand-set (manual mode) workload on the product meant (the chart's manual hook)",
+    )
+    _cluster_args(pl)
+    pl.add_argument("--gpu-count", type=_positive, required=True, help="GPUs of the workload (all pods together)")
+    pl.add_argument("--gpu-type", help="the GPU product the workload is meant for, e.g. MI300X or H100")
+    pl.add_argument(
+        "--vendor", choices=["amd", "nvidia"], default="amd", help="the vendor whose GPUs the pods request without --gpu-type"
+    )
+    pl.add_argument("--pods", type=_positive, default=1, help="pods sharing the GPUs, one per node (a LeaderWorkerSet group)")
+    pl.add_argument(
+        "--node-selector", action="append", type=_label, default=[], metavar="KEY=VALUE", help="the workload's nodeSelector"
+    )
+    pl.add_argument("--precision", choices=list(PRECISIONS), help="the hand-set precision, recorded with the placement")
+    pl.add_argument("--backend", help="the hand-set backend, recorded with the placement")
+    pl.add_argument(
+        "--write-configmap",
+        metavar="NAME",
+        help="hook mode: record the placement (mode manual, GPUs, precision, where it fits) in this ConfigMap in --namespace",
+    )
+    pl.add_argument("--release", help="Helm release name, for labels (hook mode)")
+    _hook_args(pl)
+
+
 def cmd_place(args: argparse.Namespace) -> int:
     from aim_engine.cluster.placement import check_placement, placement_request
 
@@ -889,6 +929,12 @@ def _report_failure(args: argparse.Namespace, message: str) -> None:
         log.warning("could not record the failure on the hook Job: %s", e)
 
 
+def add_estimate(sub: Any) -> None:
+    """`aim-recipes estimate`: its arguments, beside cmd_estimate."""
+    est = sub.add_parser("estimate", help="recompute a recipe's estimated figures (method aim-engine-roofline-v1)")
+    est.add_argument("recipe_id")
+
+
 def cmd_estimate(args: argparse.Namespace) -> int:
     bundle = _bundle(args)
     recipe = _find(bundle, args.recipe_id)
@@ -910,6 +956,15 @@ def cmd_estimate(args: argparse.Namespace) -> int:
         )
     )
     return EXIT_OK
+
+
+def add_metrics(sub: Any) -> None:
+    """`aim-recipes metrics`: its arguments, beside cmd_metrics."""
+    met = sub.add_parser("metrics", help="print aim_recipe_selection_total from selection ConfigMaps (Prometheus text)")
+    met.add_argument("files", nargs="*", type=Path, help="ConfigMap JSON/YAML files; none: read the live cluster")
+    met.add_argument("--namespace", help="namespace to read (live); default all")
+    met.add_argument("--kubeconfig")
+    met.add_argument("--context")
 
 
 def cmd_metrics(args: argparse.Namespace) -> int:

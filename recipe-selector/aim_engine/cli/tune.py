@@ -293,7 +293,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
     except ImportError as e:
         raise InputError("aim-recipes tune draws its report with matplotlib: pip install 'aim-engine[tune]'") from e
     helm = Helm(binary=Helm.find(args.helm).binary, kubeconfig=args.kubeconfig, context=args.context)
-    catalog = args.catalog or (Path(os.environ["AIM_RECIPES_DIR"]) if os.environ.get("AIM_RECIPES_DIR") else None)
+    catalog = args.catalog  # the global option (default $AIM_RECIPES_DIR, checked by the parser)
     bundle = load_bundle(catalog)
     kube = Kube.connect(kubeconfig=args.kubeconfig, context=args.context)
     base = _base_recipe(args, bundle, kube)
