@@ -470,6 +470,9 @@ def test_a_multi_node_recipe_is_served_by_a_leaderworkerset(pool: E2ECluster) ->
             "workload.kind=LeaderWorkerSet",
             "--set",
             "model_cache.access_modes={ReadWriteMany}",
+            # the cache must hold DeepSeek-R1's 642 GiB checkpoint (the hook refuses the default 200Gi)
+            "--set",
+            "model_cache.size=700Gi",
             *image_sets(),
             *POOL_SETS,
             *own_webhook(ns),
