@@ -35,6 +35,8 @@ def keyrings(tmp: Path, name: str) -> tuple[Path, Path]:
     secret, public = tmp / f"{home.name}-secring.gpg", tmp / f"{home.name}-pubring.gpg"
     secret.write_bytes(gpg(home, "--export-secret-keys", name))
     public.write_bytes(gpg(home, "--export", name))
+    # The key is exported: stop the agent gpg started for this home (it would outlive the test).
+    subprocess.run(["gpgconf", "--homedir", str(home), "--kill", "gpg-agent"], capture_output=True, check=False)
     return secret, public
 
 

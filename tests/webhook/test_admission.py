@@ -596,3 +596,30 @@ def test_a_pod_is_given_its_recipes_fingerprint_and_a_controller_is_not(client, 
     req = review("deployment-bare.json")
     deployment = apply_patch(req["request"]["object"], decode_patch(post(client, "/mutate", req)))
     assert "aim-engine.io/recipe-fingerprint" not in (deployment["spec"]["template"]["metadata"].get("annotations") or {})
+
+
+def test_an_update_that_leaves_the_pod_template_unchanged_is_not_judged_again(client):
+    """A strategy patch (the selector hook's, before Helm applies a new template) on a Deployment
+    whose template contradicts the recipe now selected: nothing new to judge, allowed; the same
+    update with the template changed is judged and denied; a malformed object is still a 400."""
+    import copy
+
+    bad = review("deployment-gpu-count-mismatch.json")
+    assert post(client, "/validate", bad)["response"]["allowed"] is False
+    update = copy.deepcopy(bad)
+    update["request"]["operation"] = "UPDATE"
+    update["request"]["oldObject"] = copy.deepcopy(update["request"]["object"])
+    update["request"]["object"]["spec"]["strategy"] = {
+        "type": "RollingUpdate",
+        "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0},
+    }
+    out = post(client, "/validate", update)
+    check_contract(update, out)
+    assert out["response"]["allowed"] is True, out["response"]
+    changed = copy.deepcopy(update)
+    changed["request"]["oldObject"]["spec"]["template"]["metadata"].setdefault("annotations", {})["x"] = "y"
+    assert post(client, "/validate", changed)["response"]["allowed"] is False
+    malformed = review("deployment-malformed-containers.json")
+    malformed["request"]["operation"] = "UPDATE"
+    malformed["request"]["oldObject"] = copy.deepcopy(malformed["request"]["object"])
+    assert post(client, "/validate", malformed)["response"]["status"]["code"] == 400

@@ -22,7 +22,7 @@ from aim_engine.adapters.catalog import Bundle
 from aim_engine.adapters.metrics import BaselineCollector
 from aim_engine.domain.errors import InputError
 from aim_engine.rules.compat import Finding
-from aim_engine.rules.pod import POLICED_KINDS, MalformedObject, delegated, parse_workload
+from aim_engine.rules.pod import POLICED_KINDS, MalformedObject, as_map, container_index, delegated, parse_workload
 from aim_engine.rules.workload import Toggles, check_workload
 
 from .memo import Memo, fingerprint
@@ -30,7 +30,7 @@ from .mutate import apply, mutate
 from .observability import DURATION, HTTP_ERRORS, REQUESTS, now, render_metrics
 from .offload import MustWait
 from .recipes import RecipeResolver
-from .review import BadReview, ReviewRequest, encode_patch, parse_review, response
+from .review import BadReview, ReviewRequest, encode_patch, parse_review, response, template_unchanged
 
 log = logging.getLogger("aim_webhook")
 
@@ -191,6 +191,17 @@ class Reviewer:
         if prepared is None:
             return response(req, allowed=True), "skipped", ""
         workload = prepared[0]
+        if template_unchanged(req):
+            try:  # its shape is still checked: a malformed object is a 400 whatever changed
+                for t in workload.templates:
+                    container_index(t, as_map(t.metadata.get("annotations"), "metadata.annotations"), frozenset())
+            except MalformedObject as e:
+                return (
+                    response(req, allowed=False, code=400, message=f"aim-engine: malformed {req.kind}: {e}"),
+                    "denied",
+                    "MALFORMED",
+                )
+            return response(req, allowed=True), "skipped", "TEMPLATE_UNCHANGED"
         resolution = self.resolver.resolve(workload)
         if resolution.recipe is None and resolution.not_ours:
             return response(req, allowed=True, warnings=[resolution.problem]), "allowed", "NOT_OURS"

@@ -66,6 +66,27 @@ def parse_review(doc: Any) -> ReviewRequest:
     )
 
 
+# Where a controller keeps the pods it makes (the Pods themselves are judged at creation).
+POD_TEMPLATE_FIELD = {"Deployment": "template", "StatefulSet": "template", "LeaderWorkerSet": "leaderWorkerTemplate"}
+
+
+def template_unchanged(req: ReviewRequest) -> bool:
+    """An UPDATE of a controller that leaves its pod template as it was (a strategy, replicas or
+    label change): it makes no pod its template was not judged for, and every Pod is judged at
+    creation, so there is nothing new to judge — nor a selection to read, which may meanwhile name
+    the recipe of the template Helm is about to apply."""
+    field = POD_TEMPLATE_FIELD.get(req.kind)
+    if field is None or req.operation != "UPDATE":
+        return False
+    new, old = req.object, req.old_object
+    if not isinstance(new, Mapping) or not isinstance(old, Mapping):
+        return False
+    new_spec, old_spec = new.get("spec"), old.get("spec")
+    if not isinstance(new_spec, Mapping) or not isinstance(old_spec, Mapping) or field not in new_spec:
+        return False
+    return bool(new_spec.get(field) == old_spec.get(field))
+
+
 def encode_patch(patch: Sequence[Mapping[str, Any]]) -> str:
     """A JSON Patch as the response carries it (base64 of its JSON); empty for no operations."""
     return base64.b64encode(orjson.dumps(list(patch))).decode() if patch else ""

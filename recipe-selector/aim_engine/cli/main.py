@@ -637,13 +637,12 @@ def cmd_select(args: argparse.Namespace) -> int:
         args.failure = short
         return EXIT_NOT_FOUND
     upgrade = _upgrade_plan(args, bundle, kube, sel) if args.upgrade_deployment else None
-    if upgrade is not None:
-        # Before the new selection is written: the webhook judges the Deployment's (unchanged,
-        # previous) pod template against the selection the ConfigMap holds, which is still the one
-        # that template was made for. After it, a new model's recipe would refuse the old template.
-        _apply_upgrade(args, kube, upgrade)
     if args.write_configmap:
         _write_selection(args, kube, sel, inv, duration, catalog=bundle.hardware, upgrade=upgrade)
+    if upgrade is not None:
+        # A strategy-only patch: the webhook does not judge a controller update that leaves its pod
+        # template unchanged (the old template against the new model's recipe would be refused).
+        _apply_upgrade(args, kube, upgrade)
     _print_selection(args, sel, inv)
     if upgrade is not None and args.output not in ("json", "yaml", "values"):
         sys.stdout.write(upgrade.line() + "\n")
