@@ -131,8 +131,9 @@ class EngineSettings:
 def serve_argv(recipe: Recipe, *, chart_args: Sequence[str] = CHART_SERVE_ARGS) -> tuple[str, ...]:
     """`serve MODEL …` (the argv after `vllm`) as a pod runs it: the chart's command and args, then
     the recipe flags the webhook appends, those the chart's args do not already set (the webhook's
-    own rule: a flag present in the pod is kept), rendered by the same `to_cli`."""
-    base = [*vllm_command(recipe)[1:3], *chart_args]
+    own rule: a flag present in the pod is kept), rendered by the same `to_cli`. The chart names
+    the served model by its id (`--served-model-name`), as clients and metrics see it."""
+    base = [*vllm_command(recipe)[1:3], *chart_args, "--served-model-name", recipe.huggingface_id]
     present = parse_flags(base)
     missing = {k: v for k, v in recipe.args.items() if k not in present}
     return (*base, *to_cli(missing))
