@@ -313,17 +313,25 @@ def test_a_selection_that_changes_with_the_values_unchanged_reaches_the_pods(rel
         new_recipe = cm["metadata"]["labels"]["aim-engine.io/recipe-id"]
         assert new_recipe != old_recipe and yaml.safe_load(cm["data"]["recipe.yaml"])["hardware"] != product
         assert helm_template(e2e) == template_before, "Helm changed the pod template: this is not the case under test"
-        pods = wait_for(
-            lambda: [
-                p
-                for p in live_pods(e2e, NS, INFERENCE)
-                if p["metadata"]["name"] not in before
-                and p["metadata"]["labels"].get("aim-engine.io/recipe-id") == new_recipe
-                and p["spec"].get("nodeName")
-            ],
-            timeout=240,
-            what=f"a pod of the new recipe {new_recipe}, replaced by the reconcile Job, scheduled",
-        )
+        try:
+            pods = wait_for(
+                lambda: [
+                    p
+                    for p in live_pods(e2e, NS, INFERENCE)
+                    if p["metadata"]["name"] not in before
+                    and p["metadata"]["labels"].get("aim-engine.io/recipe-id") == new_recipe
+                    and p["spec"].get("nodeName")
+                ],
+                timeout=240,
+                what=f"a pod of the new recipe {new_recipe}, replaced by the reconcile Job, scheduled",
+            )
+        except AssertionError:
+            rec = "app.kubernetes.io/component=recipe-validator-reconcile"
+            print(e2e.kubectl("logs", "-n", NS, "-l", rec, "--tail=50", "--prefix").stdout[-4000:])
+            print(e2e.kubectl("get", "deploy,rs,pods,jobs", "-n", NS, "-o", "wide").stdout[-4000:])
+            print(e2e.kubectl("get", "events", "-n", NS, "--sort-by=.lastTimestamp").stdout[-4000:])
+            print(cm["data"].get("upgrade.json"))
+            raise
         assert pods[0]["spec"]["nodeName"] not in nodes
         wait_for(lambda: not (before & {q["metadata"]["name"] for q in live_pods(e2e, NS, INFERENCE)}), what="old pods gone")
         job = e2e.kubectl("logs", "-n", NS, "-l", "app.kubernetes.io/component=recipe-validator-reconcile", "--tail=-1").stdout
