@@ -322,7 +322,9 @@ def test_a_selection_that_changes_with_the_values_unchanged_reaches_the_pods(rel
                     and p["metadata"]["labels"].get("aim-engine.io/recipe-id") == new_recipe
                     and p["spec"].get("nodeName")
                 ],
-                timeout=240,
+                # 41 s alone; in CI beside the seed jobs (whose webhooks see every namespace and
+                # refuse Pod creations while they start) once more than 240 s
+                timeout=420,
                 what=f"a pod of the new recipe {new_recipe}, replaced by the reconcile Job, scheduled",
             )
         except AssertionError:
