@@ -443,6 +443,16 @@ def _import_images(state: Path, cfg: Path) -> None:
         log(f"removed images no longer built: {', '.join(stale)}")
 
 
+def tokenizer_cache(into: Path) -> Path:
+    """A Hugging Face cache holding the test model (its tokenizer, for vLLM's benchmark client run
+    by a test), copied from what `make images` wrote: the model-cache volumes are the releases'
+    (a released volume may be emptied while another test reads it)."""
+    dst = into / "hf-home"
+    if not dst.is_dir():
+        shutil.copytree(TEST_MODEL, dst, symlinks=True)
+    return dst
+
+
 def trust_registry(host: str) -> Path:
     """containerd pulls `host`'s images over plain HTTP (a registry on this machine's loopback, which
     the node, on the host network, reaches): its hosts.toml, read at every pull."""

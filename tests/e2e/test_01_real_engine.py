@@ -180,7 +180,7 @@ def test_the_throughput_rule_agrees_with_vllms_benchmark_client(release: Release
     prom = release.prometheus
     sel = f'{{namespace="{NS}", recipe_id="tiny-llama-cpu-x86-bf16"}}'
     before = time.time()
-    hub = Path(realcluster.MODEL_CACHE_HOSTPATH.format(0))  # a pre-populated cache: the tokenizer
+    hub = realcluster.tokenizer_cache(tmp_path)  # the tokenizer (volume 0 can be a released claim, emptied)
     cmd = [
         str(ROOT / ".tools/vllm-venv/bin/vllm"), "bench", "serve", "--backend", "openai", "--base-url", release.base,
         "--endpoint", "/v1/completions", "--model", realcluster.TEST_MODEL_ID, "--dataset-name", "random",

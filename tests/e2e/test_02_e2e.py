@@ -336,8 +336,17 @@ def test_a_selection_that_changes_with_the_values_unchanged_reaches_the_pods(rel
             raise
         assert pods[0]["spec"]["nodeName"] not in nodes
         wait_for(lambda: not (before & {q["metadata"]["name"] for q in live_pods(e2e, NS, INFERENCE)}), what="old pods gone")
-        job = e2e.kubectl("logs", "-n", NS, "-l", "app.kubernetes.io/component=recipe-validator-reconcile", "--tail=-1").stdout
-        assert f"outdated recipe replaced by {new_recipe}" in job, job
+        # The Job says so once it has seen the rollout complete (its next poll after the old pod went).
+        wait_for(
+            lambda: (
+                f"outdated recipe replaced by {new_recipe}"
+                in e2e.kubectl(
+                    "logs", "-n", NS, "-l", "app.kubernetes.io/component=recipe-validator-reconcile", "--tail=-1"
+                ).stdout
+            ),
+            timeout=60,
+            what="the reconcile Job's report of the replacement",
+        )
     finally:
         for n in nodes:
             e2e.kubectl("taint", "nodes", n, "aim-e2e/unusable-", check=True)

@@ -317,7 +317,7 @@ def host_client(perf: Perf, tmp: Path) -> dict[str, Any]:
     release's Service (its cluster IP, through kube-proxy): a client whose reads the node's engine
     does not starve, as a client pod on this 2-core node is (docs/monitoring.md)."""
     svc = json.loads(perf.e2e.kubectl("get", "service", f"{RELEASE}-service", "-n", NS, "-o", "json", check=True).stdout)
-    hub = Path(realcluster.MODEL_CACHE_HOSTPATH.format(0))  # a pre-populated cache: the tokenizer
+    hub = realcluster.tokenizer_cache(tmp)  # the tokenizer (volume 0 can be a released claim, emptied)
     cmd = [
         str(ROOT / ".tools/vllm-venv/bin/vllm"), "bench", "serve", "--backend", "openai",
         "--base-url", f"http://{svc['spec']['clusterIP']}:8000", "--endpoint", "/v1/completions",
