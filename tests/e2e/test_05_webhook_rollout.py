@@ -131,6 +131,8 @@ def rollout_release(e2e: E2ECluster) -> Any:
         "aim_engine.model_id=Qwen/Qwen3-32B",
         "admission_controller.enabled=true",
         "admission_controller.webhook.failure_policy=Fail",
+        # its webhook judges its own namespace only: while it rolls, no other module's Pod is refused
+        f"admission_controller.webhook.namespaces={{{NS}}}",
         "workload.replicas=0",
         "model_cache.enabled=false",
         "monitoring.enabled=false",
