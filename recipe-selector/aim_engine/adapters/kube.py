@@ -121,18 +121,22 @@ class Kube:
     def namespaced_pods(self, namespace: str, *, label_selector: str) -> list[dict[str, Any]]:
         return self._list("list pods", self.core.list_namespaced_pod, namespace=namespace, label_selector=label_selector)
 
-    def configmap(self, namespace: str, name: str) -> dict[str, Any] | None:
+    def _read(self, what: str, fn: Callable[..., Any], namespace: str, name: str) -> dict[str, Any] | None:
+        """One object by name, or None when it does not exist; 403 is Forbidden, the rest KubeError."""
         api_exc = _api_exception()
         try:
-            resp = self.core.read_namespaced_config_map(name, namespace, _preload_content=False)
+            resp = fn(name, namespace, _preload_content=False)
         except api_exc as e:
             if e.status == 404:
                 return None
             error = Forbidden if e.status == 403 else KubeError
-            raise error(f"read configmap {namespace}/{name}: {e.status} {e.reason}: {_message(e.body)}") from e
+            raise error(f"read {what} {namespace}/{name}: {e.status} {e.reason}: {_message(e.body)}") from e
         except _transport_errors() as e:
-            raise KubeError(f"read configmap {namespace}/{name}: cannot reach the API server ({e})") from e
+            raise KubeError(f"read {what} {namespace}/{name}: cannot reach the API server ({e})") from e
         return json.loads(resp.data)  # type: ignore[no-any-return]
+
+    def configmap(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return self._read("configmap", self.core.read_namespaced_config_map, namespace, name)
 
     def write_configmap(
         self,
@@ -179,16 +183,7 @@ class Kube:
 
     def pvc(self, namespace: str, name: str) -> dict[str, Any] | None:
         """The PersistentVolumeClaim, or None when it does not exist."""
-        api_exc = _api_exception()
-        try:
-            resp = self.core.read_namespaced_persistent_volume_claim(name, namespace, _preload_content=False)
-        except api_exc as e:
-            if e.status == 404:
-                return None
-            raise KubeError(f"read persistentvolumeclaim {namespace}/{name}: {e.status} {e.reason}: {_message(e.body)}") from e
-        except _transport_errors() as e:
-            raise KubeError(f"read persistentvolumeclaim {namespace}/{name}: cannot reach the API server ({e})") from e
-        return json.loads(resp.data)  # type: ignore[no-any-return]
+        return self._read("persistentvolumeclaim", self.core.read_namespaced_persistent_volume_claim, namespace, name)
 
     def _apps(self) -> Any:
         from kubernetes import client
@@ -197,16 +192,7 @@ class Kube:
 
     def deployment(self, namespace: str, name: str) -> dict[str, Any] | None:
         """The Deployment, or None when it does not exist (a first install)."""
-        api_exc = _api_exception()
-        try:
-            resp = self._apps().read_namespaced_deployment(name, namespace, _preload_content=False)
-        except api_exc as e:
-            if e.status == 404:
-                return None
-            raise KubeError(f"read deployment {namespace}/{name}: {e.status} {e.reason}: {_message(e.body)}") from e
-        except _transport_errors() as e:
-            raise KubeError(f"read deployment {namespace}/{name}: cannot reach the API server ({e})") from e
-        return json.loads(resp.data)  # type: ignore[no-any-return]
+        return self._read("deployment", self._apps().read_namespaced_deployment, namespace, name)
 
     def patch_deployment(self, namespace: str, name: str, patch: Mapping[str, Any]) -> None:
         """A strategic merge patch (null clears a field)."""
