@@ -200,9 +200,29 @@ class FakeDeployment:
         self.done_at = self.clock.now + self.takes
 
 
-def test_the_engine_deployment_is_rolled_not_its_pods_deleted():
+def run_engine(clock, pods, dep, *, timeout, delete):
+    """run() with the current recipe and the engine Deployment `dep` (no webhook to wait for)."""
     from aim_webhook.reconcile import Engine
 
+    return run(
+        namespace="ns",
+        deployment=None,
+        read_deployment=None,
+        list_pods=lambda: [],
+        delete_pod=delete,
+        timeout_seconds=timeout,
+        clock=clock,
+        sleep=clock.sleep,
+        current=Current(
+            recipe_id="r",
+            fingerprint=FP_NEW,
+            list_pods=lambda: list(pods.values()),
+            engine=Engine(name="engine", read=dep.read, roll=dep.roll),
+        ),
+    )
+
+
+def test_the_engine_deployment_is_rolled_not_its_pods_deleted():
     clock = Clock()
     pods = {"engine-h1-a": engine_pod("engine-h1-a"), "other": served("other")}
     dep = FakeDeployment(clock, pods)
@@ -212,22 +232,7 @@ def test_the_engine_deployment_is_rolled_not_its_pods_deleted():
         deleted.append(name)
         pods.pop(name)
 
-    out = run(
-        namespace="ns",
-        deployment=None,
-        read_deployment=None,
-        list_pods=lambda: [],
-        delete_pod=delete,
-        timeout_seconds=60,
-        clock=clock,
-        sleep=clock.sleep,
-        current=Current(
-            recipe_id="r",
-            fingerprint=FP_NEW,
-            list_pods=lambda: list(pods.values()),
-            engine=Engine(name="engine", read=dep.read, roll=dep.roll),
-        ),
-    )
+    out = run_engine(clock, pods, dep, timeout=60, delete=delete)
     assert out.ok, out.message
     assert dep.rolls == [FP_NEW] and clock.now >= 8  # waited for the rollout to complete
     assert deleted == ["other"]  # a pod of another controller: deleted as before
@@ -235,53 +240,19 @@ def test_the_engine_deployment_is_rolled_not_its_pods_deleted():
 
 
 def test_a_rollout_helm_started_is_waited_for_and_nothing_more_rolls():
-    from aim_webhook.reconcile import Engine
-
     clock = Clock()
     pods = {"engine-h1-a": engine_pod("engine-h1-a")}
     dep = FakeDeployment(clock, pods, takes=10)
     dep.roll("helm")  # Helm changed the pod template: its new pods get the new recipe
-    out = run(
-        namespace="ns",
-        deployment=None,
-        read_deployment=None,
-        list_pods=lambda: [],
-        delete_pod=lambda name: None,
-        timeout_seconds=60,
-        clock=clock,
-        sleep=clock.sleep,
-        current=Current(
-            recipe_id="r",
-            fingerprint=FP_NEW,
-            list_pods=lambda: list(pods.values()),
-            engine=Engine(name="engine", read=dep.read, roll=dep.roll),
-        ),
-    )
+    out = run_engine(clock, pods, dep, timeout=60, delete=lambda name: None)
     assert out.ok and dep.rolls == ["helm"] and clock.now >= 10
 
 
 def test_a_rollout_that_never_completes_is_an_error_naming_the_deployment():
-    from aim_webhook.reconcile import Engine
-
     clock = Clock()
     pods = {"engine-h1-a": engine_pod("engine-h1-a")}
     dep = FakeDeployment(clock, pods, takes=10_000)
-    out = run(
-        namespace="ns",
-        deployment=None,
-        read_deployment=None,
-        list_pods=lambda: [],
-        delete_pod=lambda name: None,
-        timeout_seconds=30,
-        clock=clock,
-        sleep=clock.sleep,
-        current=Current(
-            recipe_id="r",
-            fingerprint=FP_NEW,
-            list_pods=lambda: list(pods.values()),
-            engine=Engine(name="engine", read=dep.read, roll=dep.roll),
-        ),
-    )
+    out = run_engine(clock, pods, dep, timeout=30, delete=lambda name: None)
     assert not out.ok and "rollout status deployment/engine" in out.message and "to recipe r" in out.message
 
 
